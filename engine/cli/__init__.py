@@ -1,0 +1,12 @@
+"""The command line: a thin shell over the engine's stages.
+
+Each command group lives in its own module and attaches itself to ``main``. Only this layer
+prints and chooses exit codes; the engine below raises errors from ``engine.errors``.
+"""
+
+from __future__ import annotations
+
+from engine.cli import map_cmd, sandbox_cmd, validate_cmd
+from engine.cli.base import main
+
+__all__ = ["main", "map_cmd", "sandbox_cmd", "validate_cmd"]
