@@ -1,0 +1,211 @@
+"""The SCALARA export API client (read-only source of the sync).
+
+One class, one httpx client, an injectable transport (tests plug ``httpx.MockTransport`` in, the
+sandbox its own app; production and tests run the same code). Every name of the API (paths, query
+parameters, envelope keys, the auth header) comes from ``ConnectorConfig.scalara``: SCALARA has not
+published its export API, so none of it is hard-coded here.
+
+    with ScalaraClient(load_connector_config(), token) as scalara:
+        scalara.whoami()                               # check a token before saving it
+        for page in scalara.iter_pages("units", updated_since="2025-01-01T00:00:00Z"):
+            ...
+
+Errors: a wrong or revoked token -> ``AuthError`` telling the admin where to generate a new one;
+retries exhausted, malformed answers -> ``NetworkError``; parameters the server rejects ->
+``ConfigError`` (the names or values come from configuration). The token never appears in
+messages, logs or ``repr``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from engine.connectors.config import ConnectorConfig, ScalaraConfig
+from engine.connectors.retry import Clock, RateLimiter, Retrier, Sleep, Stats, TransientResponse
+from engine.errors import AuthError, ConfigError, NetworkError
+
+log = logging.getLogger(__name__)
+
+SERVICE = "SCALARA"
+TOKEN_REJECTED = (
+    "SCALARA rejected the token (wrong or revoked). An admin generates a new one in SCALARA: "
+    "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren; then save it with "
+    "`casavi-sync connect`."
+)
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The decoded JSON body; an undecodable one is transient (truncated or garbled answer)."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        raise TransientResponse("malformed JSON body") from None
+
+
+class ScalaraClient:
+    """Reads SCALARA resources page by page; thread-safe (httpx.Client is, and Stats is locked)."""
+
+    def __init__(self, config: ConnectorConfig, token: str, *,
+                 transport: httpx.BaseTransport | None = None,
+                 sleep: Sleep = time.sleep, clock: Clock = time.time,
+                 rng: Callable[[], float] | None = None) -> None:
+        self.config: ScalaraConfig = config.scalara
+        cfg = self.config
+        self.stats = Stats()
+        self.limiter = RateLimiter(cfg.rate_limit.rate_per_s, cfg.rate_limit.burst, clock=clock, sleep=sleep)
+        extra = {"rng": rng} if rng is not None else {}
+        self._retrier = Retrier(SERVICE, cfg.retry, self.limiter, self.stats, sleep=sleep, clock=clock, **extra)
+        timeout = httpx.Timeout(connect=cfg.timeouts.connect_s, read=cfg.timeouts.read_s,
+                                write=cfg.timeouts.write_s, pool=cfg.timeouts.pool_s)
+        auth_value = f"{cfg.auth_scheme} {token}" if cfg.auth_scheme else token
+        self._http = httpx.Client(base_url=cfg.base_url, transport=transport, timeout=timeout,
+                                  headers={cfg.auth_header: auth_value}, follow_redirects=False)
+
+    def __repr__(self) -> str:
+        return f"ScalaraClient(base_url={self.config.base_url!r})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ScalaraClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """GET the "me" path: proves the token works (used before the token is saved)."""
+        body = self._get(self.config.me_path, None, allow_404=False)
+        if not isinstance(body, dict):
+            raise NetworkError(f"{SERVICE}: GET {self.config.me_path} answered with no JSON object")
+        return body
+
+    def iter_pages(self, resource: str, *, updated_since: str | None = None,
+                   include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's records (cursor pagination); tombstones pass through unchanged.
+
+        A small state machine: state = the cursor; start without one, stop when the envelope's
+        next cursor is null. A cursor seen twice or more pages than ``max_pages`` is a server
+        fault -> NetworkError rather than an endless run.
+        """
+        cfg = self.config
+        path = self._resource_path(resource)
+        params: dict[str, str] = {cfg.page_size_param: str(cfg.page_size)}
+        if updated_since is not None:
+            params[cfg.updated_since_param] = updated_since
+        if include_deleted:
+            params[cfg.include_deleted_param] = cfg.true_value
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(cfg.max_pages):
+            query = dict(params)
+            if cursor is not None:
+                query[cfg.cursor_param] = cursor
+            items, cursor = self._page(path, query)
+            self.stats.incr("pages")
+            yield items
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise NetworkError(f"{SERVICE}: GET {path} returned a cursor it returned before "
+                                   "(pagination loop); stopped")
+            seen.add(cursor)
+        raise NetworkError(f"{SERVICE}: GET {path} did not end after {cfg.max_pages} pages; stopped")
+
+    def fetch_all(self, resource: str, *, updated_since: str | None = None,
+                  include_deleted: bool = False) -> list[dict[str, Any]]:
+        """All records of a resource (every page, in the server's stable order)."""
+        records: list[dict[str, Any]] = []
+        for page in self.iter_pages(resource, updated_since=updated_since, include_deleted=include_deleted):
+            records.extend(page)
+        return records
+
+    def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        """One record by id; None when SCALARA does not know it (404)."""
+        path = self.config.record_path.format(path=self._resource_path(resource),
+                                              id=quote(record_id, safe=""))
+        body = self._get(path, None, allow_404=True)
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise NetworkError(f"{SERVICE}: GET {path} answered with no JSON object")
+        return body
+
+    def is_tombstone(self, record: dict[str, Any]) -> bool:
+        """True for the stand-in of a deleted record (``include_deleted=True`` lists them)."""
+        return record.get(self.config.tombstone_flag_field) is True
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _resource_path(self, resource: str) -> str:
+        try:
+            return self.config.resources[resource]
+        except KeyError:
+            known = ", ".join(sorted(self.config.resources))
+            raise ConfigError(f"unknown SCALARA resource {resource!r}; configured: {known}") from None
+
+    def _page(self, path: str, query: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+        cfg = self.config
+
+        def envelope(response: httpx.Response) -> tuple[list[dict[str, Any]], str | None]:
+            body = self._checked(response, path, allow_404=False)
+            items = body.get(cfg.items_key) if isinstance(body, dict) else None
+            cursor = body.get(cfg.next_cursor_key) if isinstance(body, dict) else None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise TransientResponse(f"unexpected envelope (no list under {cfg.items_key!r})")
+            if cursor is not None and (not isinstance(cursor, str) or not cursor):
+                raise TransientResponse(f"unexpected envelope ({cfg.next_cursor_key!r} is not a string)")
+            return items, cursor
+
+        self.stats.incr("reads")
+        return self._retrier.run("GET", path, lambda: self._http.get(path, params=query), envelope)
+
+    def _get(self, path: str, query: dict[str, str] | None, *, allow_404: bool) -> Any:
+        self.stats.incr("reads")
+        return self._retrier.run("GET", path, lambda: self._http.get(path, params=query),
+                                 lambda r: self._checked(r, path, allow_404=allow_404))
+
+    def _checked(self, response: httpx.Response, path: str, *, allow_404: bool) -> Any:
+        """Turn an answer into its JSON body or the right engine error."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return json_body(response)
+        code, message = self._error_of(response)
+        if status == 401:
+            said = "" if code in ("", self.config.invalid_token_code) else f" (SCALARA said: {code})"
+            raise AuthError(TOKEN_REJECTED + said)
+        if status == 403:
+            raise AuthError(f"SCALARA refused access to {path} (403 {code or 'forbidden'}). "
+                            "The casavi link may be switched off for this account; an admin checks "
+                            "Systemeinstellungen -> Externe Anbindungen -> casavi.")
+        if status == 404 and allow_404:
+            return None
+        if status == 400:
+            raise ConfigError(f"SCALARA rejected the request GET {path} (400 {code}): {message}. "
+                              "Check the SCALARA parameter names and values in the connector config.")
+        raise NetworkError(f"{SERVICE}: GET {path} answered HTTP {status} {code}: {message}".rstrip(": "))
+
+    def _error_of(self, response: httpx.Response) -> tuple[str, str]:
+        """(code, message) of an error answer, whatever shape it has; short and token-free."""
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            return "", ""
+        if not isinstance(body, dict):
+            return "", ""
+        code = body.get(self.config.error_code_key)
+        message = body.get(self.config.error_message_key)
+        return (str(code) if code is not None else "", str(message)[:300] if message is not None else "")
