@@ -251,6 +251,9 @@ class _Run:
                 ctx[lk.name] = list(hit) if hit else []
                 continue
             if hit is None and lk.required:
+                if key is None:
+                    raise _Failure(f"{what} {rec['id']}: `{lk.key.source}` is null, so there is no "
+                                   f"{singular(lk.resource)} (lookup '{lk.name}' is required)")
                 raise _Failure(f"{what} {rec['id']}: no {singular(lk.resource)} with {lk.match} "
                                f"{key!r} (lookup '{lk.name}' is required)")
             ctx[lk.name] = hit
