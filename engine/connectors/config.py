@@ -110,7 +110,7 @@ class ScalaraConfig:
     tombstone_deleted_at_field: str
     error_code_key: str
     error_message_key: str
-    invalid_token_code: str
+    rejected_token_code: str
     timeouts: Timeouts
     retry: RetryPolicy
     rate_limit: RateLimit
@@ -119,6 +119,7 @@ class ScalaraConfig:
 @dataclass(frozen=True)
 class CasaviConfig:
     base_url: str
+    auth_method: str
     auth_path: str
     key_field: str
     secret_field: str
@@ -388,7 +389,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         tombstone_deleted_at_field=s["tombstone"]["deleted_at_field"],
         error_code_key=s["errors"]["code_key"],
         error_message_key=s["errors"]["message_key"],
-        invalid_token_code=s["errors"]["invalid_token_code"],
+        rejected_token_code=s["errors"]["rejected_token_code"],
         timeouts=_timeouts(s["timeouts"]),
         retry=_retry(s["retry"]),
         rate_limit=_rate(s["rate_limit"]),
@@ -396,6 +397,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
     auth, page, errors = c["auth"], c["pagination"], c["errors"]
     casavi = CasaviConfig(
         base_url=c["base_url"],
+        auth_method=auth["method"],
         auth_path=auth["path"],
         key_field=auth["key_field"],
         secret_field=auth["secret_field"],

@@ -185,7 +185,7 @@ class ScalaraClient:
             return json_body(response)
         code, message = self._error_of(response)
         if status == 401:
-            said = "" if code in ("", self.config.invalid_token_code) else f" (SCALARA said: {code})"
+            said = "" if code in ("", self.config.rejected_token_code) else f" (SCALARA said: {code})"
             raise AuthError(TOKEN_REJECTED + said)
         if status == 403:
             raise AuthError(f"SCALARA refused access to {path} (403 {code or 'forbidden'}). "
