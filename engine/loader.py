@@ -192,11 +192,10 @@ class Document:
         return line, col
 
     def _block(self, indicator_line: int, head: str) -> tuple[int, int]:
-        row = head.count("\n")
-        line = indicator_line + 1 + row
-        text = self.source_line(line) or ""
-        indent = len(text) - len(text.lstrip(" "))
-        return line, indent + len(head.rsplit("\n", 1)[-1]) + 1
+        # the block's indentation is that of its first content line; deeper lines keep the rest
+        first = self.source_line(indicator_line + 1) or ""
+        indent = len(first) - len(first.lstrip(" "))
+        return indicator_line + 1 + head.count("\n"), indent + len(head.rsplit("\n", 1)[-1]) + 1
 
 
 def _is_collection(node: Any) -> bool:
@@ -329,6 +328,8 @@ def _syntax_diagnostic(exc: Any, name: str, lines: list[str]) -> Diagnostic:
     problem = str(exc.problem or exc.context or "invalid YAML")
     message = f"YAML syntax error: {problem}"
     hint = "check indentation and quoting around this place"
+    if "another document" in problem:
+        message = "YAML syntax error: a second YAML document starts here"
     if "\\t" in problem or "\t" in problem:
         hint = "YAML indentation must use spaces, not tabs"
     elif "mapping values are not allowed" in problem:
