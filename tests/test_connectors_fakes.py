@@ -184,7 +184,7 @@ class FakeCasavi(Recorder):
             if ref not in self.store[kind]:
                 return _json(404, {"error": "not_found", "message": "-"})
             if (kind, ref) not in self.archived:
-                return _json(409, {"error": "not_archived", "message": "archive the record first"})
+                return _json(409, {"code": "not_archived", "message": "archive the record first"})
             del self.store[kind][ref]
             return httpx.Response(204)
         return self._put(kind, ref, json.loads(request.content))

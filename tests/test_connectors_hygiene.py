@@ -62,7 +62,7 @@ def test_default_yaml_holds_the_names_the_scan_forbids() -> None:
         assert name in text
 
 
-def _failing_casavi(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> list[str]:
+def _failing_casavi(clock: FakeClock) -> list[str]:
     """Drive casavi through auth, renewal, retries, throttling and rejections; collect messages."""
     fake = FakeCasavi(clock)
     client = CasaviClient(config(), CASAVI_KEY, CASAVI_SECRET, transport=httpx.MockTransport(fake.handler),
@@ -93,7 +93,7 @@ def _failing_casavi(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> list[
 def test_secrets_never_appear_in_messages_or_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     clock = FakeClock()
-    messages = _failing_casavi(clock, caplog)
+    messages = _failing_casavi(clock)
     scalara = ScalaraClient(config(), SCALARA_TOKEN, transport=httpx.MockTransport(
         lambda r: httpx.Response(401, json={"error": "invalid_token", "message": "revoked"})),
         sleep=clock.sleep, clock=clock)

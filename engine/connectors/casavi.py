@@ -362,7 +362,8 @@ class CasaviClient:
             code = str(errors[0].get(cfg.error_code_key) or f"HTTP {response.status_code}")
             head = f"{code} on {field}" if field else code
         else:
-            head = str(body.get(cfg.top_error_code_key) or f"HTTP {response.status_code}")
+            codes = [body[k] for k in cfg.top_error_code_keys if body.get(k)]
+            head = str(codes[0]) if codes else f"HTTP {response.status_code}"
         reason = f"{head}: {message}" if message else head
         return CasaviRejected(reason=reason[:500], resource=kind, target_id=target, field=field,
                               details={"body": body}, status=response.status_code, errors=errors)

@@ -144,7 +144,7 @@ class CasaviConfig:
     errors_key: str
     error_field_key: str
     error_code_key: str
-    top_error_code_key: str
+    top_error_code_keys: tuple[str, ...]
     reference_id_pattern: re.Pattern[str]
     write_concurrency: int
     timeouts: Timeouts
@@ -422,7 +422,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         errors_key=errors["errors_key"],
         error_field_key=errors["field_key"],
         error_code_key=errors["code_key"],
-        top_error_code_key=errors["error_code_key"],
+        top_error_code_keys=tuple(errors["error_code_keys"]),
         reference_id_pattern=re.compile(c["reference_id_pattern"]),
         write_concurrency=int(c["write_concurrency"]),
         timeouts=_timeouts(c["timeouts"]),

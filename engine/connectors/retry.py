@@ -192,7 +192,7 @@ class Retrier:
             if last.startswith("HTTP 429"):
                 self.limiter.pause_until(self._clock() + delay)
             self.stats.incr("retries")
-            log.warning("%s %s %s: %s; retry %d/%d in %.2f s", self.service, method, path, last,
+            log.info("%s %s %s: %s; retry %d/%d in %.2f s", self.service, method, path, last,
                         attempt, attempts - 1, delay)
             if delay > 0:
                 self._sleep(delay)
