@@ -18,7 +18,8 @@ Only the CLI turns these into exit codes; nothing below it prints or exits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -102,7 +103,7 @@ class RecordError(CasaviSyncError):
     resource: str | None = None
     target_id: str | None = None
     field: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(self.reason)
