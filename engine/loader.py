@@ -170,8 +170,11 @@ class Document:
         if isinstance(value, DoubleQuotedScalarString):
             extra = sum(1 for ch in head if ch in "\"\\")
             return self._walk(line, col + 1, extra + offset)
-        if isinstance(value, LiteralScalarString | FoldedScalarString):
+        if isinstance(value, LiteralScalarString):
             return self._block(line, head)
+        if isinstance(value, FoldedScalarString):  # folding turned newlines into spaces
+            first = self.source_line(line + 1) or ""
+            return self._walk(line + 1, len(first) - len(first.lstrip(" ")) + 1, offset)
         return self._walk(line, col, offset)
 
     def _walk(self, line: int, col: int, offset: int) -> tuple[int, int]:
@@ -290,6 +293,7 @@ def load_text(text: str, name: str) -> tuple[Document | None, list[Diagnostic]]:
 
     yaml = YAML(typ="rt", pure=True)
     yaml.preserve_quotes = True
+    yaml.allow_duplicate_keys = True  # the prescan reports duplicates by their text, all of them
     try:
         problems = _prescan(yaml, text, name, lines)
         if problems:
