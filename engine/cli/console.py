@@ -1,0 +1,88 @@
+"""Operator output: progress on a terminal, plain lines elsewhere, JSON logs on request, --quiet.
+
+Everything the CLI prints goes through a ``Console`` so that ``--quiet`` and ``--log-format json``
+hold everywhere. No secret ever reaches it: callers pass fingerprints, never tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+import click
+
+
+class Console:
+    def __init__(self, *, quiet: bool = False, log_format: str = "text", stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.log_format = log_format
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and log_format == "text"
+        self._last_line = ""
+        self._last_emit = 0.0
+        self._last_key: tuple[str, str] | None = None
+
+    # -- messages -------------------------------------------------------------------------------
+    def info(self, message: str, **fields: Any) -> None:
+        if self.quiet:
+            return
+        self._log("info", message, fields)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        self._log("warning", message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._log("error", message, fields)
+
+    def _log(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        self._clear()
+        if self.log_format == "json":
+            rec = {"ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                   "level": level, "msg": message, **fields}
+            click.echo(json.dumps(rec, ensure_ascii=False, default=str), file=self.stream)
+        else:
+            prefix = "" if level == "info" else f"{level}: "
+            click.echo(prefix + message, file=self.stream)
+
+    # -- progress -------------------------------------------------------------------------------
+    def progress(self, phase: str, kind: str, done: int, total: int) -> None:
+        """Progress callback for the engine: (phase, kind, done, total); total 0 = unknown."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        key = (phase, kind)
+        finished = total and done >= total
+        if self.tty:
+            if now - self._last_emit < 0.1 and not finished:
+                return
+            if total:
+                width = 24
+                filled = int(width * done / total)
+                bar = "#" * filled + "-" * (width - filled)
+                line = f"{phase:<9} {kind:<17} [{bar}] {done}/{total}"
+            else:
+                line = f"{phase:<9} {kind:<17} {done} records"
+            self.stream.write("\r" + line.ljust(len(self._last_line)))
+            self.stream.flush()
+            self._last_line = line
+            self._last_emit = now
+            if finished:
+                self._clear(newline=True)
+            return
+        # not a terminal: a line when a phase starts or finishes, else at most every 5 s
+        if key != self._last_key or finished or now - self._last_emit >= 5:
+            if self.log_format == "json":
+                self._log("info", "progress", {"phase": phase, "kind": kind, "done": done, "total": total})
+            else:
+                click.echo(f"{phase} {kind}: {done}" + (f"/{total}" if total else ""), file=self.stream)
+            self._last_key = key
+            self._last_emit = now
+
+    def _clear(self, newline: bool = False) -> None:
+        if self.tty and self._last_line:
+            self.stream.write("\n" if newline else "\r" + " " * len(self._last_line) + "\r")
+            self.stream.flush()
+            self._last_line = ""

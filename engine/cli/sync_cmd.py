@@ -1,0 +1,131 @@
+"""`casavi-sync plan` and `casavi-sync run`: the dry run and the real thing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import click
+
+from engine.cli.base import main
+from engine.cli.context import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_RECORDS,
+    OperatorContext,
+    handle_errors,
+    operator_options,
+)
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_date: str | None) -> Any:
+    from engine.sync.runner import SyncOptions
+
+    config = ctx.connector_config()
+    return SyncOptions(allow_archive=allow_archive, reconcile=reconcile,
+                       concurrency=config.casavi.write_concurrency, run_date=_date(run_date))
+
+
+@main.command()
+@operator_options
+@click.option("--details", is_flag=True, help="Show the field-level diff of every record.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--reconcile", is_flag=True, help="Compare with casavi's current records, not only the state.")
+@click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
+@handle_errors
+def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, **kwargs: Any) -> None:
+    """Show what a run would do, writing nothing anywhere.
+
+    Exit codes: 0 casavi is up to date, 4 changes are pending, 1 some records cannot be mapped,
+    3 aborted (auth, network, config).
+    """
+    from engine.sync.report import plan_document, plan_summary
+    from engine.sync.session import plan_for_tenant
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    options = _options(ctx, False, reconcile, run_date)
+    mset = ctx.mapping_set()
+    with ctx.store() as store:
+        scalara, casavi = ctx.clients(store)
+        with scalara, casavi:
+            prepared = plan_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, ctx.console.progress)
+    if fmt == "json":
+        click.echo(json.dumps(plan_document(prepared, details=details), indent=2, ensure_ascii=False, default=str))
+    else:
+        for line in plan_summary(prepared):
+            click.echo(line)
+        if details:
+            for a in prepared.plan.actions:
+                click.echo(f"{a.action} {a.kind} {a.ref_id}  ({a.reason}; SCALARA {a.source_resource} {a.source_id})")
+                for change in a.diff() if a.action != "archive" else []:
+                    click.echo(f"    {change['field']}: {json.dumps(change['from'], ensure_ascii=False)} -> "
+                               f"{json.dumps(change['to'], ensure_ascii=False)}")
+    if prepared.plan.errors:
+        raise SystemExit(EXIT_RECORDS)
+    raise SystemExit(EXIT_PENDING if prepared.plan.pending_changes else EXIT_OK)
+
+
+@main.command()
+@operator_options
+@click.option("--allow-archive", is_flag=True, help="Archive even when the mass-archive guard would refuse.")
+@click.option("--reconcile", is_flag=True, help="Read casavi's records and correct those that differ.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: print the run report.")
+@click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
+@handle_errors
+def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, **kwargs: Any) -> None:
+    """Make casavi equal to what the mappings produce from SCALARA.
+
+    Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
+    mass-archive guard held archives back, 3 aborted (auth, network, config, state).
+    """
+    ctx = OperatorContext.from_kwargs(kwargs)
+    code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=_date(run_date),
+                      trigger="reconcile" if reconcile else "manual", fmt=fmt)
+    raise SystemExit(code)
+
+
+def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
+               run_date: dt.date | None = None, trigger: str = "manual", fmt: str = "text",
+               should_stop: Any = None) -> int:
+    """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
+    from engine.sync.report import run_summary
+    from engine.sync.runner import SyncOptions
+    from engine.sync.session import run_for_tenant
+
+    config = ctx.connector_config()
+    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile,
+                          concurrency=config.casavi.write_concurrency, run_date=run_date)
+    mset = ctx.mapping_set()
+    with ctx.store() as store:
+        scalara, casavi = ctx.clients(store)
+        with scalara, casavi:
+            def stats() -> dict[str, Any]:
+                return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
+
+            outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
+                                     report_dir=ctx.report_dir, progress=ctx.console.progress,
+                                     should_stop=should_stop, stats=stats)
+            if trigger == "initial" and outcome.outcome != "aborted":
+                store.mark_initial_import(ctx.tenant, outcome.run_id)
+    if fmt == "json":
+        click.echo(json.dumps(outcome.report, indent=2, ensure_ascii=False, default=str))
+    else:
+        for line in run_summary(outcome.report):
+            click.echo(line)
+        if outcome.report_path:
+            click.echo(f"report: {outcome.report_path}")
+    if outcome.outcome == "aborted":
+        return EXIT_ABORTED
+    return EXIT_OK if outcome.outcome == "clean" else EXIT_RECORDS

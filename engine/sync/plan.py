@@ -1,0 +1,268 @@
+"""Plan: compare what the mappings produce with what casavi last got, and decide per record.
+
+Inputs are plain data (mapped outputs, the state store's record states, optionally casavi's current
+records when reconciling); the output is a ``Plan``: one ``Action`` per casavi record that needs a
+call, plus counts of unchanged records, the mapping errors and any mass-archive guard trips. Planning
+never performs I/O, so ``casavi-sync plan`` is a pure dry run.
+
+Decisions per desired record (kind, reference id)::
+
+    no state row, not in casavi           -> create
+    state archived (or casavi archived)   -> restore (+ update if the payload differs)
+    state failed/pending                  -> update (retry; PUT by reference id is idempotent)
+    payload hash differs from last write  -> update
+    reconciling and casavi's copy differs -> update (manual edit in casavi, earlier import)
+    otherwise                             -> unchanged
+
+A state row whose record is no longer produced is archived (responsibilities: deleted), unless
+its SCALARA record failed to map this time (then it is left alone) or the guard trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, ERROR, SKIPPED = (
+    "create", "update", "restore", "archive", "unchanged", "error", "skipped",
+)
+WRITE_ACTIONS = (CREATE, UPDATE, RESTORE)
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """sha256 of canonical JSON: the same payload always hashes the same, whatever key order."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One record the mappings want in casavi (a thin view of the interpreter's Output)."""
+
+    kind: str
+    ref_id: str
+    payload: dict[str, Any]
+    source_resource: str
+    source_id: str
+    depends_on: tuple[tuple[str, str], ...] = ()
+
+
+class Known(Protocol):
+    """What the state store remembers of one casavi record (engine.state.RecordState has it).
+
+    ``payload`` may be decoded lazily: the planner reads it only for records it acts on.
+    ``previous_status`` is the last settled status while a record is pending or failed.
+    """
+
+    @property
+    def status(self) -> str: ...  # pending | written | failed | archived
+    @property
+    def payload_hash(self) -> str | None: ...
+    @property
+    def payload(self) -> dict[str, Any] | None: ...
+    @property
+    def source_resource(self) -> str | None: ...
+    @property
+    def source_id(self) -> str | None: ...
+    @property
+    def previous_status(self) -> str | None: ...
+
+
+@dataclass
+class Action:
+    kind: str
+    ref_id: str
+    action: str
+    payload: dict[str, Any] | None
+    payload_hash: str | None
+    source_resource: str | None
+    source_id: str | None
+    depends_on: tuple[tuple[str, str], ...] = ()
+    before: dict[str, Any] | None = None
+    update_after_restore: bool = False
+    reason: str = ""
+
+    def diff(self) -> list[dict[str, Any]]:
+        """Field-level changes from ``before`` to ``payload`` (dotted paths)."""
+        return field_diff(self.before or {}, self.payload or {})
+
+
+@dataclass
+class GuardTrip:
+    kind: str
+    would_archive: int
+    existing: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "wouldArchive": self.would_archive, "existing": self.existing,
+                "reason": self.reason}
+
+
+@dataclass
+class Plan:
+    kinds: tuple[str, ...]
+    actions: list[Action] = field(default_factory=list)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    guard_trips: list[GuardTrip] = field(default_factory=list)
+    held_archives: list[Action] = field(default_factory=list)
+    adopt: list[Action] = field(default_factory=list)  # equal in casavi, unknown to the state
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        table = {k: {CREATE: 0, UPDATE: 0, RESTORE: 0, ARCHIVE: 0, UNCHANGED: 0, ERROR: 0}
+                 for k in self.kinds}
+        def row(kind: str) -> dict[str, int]:
+            return table.setdefault(kind, {CREATE: 0, UPDATE: 0, RESTORE: 0, ARCHIVE: 0, UNCHANGED: 0, ERROR: 0})
+
+        for a in self.actions:
+            row(a.kind)[a.action] += 1
+        for kind, n in self.unchanged.items():
+            row(kind)[UNCHANGED] += n
+        for e in self.errors:
+            row(e.get("kind") or "?")[ERROR] += 1
+        return table
+
+    @property
+    def pending_changes(self) -> bool:
+        return bool(self.actions or self.held_archives)
+
+
+def field_diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = []
+    for key in sorted(set(before) | set(after)):
+        path = f"{prefix}{key}"
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes.extend(field_diff(old, new, path + "."))
+        elif old != new:
+            changes.append({"field": path, "from": old, "to": new})
+    return changes
+
+
+def project_like(current: Any, desired: Any) -> Any:
+    """casavi's read of a record restricted to the shape of our payload (reads carry extra fields)."""
+    if isinstance(desired, dict) and isinstance(current, dict):
+        return {k: project_like(current.get(k), v) for k, v in desired.items()}
+    if isinstance(desired, list) and isinstance(current, list):
+        if desired and all(isinstance(d, dict) for d in desired):
+            template = desired[0]
+            return [project_like(c, template) for c in current]
+        return current
+    return current
+
+
+def build_plan(
+    desired: Iterable[Desired],
+    known: Mapping[tuple[str, str], Known],
+    *,
+    kinds: Sequence[str],
+    map_errors: Iterable[dict[str, Any]] = (),
+    errored_sources: Iterable[tuple[str, str]] = (),
+    current: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    empty_kinds: Iterable[str] = (),
+    archive_max_share: float = 0.10,
+    allow_archive: bool = False,
+) -> Plan:
+    """Decide every record's action. ``current`` is casavi's state when reconciling (else None)."""
+    plan = Plan(kinds=tuple(kinds))
+    plan.errors = list(map_errors)
+    unchanged: dict[str, int] = dict.fromkeys(kinds, 0)
+    seen: set[tuple[str, str]] = set()
+
+    for d in desired:
+        key = (d.kind, d.ref_id)
+        seen.add(key)
+        h = payload_hash(d.payload)
+        state = known.get(key)
+        live = current.get(key) if current is not None else None
+        decided = _decide(d, h, state, live, reconciling=current is not None)
+        if decided is None:
+            unchanged[d.kind] = unchanged.get(d.kind, 0) + 1
+        elif decided.action == UNCHANGED:  # equal in casavi already: no call, the state learns it
+            plan.adopt.append(decided)
+            unchanged[d.kind] = unchanged.get(d.kind, 0) + 1
+        else:
+            plan.actions.append(decided)
+
+    _plan_archives(plan, known, seen, set(errored_sources), current, set(empty_kinds),
+                   archive_max_share, allow_archive)
+    plan.unchanged = unchanged
+    return plan
+
+
+def _decide(d: Desired, h: str, state: Known | None, live: dict[str, Any] | None, *,
+            reconciling: bool) -> Action | None:
+    """The action for one desired record; None when it is unchanged and known to be so."""
+
+    def act(action: str, reason: str, before: dict[str, Any] | None = None, and_update: bool = False) -> Action:
+        return Action(d.kind, d.ref_id, action, d.payload, h, d.source_resource, d.source_id, d.depends_on,
+                      before, and_update, reason)
+
+    if reconciling:
+        if live is None:
+            return act(CREATE, "not in casavi")
+        seen_as = project_like(live, d.payload)
+        differs = seen_as != d.payload
+        if live.get("archived"):
+            return act(RESTORE, "archived in casavi", seen_as, differs)
+        if differs:
+            return act(UPDATE, "casavi's copy differs", seen_as)
+        if state is None or state.payload_hash != h or state.status != "written":
+            return act(UNCHANGED, "already equal in casavi")
+        return None
+    if state is None:
+        return act(CREATE, "new")
+    if state.status == "archived" or (state.status in ("failed", "pending") and state.previous_status == "archived"):
+        return act(RESTORE, "back in SCALARA", state.payload, state.payload_hash != h)
+    if state.status in ("failed", "pending"):
+        return act(UPDATE if state.payload_hash else CREATE, f"retry ({state.status} before)", state.payload)
+    if state.payload_hash != h:
+        return act(UPDATE, "changed", state.payload)
+    return None
+
+
+def _plan_archives(
+    plan: Plan,
+    known: Mapping[tuple[str, str], Known],
+    seen: set[tuple[str, str]],
+    errored_sources: set[tuple[str, str]],
+    current: Mapping[tuple[str, str], dict[str, Any]] | None,
+    empty_kinds: set[str],
+    max_share: float,
+    allow_archive: bool,
+) -> None:
+    candidates: dict[str, list[Action]] = {}
+    existing: dict[str, int] = {}
+    for (kind, ref_id), state in known.items():
+        if state.status == "archived":
+            continue
+        existing[kind] = existing.get(kind, 0) + 1
+        if (kind, ref_id) in seen:
+            continue
+        if (state.source_resource, state.source_id) in errored_sources:
+            continue  # its SCALARA record failed to map this time: leave casavi's copy alone
+        if current is not None and (kind, ref_id) not in current:
+            continue  # already gone from casavi
+        candidates.setdefault(kind, []).append(
+            Action(kind, ref_id, ARCHIVE, None, None, state.source_resource, state.source_id,
+                   before=state.payload, reason="no longer produced from SCALARA"))
+    for kind in plan.kinds:
+        items = candidates.get(kind, [])
+        if not items:
+            continue
+        total = existing.get(kind, 0)
+        reason = ""
+        if kind in empty_kinds:
+            reason = "SCALARA returned no records for this kind; nothing is archived"
+        elif total and len(items) / total > max_share:
+            reason = (f"would archive {len(items)} of {total} ({len(items) / total:.0%}), "
+                      f"more than the allowed {max_share:.0%}")
+        if reason and not allow_archive:
+            plan.guard_trips.append(GuardTrip(kind, len(items), total, reason))
+            plan.held_archives.extend(items)
+        else:
+            plan.actions.extend(items)

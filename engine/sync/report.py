@@ -1,0 +1,111 @@
+"""Run and plan reports: one JSON document per run, and the short human summary the CLI prints."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from engine.sync.plan import ARCHIVE, CREATE, RESTORE, UNCHANGED, UPDATE, Plan
+
+if TYPE_CHECKING:
+    from engine.errors import OperatorError
+    from engine.sync.apply import ApplyResult
+    from engine.sync.runner import Prepared
+
+COLUMNS = (CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, "error")
+
+
+def plan_document(prepared: Prepared, *, details: bool = False) -> dict[str, Any]:
+    plan = prepared.plan
+    doc: dict[str, Any] = {
+        "pendingChanges": plan.pending_changes,
+        "reconciled": prepared.reconciled,
+        "counts": plan.counts(),
+        "extracted": prepared.extracted,
+        "guard": [g.as_dict() for g in plan.guard_trips],
+        "errors": plan.errors,
+    }
+    if details:
+        doc["changes"] = [
+            {"kind": a.kind, "id": a.ref_id, "action": a.action, "reason": a.reason,
+             "source": {"resource": a.source_resource, "id": a.source_id},
+             "diff": a.diff() if a.action != ARCHIVE else []}
+            for a in plan.actions
+        ]
+        doc["heldArchives"] = [{"kind": a.kind, "id": a.ref_id} for a in plan.held_archives]
+    return doc
+
+
+def _merged_counts(plan: Plan | None, result: ApplyResult | None) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    if plan is not None:
+        for kind, row in plan.counts().items():
+            counts[kind] = {"planned_" + k: v for k, v in row.items() if k not in (UNCHANGED, "error")}
+            counts[kind][UNCHANGED] = row.get(UNCHANGED, 0)
+            counts[kind]["map_errors"] = row.get("error", 0)
+    if result is not None:
+        for kind, row in result.counts().items():
+            counts.setdefault(kind, {}).update(row)
+    return counts
+
+
+def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime, duration_s: float,
+                 outcome: str, prepared: Prepared | None, result: ApplyResult | None,
+                 error: OperatorError | None, calls: dict[str, Any] | None) -> dict[str, Any]:
+    plan = prepared.plan if prepared else None
+    failures = [o.as_dict() for o in result.failed] if result else []
+    return {
+        "runId": run_id,
+        "tenant": tenant,
+        "trigger": trigger,
+        "startedAt": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "durationS": round(duration_s, 3),
+        "outcome": outcome,
+        "error": str(error) if error else None,
+        "reconciled": prepared.reconciled if prepared else False,
+        "extracted": prepared.extracted if prepared else {},
+        "counts": _merged_counts(plan, result),
+        "guard": [g.as_dict() for g in plan.guard_trips] if plan else [],
+        "mapErrors": plan.errors if plan else [],
+        "writeFailures": failures,
+        "timings": prepared.timings if prepared else {},
+        "calls": calls or {},
+    }
+
+
+def plan_summary(prepared: Prepared) -> list[str]:
+    plan = prepared.plan
+    counts = plan.counts()
+    lines = [f"{'kind':<18}" + "".join(f"{c:>11}" for c in COLUMNS)]
+    for kind in plan.kinds:
+        row = counts.get(kind, {})
+        lines.append(f"{kind:<18}" + "".join(f"{row.get(c, 0):>11}" for c in COLUMNS))
+    for g in plan.guard_trips:
+        lines.append(f"guard: {g.kind}: {g.reason}; use --allow-archive to archive anyway")
+    for e in plan.errors[:20]:
+        lines.append(f"error: {e.get('resource')} {e.get('sourceId')}: {e.get('reason')}")
+    if len(plan.errors) > 20:
+        lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
+    lines.append("changes pending" if plan.pending_changes else "casavi is up to date")
+    return lines
+
+
+def run_summary(report: dict[str, Any]) -> list[str]:
+    lines = [f"run {report['runId']} ({report['trigger']}) for tenant '{report['tenant']}': "
+             f"{report['outcome']} in {report['durationS']:.1f} s"]
+    if report.get("error"):
+        lines.append(f"aborted: {report['error']}")
+    for kind, row in report["counts"].items():
+        parts = [f"{k} {v}" for k, v in row.items() if v and not k.startswith("planned_")]
+        lines.append(f"  {kind:<17} " + (", ".join(parts) if parts else "nothing to do"))
+    for g in report["guard"]:
+        lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
+    problems = report["mapErrors"] + report["writeFailures"]
+    for p in problems[:10]:
+        err = p.get("error") or p
+        src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
+        lines.append(f"  failed: {p.get('kind')} {p.get('id') or p.get('targetId') or '-'} "
+                     f"(SCALARA {src.get('resource')} {src.get('id')}): {err.get('reason')}")
+    if len(problems) > 10:
+        lines.append(f"  ... and {len(problems) - 10} more (see the report)")
+    return lines

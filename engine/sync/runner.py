@@ -1,0 +1,209 @@
+"""Orchestration of one sync: extract -> map -> plan -> apply -> record.
+
+``plan_sync`` stops after planning and touches nothing (neither casavi nor the state store);
+``run_sync`` goes all the way, under the tenant's run lock, and writes a JSON report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.compile import MappingSet
+from engine.errors import OperatorError
+from engine.interpret import MapResult, map_records
+from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
+from engine.sync.plan import Desired, Known, Plan, build_plan
+
+
+class Reader(Protocol):
+    def iter_pages(self, resource: str, **kwargs: Any) -> Iterable[list[dict[str, Any]]]: ...
+
+
+@dataclass
+class SyncOptions:
+    allow_archive: bool = False
+    reconcile: bool = False
+    archive_max_share: float = 0.10
+    concurrency: int = 8
+    run_date: dt.date | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything known after planning: the plan and what led to it."""
+
+    plan: Plan
+    mapped: MapResult
+    extracted: dict[str, int]
+    reconciled: bool
+    order: tuple[str, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def source_resources(mset: MappingSet) -> list[str]:
+    """Every SCALARA resource the mappings read (sources and lookups), in a stable order."""
+    names: list[str] = []
+    for plan in mset.mappings.values():
+        for rule in plan.rules:
+            for res in (rule.source, *(lk.resource for lk in rule.lookups)):
+                if res not in names:
+                    names.append(res)
+    return names
+
+
+def kind_order(mset: MappingSet) -> tuple[str, ...]:
+    """Target kinds in dependency order (a kind after every kind it references)."""
+    order: list[str] = []
+    for name in mset.order:
+        target = mset.mappings[name].target
+        if target not in order:
+            order.append(target)
+    return tuple(order)
+
+
+def extract(reader: Reader, resources: Iterable[str],
+            progress: Progress | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    records: dict[str, list[dict[str, Any]]] = {}
+    for res in resources:
+        rows: list[dict[str, Any]] = []
+        for page in reader.iter_pages(res):
+            rows.extend(page)
+            if progress:
+                progress("extract", res, len(rows), 0)
+        records[res] = rows
+    return records, {k: len(v) for k, v in records.items()}
+
+
+def read_casavi(reader: Reader, kinds: Iterable[str], desired: Iterable[Desired],
+                known: Mapping[tuple[str, str], Known],
+                progress: Progress | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """casavi's current records keyed like our plan (kind, reference id), archived ones included.
+
+    Responsibilities are read from their properties and keyed by the reference id that our
+    mappings (or the state) give to that (property, contact) pair; others are not ours.
+    """
+    current: dict[tuple[str, str], dict[str, Any]] = {}
+    resp_index: dict[tuple[str, str], str] = {}
+    for d in desired:
+        if d.kind == RESPONSIBILITIES:
+            resp_index[(str(d.payload.get("propertyId")), str(d.payload.get("contactId")))] = d.ref_id
+    for (kind, ref_id), k in known.items():
+        if kind == RESPONSIBILITIES and k.payload:
+            resp_index.setdefault((str(k.payload.get("propertyId")), str(k.payload.get("contactId"))), ref_id)
+    kinds = list(kinds)
+    for kind in [k for k in kinds if k != RESPONSIBILITIES]:
+        n = 0
+        for page in reader.iter_pages(kind, include_archived=True):
+            for rec in page:
+                current[(kind, str(rec.get("id")))] = rec
+                if kind == "properties" and RESPONSIBILITIES in kinds:
+                    for r in rec.get("responsibilities") or []:
+                        pair = (str(rec.get("id")), str(r.get("contactId")))
+                        ref = resp_index.get(pair)
+                        if ref is not None:
+                            current[(RESPONSIBILITIES, ref)] = {"propertyId": pair[0], **r}
+            n += len(page)
+            if progress:
+                progress("reconcile", kind, n, 0)
+    return current
+
+
+def _desired(mapped: MapResult) -> list[Desired]:
+    out: list[Desired] = []
+    for outputs in mapped.outputs.values():
+        for o in outputs.values():
+            out.append(Desired(o.kind, o.ref_id, o.payload, o.source_resource, o.source_id, o.depends_on))
+    return out
+
+
+def _map_error_rows(mset: MappingSet, mapped: MapResult) -> list[dict[str, Any]]:
+    rows = []
+    for e in mapped.errors:
+        mapping = e.details.get("mapping") if e.details else None
+        kind = mset.mappings[mapping].target if isinstance(mapping, str) and mapping in mset.mappings else None
+        rows.append({"stage": "map", "kind": kind, "mapping": mapping, **e.as_dict()})
+    return rows
+
+
+def prepare(
+    mset: MappingSet,
+    scalara: Reader,
+    casavi: Reader | None,
+    known: Mapping[tuple[str, str], Known],
+    options: SyncOptions,
+    progress: Progress | None = None,
+) -> Prepared:
+    """Extract, map and plan. Reads only; writes nothing anywhere."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    records, counts = extract(scalara, source_resources(mset), progress)
+    timings["extract_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    mapped = map_records(mset, records, run_date=options.run_date)
+    del records
+    timings["map_s"] = time.perf_counter() - t1
+
+    order = kind_order(mset)
+    desired = _desired(mapped)
+    reconcile = options.reconcile or not known
+    current = None
+    if reconcile and casavi is not None:
+        t2 = time.perf_counter()
+        current = read_casavi(casavi, order, desired, known, progress)
+        timings["reconcile_read_s"] = time.perf_counter() - t2
+
+    empty_kinds = set()
+    for plan_ in mset.mappings.values():
+        if any(counts.get(rule.source, 0) == 0 for rule in plan_.rules):
+            empty_kinds.add(plan_.target)
+    errored_sources = {(e.resource, e.source_id) for e in mapped.errors if e.resource and e.source_id}
+    errored: set[tuple[str, str]] = {(str(r), str(s)) for r, s in errored_sources}
+    plan = build_plan(
+        desired, known, kinds=order, map_errors=_map_error_rows(mset, mapped),
+        errored_sources=errored,
+        current=current, empty_kinds=empty_kinds,
+        archive_max_share=options.archive_max_share, allow_archive=options.allow_archive,
+    )
+    timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
+    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings)
+
+
+def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:
+    return [(row["kind"], row["targetId"], row["reason"]) for row in prepared.plan.errors
+            if row.get("kind") and row.get("targetId")]
+
+
+def run_apply(prepared: Prepared, writer: Writer, journal: Any, options: SyncOptions,
+              progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> ApplyResult:
+    for a in prepared.plan.adopt:
+        journal.written(a)
+    journal.flush()
+    return apply_plan(prepared.plan, writer, journal, order=prepared.order, concurrency=options.concurrency,
+                      progress=progress, should_stop=should_stop, blocked=blocked_from_errors(prepared))
+
+
+def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: OperatorError | None) -> str:
+    if aborted is not None or (result is not None and result.aborted is not None):
+        return "aborted"
+    if result is not None and result.stopped:
+        return "stopped"
+    if prepared is not None and (prepared.plan.errors or prepared.plan.guard_trips):
+        return "partial"
+    if result is not None and result.failed:
+        return "partial"
+    return "clean"
+
+
+def write_report(path: Path, report: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,138 @@
+"""One tenant's sync with the state store: lock, run history, journal, report.
+
+``plan_for_tenant`` is the dry run (reads SCALARA, and casavi when reconciling; writes nothing).
+``run_for_tenant`` takes the tenant's run lock, plans, applies, journals every write in the state
+store as it happens, records the run and writes a JSON report next to the state file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.compile import MappingSet
+from engine.errors import OperatorError, RecordError
+from engine.state import StateStore
+from engine.sync.apply import ApplyResult, Progress, Writer
+from engine.sync.plan import Action, Known
+from engine.sync.report import build_report
+from engine.sync.runner import Prepared, Reader, SyncOptions, outcome_of, prepare, run_apply, write_report
+
+
+class StateJournal:
+    """The apply stage's journal, backed by the state store.
+
+    Used inside ``store.batch()``: marks are queued and committed in short transactions; intents
+    (``pending``) are committed before the writes they announce are sent.
+    """
+
+    def __init__(self, store: StateStore, tenant: str, run_id: int) -> None:
+        self.store, self.tenant, self.run_id = store, tenant, run_id
+
+    def pending(self, actions: Sequence[Action]) -> None:
+        self.store.mark_pending(self.tenant, [(a.kind, a.ref_id, a.source_resource, a.source_id) for a in actions],
+                                run_id=self.run_id)
+
+    def written(self, a: Action) -> None:
+        self.store.mark_written(self.tenant, self.run_id, a.kind, a.ref_id, a.payload or {}, a.payload_hash or "",
+                                a.source_resource, a.source_id)
+
+    def failed(self, a: Action, error: RecordError) -> None:
+        self.store.mark_failed(self.tenant, self.run_id, a.kind, a.ref_id, error.reason, a.source_resource, a.source_id)
+
+    def archived(self, a: Action) -> None:
+        self.store.mark_archived(self.tenant, self.run_id, a.kind, a.ref_id)
+
+    def forgotten(self, a: Action) -> None:
+        self.store.forget(self.tenant, a.kind, a.ref_id)
+
+    def flush(self) -> None:
+        """The store flushes its queue by size and age, and at the end of ``batch()``."""
+
+
+def known_records(store: StateStore, tenant: str) -> Mapping[tuple[str, str], Known]:
+    return store.records(tenant)
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    outcome: str  # clean | partial | aborted | stopped
+    report: dict[str, Any]
+    report_path: Path | None
+    prepared: Prepared | None
+    result: ApplyResult | None
+    error: OperatorError | None
+
+
+def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: Reader,
+                    options: SyncOptions, progress: Progress | None = None) -> Prepared:
+    return prepare(mset, scalara, casavi, known_records(store, tenant), options, progress)
+
+
+def run_for_tenant(
+    store: StateStore,
+    tenant: str,
+    mset: MappingSet,
+    scalara: Reader,
+    casavi: Any,
+    options: SyncOptions,
+    *,
+    trigger: str = "manual",
+    report_dir: Path | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    stats: Callable[[], dict[str, Any]] | None = None,
+) -> RunOutcome:
+    """Run one sync under the tenant's lock. Operator errors are caught, recorded and returned."""
+    writer: Writer = casavi
+    with store.acquire_lock(tenant, trigger):
+        run_id = store.begin_run(tenant, trigger)
+        started = dt.datetime.now(dt.UTC)
+        t0 = time.perf_counter()
+        prepared: Prepared | None = None
+        result: ApplyResult | None = None
+        error: OperatorError | None = None
+        try:
+            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress)
+            journal = StateJournal(store, tenant, run_id)
+            with store.batch():
+                result = run_apply(prepared, writer, journal, options, progress, should_stop)
+            if result.aborted is not None:
+                error = result.aborted
+        except OperatorError as exc:
+            error = exc
+        outcome = outcome_of(result, prepared, error)
+        report = build_report(
+            run_id=run_id, tenant=tenant, trigger=trigger, started=started,
+            duration_s=time.perf_counter() - t0, outcome=outcome, prepared=prepared, result=result,
+            error=error, calls=stats() if stats else None,
+        )
+        report_path = None
+        if report_dir is not None:
+            report_path = report_dir / f"run-{run_id:06d}.json"
+            write_report(report_path, report)
+        store.finish_run(run_id, outcome, report["counts"], str(report_path) if report_path else None,
+                         str(error) if error else None)
+        if prepared is not None and result is not None:
+            store.record_outcomes(run_id, _outcome_rows(prepared, result))
+        return RunOutcome(run_id, outcome, report, report_path, prepared, result, error)
+
+
+def _outcome_rows(prepared: Prepared, result: ApplyResult) -> list[Any]:
+    from engine.state import Outcome as StateOutcome
+
+    rows: list[Any] = []
+    for o in result.outcomes:
+        err = (o.error or {}).get("reason") if o.error else None
+        rows.append(StateOutcome(o.kind, o.ref_id, o.source_resource, o.source_id,
+                                 o.action if o.ok else ("skipped" if o.action == "skipped" else "error"),
+                                 "ok" if o.ok else "failed", err))
+    for e in prepared.plan.errors:
+        rows.append(StateOutcome(e.get("kind") or "", e.get("targetId") or "", e.get("resource"),
+                                 e.get("sourceId"), "error", "failed", e.get("reason")))
+    return rows
