@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.compile import MappingSet
+from engine.compile import MappingSet, ObjectField, RefField
 from engine.errors import OperatorError
 from engine.interpret import MapResult, map_records
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
@@ -58,13 +58,26 @@ def source_resources(mset: MappingSet) -> list[str]:
 
 
 def kind_order(mset: MappingSet) -> tuple[str, ...]:
-    """Target kinds in dependency order (a kind after every kind it references)."""
-    order: list[str] = []
-    for name in mset.order:
-        target = mset.mappings[name].target
-        if target not in order:
-            order.append(target)
-    return tuple(order)
+    """Target kinds in dependency order: a kind after every kind it references; among kinds of
+    the same depth, the catalog's order (properties, units, contacts, contracts, ...)."""
+    from engine.catalog import casavi_kinds
+
+    catalog = list(casavi_kinds())
+    depth: dict[str, int] = {}
+    for name in mset.order:  # topological: referenced mappings come first
+        plan = mset.mappings[name]
+        refs = {r for rule in plan.rules for r in _refs(rule.fields)}
+        d = 1 + max((depth.get(mset.mappings[r].target, 0) for r in refs if r in mset.mappings), default=-1)
+        depth[plan.target] = max(depth.get(plan.target, 0), d)
+    return tuple(sorted(depth, key=lambda k: (depth[k], catalog.index(k) if k in catalog else len(catalog), k)))
+
+
+def _refs(fields: Iterable[Any]) -> Iterator[str]:
+    for f in fields:
+        if isinstance(f, RefField):
+            yield f.mapping
+        elif isinstance(f, ObjectField):
+            yield from _refs(f.fields)
 
 
 def extract(reader: Reader, resources: Iterable[str],

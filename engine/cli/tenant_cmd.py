@@ -1,0 +1,166 @@
+"""Tenants and connections: `tenant add|activate|deactivate|list|remove`, `connect`, `disconnect`.
+
+The SCALARA token is never a visible command-line argument: it comes from a hidden prompt, from
+standard input (``--token-stdin``) or from ``CASAVI_SYNC_SCALARA_TOKEN``. It is checked against
+SCALARA before it is saved, stored in the state file (mode 0600) and shown only as a fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from engine.cli.base import main
+from engine.cli.context import DEFAULT_TENANT, EXIT_ABORTED, OperatorContext, handle_errors, operator_options
+from engine.errors import AuthError, ConfigError
+
+TOKEN_ENV = "CASAVI_SYNC_SCALARA_TOKEN"
+KEY_ENV, SECRET_ENV = "CASAVI_SYNC_CASAVI_KEY", "CASAVI_SYNC_CASAVI_SECRET"
+SCALARA_MENU = "SCALARA: Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren"
+
+
+def read_secret(*, what: str, env: str, from_stdin: bool, prompt: str) -> str:
+    """A secret from stdin, the environment or a hidden prompt; stripped; never echoed."""
+    if from_stdin:
+        value = sys.stdin.readline()
+    elif os.environ.get(env) is not None:
+        value = os.environ[env]
+    elif sys.stdin.isatty():
+        value = click.prompt(prompt, hide_input=True, default="", show_default=False)
+    else:
+        raise ConfigError(f"no {what} given: pipe it with --token-stdin, set {env}, or run in a terminal "
+                          f"to be prompted")
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"the {what} is empty; paste it again (it is shown once in SCALARA; generate a new "
+                          f"one if it is lost: {SCALARA_MENU})" if "token" in what else f"the {what} is empty")
+    return value
+
+
+@main.group()
+def tenant() -> None:
+    """casavi customer accounts served by this deployment."""
+
+
+@tenant.command("add")
+@click.argument("name", default=DEFAULT_TENANT)
+@click.option("--key", envvar=KEY_ENV, show_envvar=True, help="casavi API key (Administration > API-Zugangsdaten).")
+@click.option("--secret-stdin", is_flag=True, help="Read the casavi API secret from standard input.")
+@operator_options
+@handle_errors
+def tenant_add(name: str, key: str | None, secret_stdin: bool, **kwargs: Any) -> None:
+    """Register a casavi customer account with its API key and secret (secret by prompt, stdin or env)."""
+    kwargs["tenant"] = name
+    ctx = OperatorContext.from_kwargs(kwargs)
+    if not key:
+        key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=False, prompt="casavi API key")
+    secret = read_secret(what="casavi API secret", env=SECRET_ENV, from_stdin=secret_stdin,
+                         prompt="casavi API secret")
+    with ctx.store() as store:
+        t = store.add_tenant(name, key.strip(), secret)
+    ctx.console.info(f"tenant '{t.name}' saved (key {t.casavi_key_fingerprint}); "
+                     + ("activated" if t.activated else f"next: casavi-sync tenant activate {name}"))
+
+
+@tenant.command("activate")
+@click.argument("name", default=DEFAULT_TENANT)
+@operator_options
+@handle_errors
+def tenant_activate(name: str, **kwargs: Any) -> None:
+    """Activate the SCALARA interface for a tenant (done by the casavi team)."""
+    kwargs["tenant"] = name
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        store.activate_tenant(name)
+    ctx.console.info(f"SCALARA interface activated for tenant '{name}'; next: casavi-sync connect --tenant {name}")
+
+
+@tenant.command("deactivate")
+@click.argument("name", default=DEFAULT_TENANT)
+@operator_options
+@handle_errors
+def tenant_deactivate(name: str, **kwargs: Any) -> None:
+    """Deactivate the SCALARA interface for a tenant (no more runs; state is kept)."""
+    kwargs["tenant"] = name
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        store.deactivate_tenant(name)
+    ctx.console.info(f"SCALARA interface deactivated for tenant '{name}'")
+
+
+@tenant.command("list")
+@operator_options
+@handle_errors
+def tenant_list(**kwargs: Any) -> None:
+    """List tenants with activation and connection."""
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        for t in store.list_tenants():
+            conn = store.get_connection(t.name)
+            click.echo(f"{t.name:<20} {'activated' if t.activated else 'not activated':<14} "
+                       + (f"connected since {conn.connected_since} (token {conn.token_fingerprint})"
+                          if conn else "not connected"))
+
+
+@main.command()
+@operator_options
+@click.option("--token-stdin", is_flag=True, help="Read the SCALARA token from standard input.")
+@click.option("--no-initial-import", is_flag=True, help="Save only; do not start the initial import.")
+@handle_errors
+def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
+    """Save the SCALARA token of a tenant; the first save runs the initial import at once.
+
+    The token comes from a hidden prompt, standard input (--token-stdin) or CASAVI_SYNC_SCALARA_TOKEN.
+    """
+    from engine.cli.sync_cmd import run_tenant
+    from engine.connectors.scalara import ScalaraClient
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        t = store.tenant(ctx.tenant)
+        if not t.activated:
+            raise ConfigError(f"the SCALARA interface is not activated for tenant '{ctx.tenant}'; it must first be "
+                              f"activated by the casavi team (casavi-sync tenant activate {ctx.tenant})")
+        token = read_secret(what="SCALARA token", env=TOKEN_ENV, from_stdin=token_stdin,
+                            prompt="SCALARA token (input hidden)")
+        config = ctx.connector_config()
+        try:
+            with ScalaraClient(config, token) as client:
+                me = client.whoami()
+        except AuthError:
+            raise AuthError(f"SCALARA refused this token (wrong or revoked). An admin generates a new one in "
+                            f"{SCALARA_MENU}, then runs casavi-sync connect again") from None
+        account = str(me.get("accountId") or "") or None
+        conn = store.get_connection(ctx.tenant)
+        if conn is not None and conn.account_id and account and conn.account_id != account:
+            raise ConfigError(f"this token belongs to SCALARA account '{account}', but tenant '{ctx.tenant}' is "
+                              f"connected to account '{conn.account_id}'; use the token of that account, or "
+                              f"disconnect first (casavi-sync disconnect --tenant {ctx.tenant})")
+        saved = store.save_connection(ctx.tenant, token, account)
+        fp = store.get_connection(ctx.tenant)
+        ctx.console.info(f"token saved for tenant '{ctx.tenant}' (SCALARA account "
+                         f"{me.get('accountName') or account}, token {fp.token_fingerprint if fp else '?'})")
+    if saved.first_save and not no_initial_import:
+        ctx.console.info("first connection: starting the initial import")
+        code = run_tenant(ctx, trigger="initial")
+        raise SystemExit(code)
+    if not saved.first_save:
+        ctx.console.info("token replaced; the next scheduled run uses it (no new initial import)")
+
+
+@main.command()
+@operator_options
+@handle_errors
+def disconnect(**kwargs: Any) -> None:
+    """Remove the stored SCALARA token of a tenant (history and record state stay)."""
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        store.tenant(ctx.tenant)
+        removed = store.delete_connection(ctx.tenant)
+    if not removed:
+        click.echo(f"tenant '{ctx.tenant}' was not connected", err=True)
+        raise SystemExit(EXIT_ABORTED)
+    ctx.console.info(f"SCALARA token removed for tenant '{ctx.tenant}'")
