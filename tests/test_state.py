@@ -113,6 +113,12 @@ def test_an_unknown_tenant_is_a_config_error_with_a_suggestion(store: StateStore
     assert str(info.value) == "unknown tenant 'acmee'; did you mean 'acme'? known: acme, default"
 
 
+def test_an_unknown_tenant_without_a_near_miss(store: StateStore) -> None:
+    with pytest.raises(ConfigError) as info:
+        store.records("zzz")
+    assert str(info.value) == "unknown tenant 'zzz'; known: acme, default"
+
+
 @pytest.mark.parametrize("name", ["", "-x", "a b", "ä", "x" * 65, "a/b"])
 def test_tenant_names_are_checked(store: StateStore, name: str) -> None:
     with pytest.raises(ConfigError, match="invalid tenant name"):

@@ -165,8 +165,8 @@ class StoreBase:
     def _unknown_tenant(self, name: str) -> ConfigError:
         known = self._tenant_names()
         guess = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        return ConfigError(f"unknown tenant '{name}'{hint} known: {', '.join(known) or '(none)'}")
+        hint = f"; did you mean '{guess[0]}'? " if guess else "; "
+        return ConfigError(f"unknown tenant '{name}'{hint}known: {', '.join(known) or '(none)'}")
 
     def _require_tenant(self, name: str) -> None:
         """Cheap after the first call per tenant: the sync checks once per record."""
