@@ -404,7 +404,9 @@ class CasaviApp:
 
     def _view(self, account: _Account, kind: str, record: _Record) -> dict[str, Any]:
         view: dict[str, Any] = {"id": record.id, "internalId": record.internal_id}
-        view.update(json.loads(json.dumps(record.fields)))    # a deep copy callers may keep
+        # Shared, not copied: stored field dicts are replaced on write, never changed in place, and
+        # the HTTP layer only serialises. Python accessors hand out deep copies (``_copy``).
+        view.update(record.fields)
         if kind == "properties":
             units = [account.records["units"][u] for u in account.units_by_property.get(record.id, {})]
             view["addresses"] = [
@@ -567,14 +569,15 @@ class CasaviApp:
         """What is stored, as the API would read it (in internalId order)."""
         with self._lock:
             acc = self._account(account)
-            return [self._view(acc, kind, r) for r in acc.records[kind].values()
-                    if include_archived or not r.archived]
+            views: list[dict[str, Any]] = _copy([self._view(acc, kind, r) for r in acc.records[kind].values()
+                                                 if include_archived or not r.archived])
+            return views
 
     def record(self, kind: str, record_id: str, account: str = "demo") -> dict[str, Any] | None:
         with self._lock:
             acc = self._account(account)
             rec = acc.records[kind].get(record_id)
-            return None if rec is None else self._view(acc, kind, rec)
+            return None if rec is None else _copy(self._view(acc, kind, rec))
 
     def counts(self, account: str = "demo") -> dict[str, int]:
         """Stored records per kind (archived included), plus ``archived`` and ``responsibilities``."""
@@ -602,6 +605,11 @@ class CasaviApp:
         if name not in self._accounts:
             raise ConfigError(f"no casavi sandbox account {name!r}; known: {', '.join(sorted(self._accounts))}")
         return self._accounts[name]
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data (faster than copy.deepcopy for plain dicts and lists)."""
+    return json.loads(json.dumps(value))
 
 
 def _person_key(fields: dict[str, Any]) -> tuple[str, ...]:
