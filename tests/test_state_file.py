@@ -207,3 +207,17 @@ def test_a_loose_mode_is_tightened(tmp_path: Path) -> None:
 ])
 def test_default_state_path(environ: dict[str, str], expected: str) -> None:
     assert default_state_path(environ) == Path(expected)
+
+
+def test_backup_is_a_private_consistent_copy(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateStore.open(path) as store:
+        store.add_tenant("acme", "key-1234", "secret-5678")
+        with store.batch():
+            store.mark_written("acme", 7, "units", "u1", {"name": "WE 01"}, "h1", "units", "s1")
+            copy = store.backup(tmp_path / "backups" / "state-1.db")  # queued marks are included
+        with pytest.raises(StateError, match="already exists"):
+            store.backup(copy)
+    assert mode(copy) == 0o600
+    with StateStore.open(copy) as restored:
+        assert restored.records("acme")["units", "u1"].updated_run == 7

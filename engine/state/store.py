@@ -9,6 +9,7 @@ Several processes may open the same file at once (WAL mode); the run lock keeps 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,30 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin):
     def schema_version(self) -> int:
         with self._read() as db:
             return user_version(db)
+
+    def backup(self, destination: str | Path) -> Path:
+        """Write a consistent snapshot (SQLite's online backup) to ``destination``, mode 0600.
+
+        Safe while syncs run in other processes; refuses to overwrite an existing file.
+        """
+        target = Path(destination).expanduser()
+        if target.exists():
+            raise StateError(f"{target} already exists; choose a new backup file name")
+        self._flush()
+        with tight_umask():
+            try:
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError as exc:
+                raise StateError(f"cannot create {target}: {exc.strerror or exc}") from exc
+            copy = sqlite3.connect(str(target))
+            try:
+                with translate_errors(target):
+                    self.db.backup(copy)
+                    copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                copy.close()
+        return target
 
     def close(self) -> None:
         """Flush queued marks, release this store's locks, close the file. Idempotent."""
