@@ -182,3 +182,15 @@ def test_documented_schemas_reject_what_the_sandbox_rejects() -> None:
     assert not validator.is_valid({"propertyId": "p1"})
     assert not validator.is_valid({"propertyId": "p1", "name": "x", "area": 3})
     assert validator.is_valid({"propertyId": "p1", "name": "x", "usage": None})
+
+
+def test_rate_limited_answer_conforms() -> None:
+    from engine.sandbox.faults import FaultConfig
+
+    app = CasaviApp(Clock())
+    with serve(app, faults=FaultConfig(rate_limit_per_s=0.01, burst=1)) as server, httpx.Client(
+            base_url=server.url) as client:
+        client.post("/v2/authenticate", json={})
+        limited = client.post("/v2/authenticate", json={})
+    assert limited.status_code == 429 and limited.headers["retry-after"].isdigit()
+    check_response("POST", "/v2/authenticate", limited)
