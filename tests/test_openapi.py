@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 
 from engine.sandbox.casavi import CasaviApp
 from engine.sandbox.clock import Clock
+from engine.sandbox.faults import FaultConfig
 from engine.sandbox.http import serve
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "schemas" / "openapi-casavi.yaml"
@@ -185,8 +186,6 @@ def test_documented_schemas_reject_what_the_sandbox_rejects() -> None:
 
 
 def test_rate_limited_answer_conforms() -> None:
-    from engine.sandbox.faults import FaultConfig
-
     app = CasaviApp(Clock())
     with serve(app, faults=FaultConfig(rate_limit_per_s=0.01, burst=1)) as server, httpx.Client(
             base_url=server.url) as client:

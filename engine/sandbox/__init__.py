@@ -116,8 +116,9 @@ class Sandbox:
     def generate_scalara_token(self, account: str = DEFAULT_ACCOUNT) -> str:
         """A fresh SCALARA token from the admin's "generate token" endpoint (revokes the previous one)."""
         try:
-            response = httpx.post(f"{self.scalara_url}/sandbox/accounts/{account}/casavi-token",
-                                  json={"user": ADMIN_USER, "password": DEFAULT_ADMIN_PASSWORD}, timeout=10)
+            with httpx.Client(trust_env=False, timeout=10) as client:   # loopback: never via a proxy
+                response = client.post(f"{self.scalara_url}/sandbox/accounts/{account}/casavi-token",
+                                       json={"user": ADMIN_USER, "password": DEFAULT_ADMIN_PASSWORD})
         except httpx.HTTPError as error:
             raise ConfigError(f"the sandbox's SCALARA token endpoint did not answer: {type(error).__name__}") from None
         if response.status_code != 201:
