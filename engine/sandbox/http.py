@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import traceback
 from collections import Counter
@@ -133,6 +134,12 @@ class _Server(ThreadingHTTPServer):
             with self.sockets_lock:
                 self.open_sockets.discard(request)
                 self.worker_threads.discard(threading.current_thread())
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """No tracebacks on stderr: a client that went away is normal, anything else is logged."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            self.handle.errors.append(traceback.format_exc())
 
     def close_connections(self) -> list[threading.Thread]:
         with self.sockets_lock:
