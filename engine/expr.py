@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
+import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, cast
 
 from jmespath import exceptions as jexc
@@ -42,7 +45,8 @@ from engine.functions import REGISTRY, FunctionError, FunctionSpec
 Fn = Callable[[Any], Any]
 Node = dict[str, Any]
 
-__all__ = ["Expr", "ExpressionError", "compile_expr", "describe_error", "is_truthy"]
+__all__ = ["Expr", "ExpressionError", "build_function", "compile_expr", "describe_error", "is_truthy",
+           "unique_name"]
 
 
 class ExpressionError(SpecError):
@@ -66,12 +70,20 @@ class ExpressionError(SpecError):
 class Expr:
     """A compiled expression: ``source`` for messages, ``fn`` for the hot path.
 
-    ``path`` is set for a plain dotted path (``a.b.c``): callers may use it to read the value
-    directly. ``constant`` is True when the expression is a literal.
+    ``fn`` accepts any JSON value as context. ``root`` is the same function specialised for a
+    context that is a dict (as a record is): top-level fields become inline ``dict.get`` calls.
+    ``inline`` is that specialisation as a Python expression over the names ``v`` (the dict) and
+    ``get`` (``v.get``), with its helpers in ``namespace`` (names unique per process), so that a
+    caller generating code for many expressions, such as the interpreter's payload builder, can
+    put them into one function. ``path`` is set for a plain dotted path (``a.b.c``);
+    ``constant`` is True when the expression is a literal.
     """
 
     source: str
     fn: Fn
+    root: Fn
+    inline: str
+    namespace: Mapping[str, Any]
     path: tuple[str, ...] | None = None
     constant: bool = False
 
@@ -165,9 +177,33 @@ def compile_expr(text: str) -> Expr:
                               pos if isinstance(pos, int) else None) from None
     except jexc.JMESPathError as exc:
         raise ExpressionError(text, f"invalid expression `{text}`: {exc}") from None
-    fn = _Compiler(text).build(ast)
-    path = _dotted(ast)
-    return Expr(text, fn, path, ast["type"] == "literal")
+    compiler = _Compiler(text)
+    fn = compiler.build(ast)
+    inline = compiler.src(ast)
+    namespace = compiler.namespace
+    root = build_function(inline, namespace)
+    return Expr(text, fn, root, inline, MappingProxyType(namespace), _dotted(ast), ast["type"] == "literal")
+
+
+def build_function(body: str, namespace: Mapping[str, Any], prelude: str = "") -> Fn:
+    """``def f(v): get = v.get; return <body>`` compiled once, with the helpers in ``namespace``.
+
+    The generated text only ever contains names made here and ``repr`` of literal strings and
+    numbers, never a piece of a user's file, so it cannot run anything a mapping did not ask for.
+    """
+    code = f"def _generated(v):\n    get = v.get\n{prelude}    return {body}\n"
+    scope: dict[str, Any] = dict(namespace)
+    exec(compile(code, "<casavi-sync expression>", "exec"), scope)
+    fn: Fn = scope["_generated"]
+    return fn
+
+
+def unique_name(prefix: str = "_x") -> str:
+    """A helper name no other compiled expression uses (so namespaces can be merged)."""
+    return f"{prefix}{next(_NAMES)}"
+
+
+_NAMES = itertools.count()
 
 
 def _dotted(node: Node) -> tuple[str, ...] | None:
@@ -262,6 +298,48 @@ class _Compiler:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.namespace: dict[str, Any] = {}
+
+    # -- source for a dict context (see Expr.inline); anything not inlined calls its closure
+    def helper(self, value: Any) -> str:
+        name = unique_name()
+        self.namespace[name] = value
+        return name
+
+    def src(self, node: Node) -> str:
+        kind = node["type"]
+        if kind == "field":
+            return f"get({node['value']!r})"
+        if kind in ("current", "identity"):
+            return "v"
+        if kind == "literal":
+            value = node["value"]
+            if value is None or isinstance(value, bool | int | str) or (
+                    isinstance(value, float) and math.isfinite(value)):
+                return repr(value)
+        if kind == "multi_select_list":
+            return "[" + ", ".join(self.src(c) for c in node["children"]) + "]"
+        if kind == "multi_select_dict":
+            return "{" + ", ".join(f"{c['value']!r}: {self.src(c['children'][0])}"
+                                   for c in node["children"]) + "}"
+        if kind in ("and_expression", "or_expression"):
+            left, right = (self.src(c) for c in node["children"])
+            t = unique_name("_t")
+            falsey = f"((({t} := {left})) is None or {t} is False or {t} == '' or {t} == [] or {t} == {{}})"
+            if kind == "and_expression":
+                return f"({t} if {falsey} else {right})"
+            return f"({right} if {falsey} else {t})"
+        if kind == "comparator" and node["value"] in ("eq", "ne"):
+            left, right = (self.src(c) for c in node["children"])
+            test = f"{self.helper(_equals)}({left}, {right})"
+            return test if node["value"] == "eq" else f"(not {test})"
+        if kind == "function_expression":
+            spec = REGISTRY.get(node["value"])
+            children = node["children"]
+            if (spec is not None and not spec.builtin and spec.impl is not None and spec.accepts(len(children))
+                    and not any(c["type"] == "expref" for c in children)):
+                return f"{self.helper(spec.impl)}({', '.join(self.src(c) for c in children)})"
+        return f"{self.helper(self.build(node))}(v)"
 
     def build(self, node: Node) -> Fn:
         builder = getattr(self, "n_" + node["type"], None)

@@ -25,7 +25,8 @@ EXPRESSIONS = [
     "`{\"k\": [1, 2]}`", "'text'", "`null`", "a.b || 'none'", "length(a)", "length(@)",
     "not_null(a, b, 'd')", "keys(@)", "sort_by(a, &b)[].b", "max_by(a, &b).b", "map(&b, a)",
     "to_string(a)", "type(a)", "a[?b == 'x'] | [0]", "[a, b][?@]", "a[].b[]",
-    "contains(a, `1`)", "starts_with(a, 'x')",
+    "contains(a, `1`)", "starts_with(a, 'x')", "a && b && 'c' || `null` || b", "(a || b) && !a",
+    "a == b && a != `null`", "[a, 'q\\'uote\"d\\\\n', `\"x\\ny\"`]", "{\"k'ey\": a}.\"k'ey\"",
 ]
 
 CONTEXTS: list[Any] = [
@@ -60,9 +61,9 @@ def _reference(expression: str, context: Any) -> tuple[str, Any]:
         return "error", "TypeError"
 
 
-def _ours(expr: Expr, context: Any) -> tuple[str, Any]:
+def _ours(expr: Expr, context: Any, root: bool = False) -> tuple[str, Any]:
     try:
-        return "ok", expr.fn(context)
+        return "ok", (expr.root if root else expr.fn)(context)
     except jmespath.exceptions.JMESPathError as exc:
         return "error", type(exc).__name__
     except TypeError:
@@ -85,6 +86,9 @@ def test_compiled_agrees_with_jmespath(expression: str) -> None:
         # booleans must stay booleans (True == 1 in Python, not in JMESPath)
         if expected[0] == "ok":
             assert type(got[1]) is type(expected[1]), (expression, context)
+        if isinstance(context, dict):
+            # the dict-specialised (generated) function must give the very same answer
+            assert _ours(expr, context, root=True) == got, (expression, context)
 
 
 def test_dotted_paths_are_marked_for_direct_reading() -> None:
@@ -93,6 +97,15 @@ def test_dotted_paths_are_marked_for_direct_reading() -> None:
     assert compile_expr("a[0].b").path is None
     assert compile_expr("'x'").constant
     assert not compile_expr("a").constant
+
+
+def test_inline_source_uses_direct_gets_and_calls() -> None:
+    expr = compile_expr("join_nonempty(' ', [number, label])")
+    assert "get('number')" in expr.inline and "get('label')" in expr.inline
+    assert expr.inline.count("(v)") == 0  # nothing left to a closure
+    assert compile_expr("a.b").inline.endswith("(v)")  # nested paths keep their None-safe getter
+    names = set(expr.namespace)
+    assert names.isdisjoint(compile_expr("join_nonempty(' ', [a])").namespace)
 
 
 def test_mutable_literal_is_a_fresh_copy_every_time() -> None:
@@ -131,7 +144,9 @@ def test_mutable_literal_is_a_fresh_copy_every_time() -> None:
 def test_custom_functions(expression: str, context: Any, expected: Any) -> None:
     token = RUN_DATE.set(dt.date(2024, 6, 1))
     try:
-        assert compile_expr(expression)(context) == expected
+        expr = compile_expr(expression)
+        assert expr(context) == expected
+        assert expr.root(context) == expected
     finally:
         RUN_DATE.reset(token)
 
