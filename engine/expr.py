@@ -178,11 +178,21 @@ def compile_expr(text: str) -> Expr:
     except jexc.JMESPathError as exc:
         raise ExpressionError(text, f"invalid expression `{text}`: {exc}") from None
     compiler = _Compiler(text)
+    _check_functions(compiler, ast)  # also inside &expressions, which jmespath evaluates for us
     fn = compiler.build(ast)
     inline = compiler.src(ast)
     namespace = compiler.namespace
     root = build_function(inline, namespace)
     return Expr(text, fn, root, inline, MappingProxyType(namespace), _dotted(ast), ast["type"] == "literal")
+
+
+def _check_functions(compiler: _Compiler, node: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "function_expression":
+        compiler.check_call(node)
+    for child in node.get("children", ()):
+        _check_functions(compiler, child)
 
 
 def build_function(body: str, namespace: Mapping[str, Any], prelude: str = "") -> Fn:
@@ -444,7 +454,8 @@ class _Compiler:
         return not_
 
     # -- functions
-    def n_function_expression(self, node: Node) -> Fn:
+    def check_call(self, node: Node) -> FunctionSpec:
+        """Unknown function (with did-you-mean) or wrong arity: an ExpressionError now, not later."""
         name: str = node["value"]
         children: list[Node] = node["children"]
         spec = REGISTRY.get(name)
@@ -457,6 +468,12 @@ class _Compiler:
         if not spec.accepts(len(children)):
             raise ExpressionError(self.source, f"{name}() takes {spec.arity_text()} arguments, "
                                                f"got {len(children)} in `{self.source}`")
+        return spec
+
+    def n_function_expression(self, node: Node) -> Fn:
+        name: str = node["value"]
+        children: list[Node] = node["children"]
+        spec = self.check_call(node)
         if any(c["type"] == "expref" for c in children):
             return self.fallback(node)
         args = [self.build(c) for c in children]

@@ -138,6 +138,7 @@ class _Run:
     errors: dict[str, list[tuple[Any, RecordError]]] = field(default_factory=dict)
     outputs: dict[str, dict[str, Output]] = field(default_factory=dict)
     stats: dict[str, MappingStats] = field(default_factory=dict)
+    malformed: dict[str, int] = field(default_factory=dict)  # resource -> records without an id
 
     # -- inputs
     def source(self, resource: str) -> list[dict[str, Any]]:
@@ -145,9 +146,10 @@ class _Run:
         got = self.sources.get(resource)
         if got is None:
             raw = self.records.get(resource) or ()
-            live = [r for r in raw if isinstance(r, dict) and r.get("deleted") is not True
-                    and isinstance(r.get("id"), str | int)]
-            got = sorted(live, key=lambda r: str(r["id"]))
+            live = [r for r in raw if isinstance(r, dict) and r.get("deleted") is not True]
+            got = sorted((r for r in live if isinstance(r.get("id"), str | int) and r["id"] != ""),
+                         key=lambda r: str(r["id"]))
+            self.malformed[resource] = len(live) - len(got) + sum(not isinstance(r, dict) for r in raw)
             self.sources[resource] = got
         return got
 
@@ -192,6 +194,8 @@ class _Run:
             what = singular(rule.source)
             source = self.source(rule.source)
             stats.read += len(source)
+            for _ in range(self.malformed.get(rule.source, 0)):
+                self.error(plan, rule, None, f"a {what} record without an id (or not an object) was left out")
             for rec in source:
                 sid = str(rec["id"])
                 try:

@@ -139,6 +139,8 @@ def test_mutable_literal_is_a_fresh_copy_every_time() -> None:
         ("xs[?active(f, t)].n", {"xs": [{"n": 1, "f": "2025-01-01", "t": None}, {"n": 2, "f": None, "t": None}]},
          [2]),
         ("ref_id('x', a) == 'x-1'", {"a": 1}, True),
+        ("map(&ref_id('x', @), xs)", {"xs": ["a", "b"]}, ["x-a", "x-b"]),  # jmespath evaluates, ours called
+        ("sort_by(xs, &upper(@))", {"xs": ["b", "A"]}, ["A", "b"]),
     ],
 )
 def test_custom_functions(expression: str, context: Any, expected: Any) -> None:
@@ -161,6 +163,8 @@ def test_custom_functions(expression: str, context: Any, expected: Any) -> None:
         ("a ==== b", "invalid expression"),
         ("", "empty expression"),
         ("a[::0]", "slice step cannot be 0"),
+        ("map(&ref_id('x'), xs)", "ref_id() takes at least 2 arguments"),
+        ("sort_by(xs, &lenght(@))", "did you mean 'length'"),
     ],
 )
 def test_bad_expressions_raise_spec_errors(expression: str, message: str) -> None:

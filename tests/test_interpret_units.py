@@ -254,3 +254,11 @@ def test_ref_to_a_for_each_only_mapping_is_rejected() -> None:
                                            ("property-roles", "property role"), ("usages", "usage")])
 def test_singular(word: str, one: str) -> None:
     assert singular(word) == one
+
+
+def test_records_without_id_are_reported_not_fatal() -> None:
+    mset = compile_mappings({"properties": PROPS})
+    result = map_records(mset, {"properties": [{"name": "ohne"}, {"id": "", "name": "leer"}, "kaputt",
+                                               {"id": "p1", "name": "Eins"}]})
+    assert list(result.outputs["properties"]) == ["p-p1"]
+    assert [(e.source_id, "without an id" in e.reason) for e in result.errors] == [(None, True)] * 3
