@@ -221,3 +221,46 @@ def test_mutated_mappings_never_crash(mappings: Path) -> None:
             assert diag.line >= 0 and diag.col >= 0
             seen_codes.add(diag.code)
     assert len(seen_codes) >= 5
+
+
+def _tree_paths(node: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.extend(_tree_paths(value, (*prefix, key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out.extend(_tree_paths(value, (*prefix, index)))
+    return out
+
+
+def test_structurally_wrong_mappings_never_crash(mappings: Path) -> None:
+    """Subtrees replaced by values of the wrong shape: schema errors, and the semantic checks cope."""
+    import copy
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    rng = random.Random(7)
+    junk: list[object] = [None, 1, 2.5, True, [], {}, "x", "", "a.b[", {"map": 1}, {"ref": 3, "from": []},
+                          {"object": []}, {"const": None}, ["x"], {"name": 1, "in": {}}, "units", "ref_id('u')",
+                          {"resource": "buildings", "key": 5}]
+    invalid = 0
+    for _ in range(40):
+        name = rng.choice(SHIPPED).name
+        data = yaml.load((MAPPINGS_DIR / name).read_text())
+        for _ in range(rng.randint(1, 3)):
+            path = rng.choice([p for p in _tree_paths(data) if p])
+            parent = data
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = copy.deepcopy(rng.choice(junk))
+        buffer = io.StringIO()
+        yaml.dump(data, buffer)
+        (mappings / name).write_text(buffer.getvalue())
+        result = validate_paths([mappings])
+        invalid += not result.valid
+        assert all(d.file.endswith(".yaml") and d.line >= 0 for d in result.diagnostics)
+        shutil.copyfile(MAPPINGS_DIR / name, mappings / name)
+    assert invalid >= 30  # almost every such edit is an error, and none is a crash

@@ -122,7 +122,8 @@ class SetChecker:
 
     def _check_file(self, mf: MappingFile) -> None:
         spec = mf.spec
-        target = spec.get("target") if spec.get("target") in self.kinds else None
+        raw = spec.get("target")
+        target = raw if isinstance(raw, str) and raw in self.kinds else None
         rules = spec.get("rules")
         if not isinstance(rules, list):
             return
