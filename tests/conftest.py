@@ -1,0 +1,164 @@
+"""Shared fixtures: cassette configuration and a sync "world" (sandbox + state + clients).
+
+Cassettes live in the top-level ``cassettes/<test module>/``. They are recorded against the
+in-process sandbox (``pytest --record-mode=rewrite tests/test_sync_cassettes.py``) and replayed in CI
+(``--record-mode=none --block-network``, set in pyproject's addopts). Every secret is scrubbed from
+requests and responses before a cassette is written; ``test_cassettes_hold_no_secrets`` checks it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSETTES = ROOT / "cassettes"
+FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
+RUN_DATE = FIXED_NOW.date()
+REDACTED = "REDACTED"
+_SECRET_FIELDS = ("token", "key", "secret", "password")
+_SCALARA_TOKEN = re.compile(r"scl_[A-Za-z0-9]{40}")
+
+
+def _scrub_json(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _SCALARA_TOKEN.sub("scl_" + REDACTED, text)
+    if isinstance(data, dict):
+        for name in _SECRET_FIELDS:
+            if name in data and isinstance(data[name], str):
+                data[name] = REDACTED
+    return _SCALARA_TOKEN.sub("scl_" + REDACTED, json.dumps(data, ensure_ascii=False, sort_keys=True))
+
+
+def _scrub_request(request: Any) -> Any:
+    if request.body:
+        body = request.body.decode("utf-8") if isinstance(request.body, bytes) else str(request.body)
+        request.body = _scrub_json(body).encode("utf-8")
+    return request
+
+
+def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    body = response.get("body", {}).get("string")
+    if body:
+        text = body.decode("utf-8") if isinstance(body, bytes) else str(body)
+        response["body"]["string"] = _scrub_json(text).encode("utf-8")
+    response["headers"] = {k: v for k, v in response.get("headers", {}).items()
+                           if k.lower() not in ("set-cookie", "token", "authorization")}
+    return response
+
+
+@pytest.fixture(scope="session")
+def vcr_config() -> dict[str, Any]:
+    return {
+        "match_on": ["method", "path", "query", "body"],
+        "filter_headers": ["authorization", "token", "cookie"],
+        "before_record_request": _scrub_request,
+        "before_record_response": _scrub_response,
+        "decode_compressed_response": True,
+    }
+
+
+@pytest.fixture
+def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
+    return str(CASSETTES / request.module.__name__.split(".")[-1])
+
+
+# -- the sync world --------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """A sandbox, a state store with one connected tenant, and the shipped mappings."""
+
+    sandbox: Any
+    store: Any
+    config: Any
+    mset: Any
+    token: str
+    tmp: Path
+    tenant: str = "default"
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def clients(self, token: str | None = None) -> tuple[Any, Any]:
+        from engine.connectors.casavi import CasaviClient
+        from engine.connectors.scalara import ScalaraClient
+
+        return (ScalaraClient(self.config, token or self.token),
+                CasaviClient(self.config, self.sandbox.casavi_key, self.sandbox.casavi_secret))
+
+    def run(self, *, casavi: Any = None, token: str | None = None, **options: Any) -> Any:
+        from engine.sync.runner import SyncOptions
+        from engine.sync.session import run_for_tenant
+
+        scalara, own_casavi = self.clients(token)
+        writer = casavi or own_casavi
+        try:
+            outcome = run_for_tenant(
+                self.store, self.tenant, self.mset, scalara, writer,
+                SyncOptions(run_date=RUN_DATE, concurrency=4, **options),
+                report_dir=self.tmp / "reports",
+                stats=lambda: {"casavi": writer.stats.snapshot(), "scalara": scalara.stats.snapshot()},
+            )
+        finally:
+            scalara.close()
+            own_casavi.close()
+        self.reports.append(outcome.report)
+        return outcome
+
+    def plan(self, **options: Any) -> Any:
+        from engine.sync.runner import SyncOptions
+        from engine.sync.session import plan_for_tenant
+
+        scalara, casavi = self.clients()
+        with scalara, casavi:
+            return plan_for_tenant(self.store, self.tenant, self.mset, scalara, casavi,
+                                   SyncOptions(run_date=RUN_DATE, **options))
+
+
+def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_faults: Any = None,
+               scalara_faults: Any = None, config_extra: str = "", **sandbox_kw: Any) -> Iterator[World]:
+    from engine.compile import compile_mappings
+    from engine.connectors import load_connector_config
+    from engine.paths import MAPPINGS_DIR
+    from engine.sandbox import Clock, FaultConfig, Sandbox
+    from engine.state import StateStore
+    from engine.validate import load_mapping_set
+
+    sb = Sandbox(properties=properties, seed=seed, clock=Clock(FIXED_NOW),
+                 scalara_faults=scalara_faults or FaultConfig(), casavi_faults=casavi_faults or FaultConfig(),
+                 **sandbox_kw)
+    sb.start()
+    try:
+        cfg = tmp_path / "connectors.yaml"
+        cfg.write_text(
+            "scalara:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
+            "  retry: {max_attempts: 4, base_delay_s: 0.01, max_delay_s: 0.05, retry_after_cap_s: 0.25}\n"
+            "casavi:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
+            "  retry: {max_attempts: 8, base_delay_s: 0.01, max_delay_s: 0.05, retry_after_cap_s: 0.25}\n"
+            + config_extra, encoding="utf-8")
+        config = load_connector_config(cfg, env={"CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
+                                                 "CASAVI_SYNC_CASAVI_URL": sb.casavi_url})
+        store = StateStore.open(tmp_path / "state.db")
+        store.add_tenant("default", sb.casavi_key, sb.casavi_secret)
+        store.activate_tenant("default")
+        token = sb.generate_scalara_token()
+        store.save_connection("default", token, "demo")
+        mset = compile_mappings(load_mapping_set([MAPPINGS_DIR]))
+        yield World(sb, store, config, mset, token, tmp_path)
+        store.close()
+    finally:
+        sb.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from make_world(tmp_path)
