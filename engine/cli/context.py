@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,7 @@ class OperatorContext:
     config_path: Path | None
     mappings_path: Path | None
     console: Console
+    env: Mapping[str, str] | None = None  # None: the process environment (the demo passes {})
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> OperatorContext:
@@ -83,7 +84,7 @@ class OperatorContext:
     def connector_config(self) -> Any:
         from engine.connectors import load_connector_config
 
-        return load_connector_config(self.config_path)
+        return load_connector_config(self.config_path, env=self.env)
 
     def mapping_set(self) -> Any:
         from engine.compile import compile_mappings

@@ -105,30 +105,20 @@ def tenant_list(**kwargs: Any) -> None:
                           if conn else "not connected"))
 
 
-@main.command()
-@operator_options
-@click.option("--token-stdin", is_flag=True, help="Read the SCALARA token from standard input.")
-@click.option("--no-initial-import", is_flag=True, help="Save only; do not start the initial import.")
-@handle_errors
-def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
-    """Save the SCALARA token of a tenant; the first save runs the initial import at once.
+def require_activated(store: Any, tenant: str) -> None:
+    if not store.tenant(tenant).activated:
+        raise ConfigError(f"the SCALARA interface is not activated for tenant '{tenant}'; it must first be "
+                          f"activated by the casavi team (casavi-sync tenant activate {tenant})")
 
-    The token comes from a hidden prompt, standard input (--token-stdin) or CASAVI_SYNC_SCALARA_TOKEN.
-    """
-    from engine.cli.sync_cmd import run_tenant
+
+def save_token(ctx: OperatorContext, token: str) -> Any:
+    """Check ``token`` against SCALARA, then store it for ``ctx.tenant``; returns the save result."""
     from engine.connectors.scalara import ScalaraClient
 
-    ctx = OperatorContext.from_kwargs(kwargs)
     with ctx.store() as store:
-        t = store.tenant(ctx.tenant)
-        if not t.activated:
-            raise ConfigError(f"the SCALARA interface is not activated for tenant '{ctx.tenant}'; it must first be "
-                              f"activated by the casavi team (casavi-sync tenant activate {ctx.tenant})")
-        token = read_secret(what="SCALARA token", env=TOKEN_ENV, from_stdin=token_stdin,
-                            prompt="SCALARA token (input hidden)")
-        config = ctx.connector_config()
+        require_activated(store, ctx.tenant)
         try:
-            with ScalaraClient(config, token) as client:
+            with ScalaraClient(ctx.connector_config(), token) as client:
                 me = client.whoami()
         except AuthError:
             raise AuthError(f"SCALARA refused this token (wrong or revoked). An admin generates a new one in "
@@ -143,6 +133,27 @@ def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
         fp = store.get_connection(ctx.tenant)
         ctx.console.info(f"token saved for tenant '{ctx.tenant}' (SCALARA account "
                          f"{me.get('accountName') or account}, token {fp.token_fingerprint if fp else '?'})")
+    return saved
+
+
+@main.command()
+@operator_options
+@click.option("--token-stdin", is_flag=True, help="Read the SCALARA token from standard input.")
+@click.option("--no-initial-import", is_flag=True, help="Save only; do not start the initial import.")
+@handle_errors
+def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
+    """Save the SCALARA token of a tenant; the first save runs the initial import at once.
+
+    The token comes from a hidden prompt, standard input (--token-stdin) or CASAVI_SYNC_SCALARA_TOKEN.
+    """
+    from engine.cli.sync_cmd import run_tenant
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        require_activated(store, ctx.tenant)  # before asking for a token that could not be used
+    token = read_secret(what="SCALARA token", env=TOKEN_ENV, from_stdin=token_stdin,
+                        prompt="SCALARA token (input hidden)")
+    saved = save_token(ctx, token)
     if saved.first_save and not no_initial_import:
         ctx.console.info("first connection: starting the initial import")
         code = run_tenant(ctx, trigger="initial")

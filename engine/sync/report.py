@@ -73,6 +73,19 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
     }
 
 
+def problem_line(p: dict[str, Any]) -> str:
+    """One line per failed record: what it is in casavi and SCALARA, and why (without repeating ids)."""
+    err = p.get("error") or p
+    src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
+    reason = str(err.get("reason") or "")
+    target = p.get("id") or p.get("targetId")
+    where = f"{p.get('kind') or '?'} {target}" if target else str(p.get("kind") or "?")
+    source = f"SCALARA {src.get('resource')} {src.get('id')}"
+    if src.get("id") and reason.split(":", 1)[0].endswith(str(src.get("id"))):
+        reason = reason.split(":", 1)[1].strip()  # the reason already starts with "<record> <id>:"
+    return f"{where} ({source}): {reason}"
+
+
 def plan_summary(prepared: Prepared) -> list[str]:
     plan = prepared.plan
     counts = plan.counts()
@@ -83,7 +96,7 @@ def plan_summary(prepared: Prepared) -> list[str]:
     for g in plan.guard_trips:
         lines.append(f"guard: {g.kind}: {g.reason}; use --allow-archive to archive anyway")
     for e in plan.errors[:20]:
-        lines.append(f"error: {e.get('resource')} {e.get('sourceId')}: {e.get('reason')}")
+        lines.append("error: " + problem_line(e))
     if len(plan.errors) > 20:
         lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
     lines.append("changes pending" if plan.pending_changes else "casavi is up to date")
@@ -102,10 +115,7 @@ def run_summary(report: dict[str, Any]) -> list[str]:
         lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
     problems = report["mapErrors"] + report["writeFailures"]
     for p in problems[:10]:
-        err = p.get("error") or p
-        src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
-        lines.append(f"  failed: {p.get('kind')} {p.get('id') or p.get('targetId') or '-'} "
-                     f"(SCALARA {src.get('resource')} {src.get('id')}): {err.get('reason')}")
+        lines.append("  failed: " + problem_line(p))
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more (see the report)")
     return lines
