@@ -24,6 +24,7 @@ import copy
 import datetime as dt
 import gc
 import itertools
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,11 +81,23 @@ class MappingStats:
                 "errors": self.errors, "dropped": self.dropped}
 
 
+# (mapping, rule, field path, code as text or None) of a value-map miss; see MapResult.misses
+MissKey = tuple[str, str, str, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class MapResult:
     outputs: dict[str, dict[str, Output]]  # target kind -> reference id -> Output
     errors: list[RecordError]
     stats: dict[str, MappingStats]  # mapping name -> counts
+    # Value-map misses: codes with no entry under ``values`` (those that fell back to ``default``
+    # included), counted per (mapping, rule, field path, code text). Filled only on the miss
+    # path, so the hot path pays nothing; engine.coverage reports them.
+    misses: Counter[MissKey] = field(default_factory=Counter)
+    # mapping -> SCALARA id -> reference id (rules without for_each; before data protection),
+    # and mapping -> SCALARA id -> reason for the records that failed. Explanations read these.
+    identities: dict[str, dict[Any, str]] = field(default_factory=dict)
+    failed: dict[str, dict[Any, str]] = field(default_factory=dict)
 
 
 def singular(resource: str) -> str:
@@ -139,6 +152,7 @@ class _Run:
     outputs: dict[str, dict[str, Output]] = field(default_factory=dict)
     stats: dict[str, MappingStats] = field(default_factory=dict)
     malformed: dict[str, int] = field(default_factory=dict)  # resource -> records without an id
+    misses: Counter[MissKey] = field(default_factory=Counter)
 
     # -- inputs
     def source(self, resource: str) -> list[dict[str, Any]]:
@@ -281,7 +295,8 @@ class _Run:
     def evaluators(self, plan: MappingPlan, fields: tuple[FieldPlan, ...]) -> list[tuple[str, Fn]]:
         return [(f.name, self._evaluator(plan, f)) for f in fields]
 
-    def _evaluator(self, plan: MappingPlan, f: FieldPlan) -> Fn:
+    def _evaluator(self, plan: MappingPlan, f: FieldPlan, where: tuple[str, str, str] | None = None) -> Fn:
+        """The closure of one field; ``where`` (mapping, rule, field path) makes value maps count misses."""
         if isinstance(f, ExprField):
             return f.expr.root
         if isinstance(f, ConstField):
@@ -294,7 +309,7 @@ class _Run:
             return lambda ctx: {n: fn(ctx) for n, fn in inner}
         if isinstance(f, RefField):
             return self._ref(f)
-        return _value_map(f)
+        return _value_map(f, self.misses if where is not None else None, where)
 
     def _ref(self, f: RefField) -> Fn:
         table = self.ids[f.mapping]
@@ -355,7 +370,7 @@ class _Run:
         per_rule: dict[str, tuple[Fn, list[tuple[str, Fn]], Fn | None]] = {}
         for rule in plan.rules:
             evs = self.evaluators(plan, rule.fields)
-            per_rule[rule.name] = (self._builder(plan, rule.fields), evs,
+            per_rule[rule.name] = (self._builder(plan, rule), evs,
                                    _deps_function(_ref_paths(rule.fields, (), kinds)))
         check_assumed = self.assume_references
         for rule, ctx, ref_id, sid in self.items[plan.name]:
@@ -381,7 +396,7 @@ class _Run:
             out[ref_id] = Output(plan.target, ref_id, payload, plan.name, rule.name, rule.source, sid, deps, assumed)
             stats.produced += 1
 
-    def _builder(self, plan: MappingPlan, fields: tuple[FieldPlan, ...]) -> Fn:
+    def _builder(self, plan: MappingPlan, rule: RulePlan) -> Fn:
         """One generated function per rule that returns the whole payload as a dict display.
 
         Plain expressions are inlined (``get('number')``, ``join_nonempty(' ', [get('a'), ...])``),
@@ -389,22 +404,23 @@ class _Run:
         one Python call per record instead of one per field.
         """
         namespace: dict[str, Any] = {}
-        body = self._dict_source(plan, fields, namespace)
+        body = self._dict_source(plan, rule, rule.fields, namespace, "")
         return build_function(body, namespace)
 
-    def _dict_source(self, plan: MappingPlan, fields: tuple[FieldPlan, ...], ns: dict[str, Any]) -> str:
+    def _dict_source(self, plan: MappingPlan, rule: RulePlan, fields: tuple[FieldPlan, ...],
+                     ns: dict[str, Any], prefix: str) -> str:
         parts = []
         for f in fields:
             if isinstance(f, ExprField):
                 ns.update(f.expr.namespace)
                 src = f.expr.inline
             elif isinstance(f, ObjectField):
-                src = self._dict_source(plan, f.fields, ns)
+                src = self._dict_source(plan, rule, f.fields, ns, f"{prefix}{f.name}.")
             elif isinstance(f, ConstField) and (f.value is None or isinstance(f.value, bool | int | str)):
                 src = repr(f.value)
             else:
                 name = unique_name("_f")
-                ns[name] = self._evaluator(plan, f)
+                ns[name] = self._evaluator(plan, f, (plan.name, rule.name, prefix + f.name))
                 src = f"{name}(v)"
             parts.append(f"{f.name!r}: {src}")
         return "{" + ", ".join(parts) + "}"
@@ -449,7 +465,9 @@ class _Run:
         self.errors[plan.name] = kept
 
 
-def _value_map(f: ValueMapField) -> Fn:
+def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
+               where: tuple[str, str, str] | None = None) -> Fn:
+    """The closure of a value map. Misses are counted into ``misses`` (the slow path only)."""
     code_fn = f.code.root
     table = f.values
     has_exprs = any(isinstance(v, Expr) for v in table.values()) or isinstance(f.default, Expr)
@@ -457,6 +475,9 @@ def _value_map(f: ValueMapField) -> Fn:
     allowed = ", ".join(table)
 
     def miss(ctx: Any, code: Any) -> Any:
+        if misses is not None and where is not None:
+            text = code if code is None or type(code) is str else code_text(code)
+            misses[(*where, text)] += 1
         if f.has_default:
             return f.default.root(ctx) if isinstance(f.default, Expr) else copy.deepcopy(f.default)
         if f.on_missing == "skip":
@@ -612,4 +633,6 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
             errors.append(err)
         run.stats[name].errors = len(run.errors.get(name, []))
     return MapResult(outputs=outputs, errors=errors,
-                     stats={name: run.stats[name] for name in order if name in wanted})
+                     stats={name: run.stats[name] for name in order if name in wanted},
+                     misses=Counter({k: n for k, n in run.misses.items() if k[0] in wanted}),
+                     identities=run.ids, failed=run.failed)

@@ -132,6 +132,15 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise SystemExit(130) from None
+        except (SystemExit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug, not the user's mistake: one line, details on request
+            if env_flag("CASAVI_SYNC_DEBUG"):
+                raise
+            click.echo(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in casavi-sync. "
+                       f"Nothing stored was lost; rerun with CASAVI_SYNC_DEBUG=1 for the traceback and "
+                       f"report it.", err=True)
+            raise SystemExit(EXIT_ABORTED) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -106,6 +106,9 @@ def run_for_tenant(
                 error = result.aborted
         except OperatorError as exc:
             error = exc
+        except BaseException as exc:  # a bug or an interrupt: record the run as aborted, then let it surface
+            store.finish_run(run_id, "aborted", {}, None, f"{type(exc).__name__}: {str(exc)[:300]}")
+            raise
         outcome = outcome_of(result, prepared, error)
         report = build_report(
             run_id=run_id, tenant=tenant, trigger=trigger, started=started,
