@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from engine.errors import ConfigError
+from engine.loader import to_plain
 from engine.paths import SCHEMAS_DIR
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.yaml"
@@ -211,24 +212,7 @@ def _read_layer(file: Path) -> _Layer:
         tree = {}
     if not isinstance(tree, Mapping):
         raise ConfigError(f"{file}:1:1: $: the connector config must be a mapping (scalara:, casavi:)")
-    return _Layer(str(file), _plain(tree), tree)
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip nodes -> plain dicts/lists/scalars (JSON-schema friendly)."""
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
+    return _Layer(str(file), to_plain(tree), tree)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
