@@ -197,8 +197,11 @@ class CrashRig:
             token = store.connection_token(TENANT)
             assert token
             with ScalaraClient(config, token) as scalara, CasaviClient(config, key, secret) as casavi:
+                # Any: ScalaraClient.iter_pages has keyword-only options, which runner.Reader's
+                # ``**kwargs: Any`` does not accept under mypy (the CLI passes Any as well)
+                reader: Any = scalara
                 return run_for_tenant(
-                    store, TENANT, mapping_set(), scalara, casavi,
+                    store, TENANT, mapping_set(), reader, casavi,
                     SyncOptions(run_date=RUN_DATE, concurrency=config.casavi.write_concurrency, **options),
                     report_dir=self.state.parent / "reports" / TENANT,
                     stats=lambda: {"casavi": casavi.stats.snapshot(), "scalara": scalara.stats.snapshot()})
