@@ -1,0 +1,88 @@
+"""`casavi-sync serve`: the daily scheduler, as a long-running process (systemd, a container).
+
+The schedule options are shared with `status` (which shows each tenant's next run), so both read
+the same environment variables and always agree.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from engine.cli.base import main
+from engine.cli.context import EXIT_OK, OperatorContext, handle_errors, operator_options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+AT_ENV = "CASAVI_SYNC_SCHEDULE_AT"
+ZONE_ENV = "CASAVI_SYNC_SCHEDULE_ZONE"
+JITTER_ENV = "CASAVI_SYNC_SCHEDULE_JITTER"
+
+
+def schedule_options(func: F) -> F:
+    """--at, --timezone, --jitter (with environment variables)."""
+    opts = [
+        click.option("--at", "schedule_at", default="04:00", show_default=True, envvar=AT_ENV, show_envvar=True,
+                     metavar="HH:MM", help="Local time of the daily run."),
+        click.option("--timezone", "schedule_zone", default="Europe/Berlin", show_default=True, envvar=ZONE_ENV,
+                     show_envvar=True, help="IANA time zone of --at."),
+        click.option("--jitter", "schedule_jitter", type=click.IntRange(0, 720), default=30, show_default=True,
+                     envvar=JITTER_ENV, show_envvar=True, metavar="MINUTES",
+                     help="Spread the tenants over this many minutes after --at (fixed per tenant)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def schedule_from_kwargs(kwargs: dict[str, Any]) -> Any:
+    from engine.schedule import Schedule
+
+    return Schedule.from_strings(kwargs.pop("schedule_at"), kwargs.pop("schedule_zone"),
+                                 kwargs.pop("schedule_jitter"))
+
+
+@main.command()
+@operator_options
+@schedule_options
+@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
+              envvar="CASAVI_SYNC_PARALLEL", show_envvar=True, help="Most tenants synced at the same time.")
+@click.option("--tick", "tick_s", type=click.FloatRange(0.05, 3600), default=30.0, hidden=True,
+              help="Seconds between schedule checks.")
+@handle_errors
+def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
+    """Run every activated and connected tenant once a day, until stopped (SIGTERM or Ctrl-C).
+
+    Each tenant's run starts at --at plus a fixed per-tenant offset within --jitter. After
+    downtime a missed day is caught up once, at start. A tenant being synced by a manual `run` is
+    retried when that run is over. On SIGTERM or SIGINT no new run starts, running ones stop after
+    their writes in flight (outcome "stopped"), and serve exits 0. --tenant is ignored: serve
+    serves all tenants of the state file.
+
+    Exit codes: 0 stopped by a signal, 3 could not start (another serve holds this state file,
+    invalid mappings or connector config, unreadable state).
+    """
+    from engine.serve import ServeOptions, Server, tenant_runner
+
+    schedule = schedule_from_kwargs(kwargs)
+    ctx = OperatorContext.from_kwargs(kwargs)
+    # Fail at start, not at 04:00: the mappings and connector config must load.
+    ctx.connector_config()
+    ctx.mapping_set()
+    server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), tenant_runner(ctx), ctx.console)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.request_stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with server:
+            server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    raise SystemExit(EXIT_OK)
