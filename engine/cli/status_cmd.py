@@ -1,0 +1,250 @@
+"""`casavi-sync status`, `history` and `report`: what the operator asks before and after a run.
+
+All three only read the state file (and the stored run reports); they never reach SCALARA or
+casavi and never show a secret: the SCALARA token and the casavi key appear as fingerprints.
+Without an explicit ``--tenant`` (option or ``CASAVI_SYNC_TENANT``) `status` and `history` cover
+every tenant of the state file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli.base import main
+from engine.cli.context import EXIT_ABORTED, EXIT_USAGE, OperatorContext, handle_errors, operator_options
+from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
+
+ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
+
+
+def _tenant_explicit() -> bool:
+    source = click.get_current_context().get_parameter_source("tenant")
+    return source is not None and source.name != "DEFAULT"
+
+
+def _tenants(ctx: OperatorContext, store: Any) -> list[Any]:
+    if _tenant_explicit():
+        return [store.tenant(ctx.tenant)]  # ConfigError with a did-you-mean when unknown
+    return list(store.list_tenants())
+
+
+def _parse(stamp: str | None) -> dt.datetime | None:
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _local(stamp: str | None, zone: dt.tzinfo) -> str:
+    moment = _parse(stamp)
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
+
+
+def _duration(run: Any) -> float | None:
+    start, end = _parse(run.started_at), _parse(run.finished_at)
+    return round((end - start).total_seconds(), 1) if start and end else None
+
+
+def _changes(counts: dict[str, int]) -> str:
+    keys = [k for k in ACTION_ORDER if counts.get(k)] + sorted(k for k in counts if k not in ACTION_ORDER and counts[k])
+    return ", ".join(f"{k} {counts[k]}" for k in keys) or "-"
+
+
+def _run_doc(run: Any) -> dict[str, Any]:
+    return {"runId": run.id, "tenant": run.tenant, "trigger": run.trigger, "startedAt": run.started_at,
+            "finishedAt": run.finished_at, "durationS": _duration(run), "outcome": run.outcome,
+            "changes": run.outcome_counts, "error": run.error, "reportPath": run.report_path}
+
+
+# -- status -------------------------------------------------------------------------------------------
+
+def tenant_status(store: Any, tenant: Any, schedule: Any, now: dt.datetime) -> dict[str, Any]:
+    """Everything `status` shows about one tenant, as a JSON-ready dict (no secrets)."""
+    name = tenant.name
+    conn = store.get_connection(name)
+    runs = store.runs(name, limit=1)
+    holder = store.lock_holder(name)
+    last_day = store.last_scheduled_day(name)
+    doc: dict[str, Any] = {
+        "tenant": name,
+        "activated": tenant.activated,
+        "activatedAt": tenant.activated_at,
+        "casaviKey": tenant.casavi_key_fingerprint,
+        "connection": None if conn is None else {
+            "connectedSince": conn.connected_since, "tokenFingerprint": conn.token_fingerprint,
+            "tokenUpdatedAt": conn.token_updated_at, "accountId": conn.account_id,
+            "initialImportAt": conn.initial_import_at},
+        "lastRun": _run_doc(runs[0]) if runs else None,
+        "lastScheduledDay": last_day.isoformat() if last_day else None,
+        "nextRun": None,
+        "nextRunDue": False,
+        "notScheduled": None,
+        "running": None if holder is None else {
+            "pid": holder.pid, "host": holder.hostname, "since": holder.started_at, "purpose": holder.purpose},
+    }
+    if not tenant.activated:
+        doc["notScheduled"] = f"not activated (casavi-sync tenant activate {name})"
+    elif conn is None:
+        doc["notScheduled"] = f"not connected (casavi-sync connect --tenant {name})"
+    else:
+        when = schedule.next_run(name, last_day, now)
+        doc["nextRun"] = max(when, now).astimezone(schedule.zone).isoformat(timespec="seconds")
+        doc["nextRunDue"] = when <= now
+    return doc
+
+
+def _status_lines(doc: dict[str, Any], zone: dt.tzinfo) -> list[str]:
+    lines = [f"tenant {doc['tenant']}"]
+    lines.append("  activated     " + (f"yes, since {_local(doc['activatedAt'], zone)}" if doc["activated"] else "no"))
+    conn = doc["connection"]
+    if conn is None:
+        lines.append("  connected     no")
+    else:
+        account = f", account {conn['accountId']}" if conn["accountId"] else ""
+        lines.append(f"  connected     since {_local(conn['connectedSince'], zone)}, SCALARA token "
+                     f"{conn['tokenFingerprint']}{account}")
+    last = doc["lastRun"]
+    if last is None:
+        lines.append("  last run      none yet")
+    else:
+        lines.append(f"  last run      #{last['runId']} ({last['trigger']}) {_local(last['startedAt'], zone)}: "
+                     f"{last['outcome']}; {_changes(last['changes'])}")
+        if last["error"]:
+            lines.append(f"                {last['error']}")
+    if doc["nextRunDue"]:
+        lines.append("  next run      due now (`casavi-sync serve` starts it at its next check)")
+    elif doc["nextRun"]:
+        lines.append(f"  next run      {_local(doc['nextRun'], zone)} (when `casavi-sync serve` is running)")
+    else:
+        lines.append(f"  next run      not scheduled: {doc['notScheduled']}")
+    if doc["running"]:
+        r = doc["running"]
+        lines.append(f"  running now   {r['purpose']} run, pid {r['pid']} on host {r['host']} since "
+                     f"{_local(r['since'], zone)}")
+    return lines
+
+
+@main.command()
+@operator_options
+@schedule_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@handle_errors
+def status(fmt: str, **kwargs: Any) -> None:
+    """Per tenant: activation, connection (token fingerprint), last run, next scheduled run, a run in progress.
+
+    Give the same --at/--timezone/--jitter (or environment) as `serve`, so the next run shown is
+    the one serve will start. Exit codes: 0, 3 (unreadable state, unknown --tenant).
+    """
+    schedule = schedule_from_kwargs(kwargs)
+    ctx = OperatorContext.from_kwargs(kwargs)
+    now = dt.datetime.now(dt.UTC)
+    with ctx.store() as store:
+        docs = [tenant_status(store, t, schedule, now) for t in _tenants(ctx, store)]
+    if fmt == "json":
+        click.echo(json.dumps({"schedule": schedule.describe(), "tenants": docs}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"schedule: {schedule.describe()}")
+    for doc in docs:
+        click.echo("")
+        for line in _status_lines(doc, schedule.zone):
+            click.echo(line)
+
+
+# -- history ------------------------------------------------------------------------------------------
+
+def _zone_option(func: Any) -> Any:
+    return click.option("--timezone", "zone", default="Europe/Berlin", show_default=True, envvar=ZONE_ENV,
+                        help="Show times in this IANA time zone.")(func)
+
+
+@main.command()
+@operator_options
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="How many runs.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_zone_option
+@handle_errors
+def history(limit: int, fmt: str, zone: str, **kwargs: Any) -> None:
+    """Recent runs, newest first: trigger, start, duration, outcome and what changed.
+
+    Exit codes: 0, 3 (unreadable state, unknown --tenant).
+    """
+    from engine.schedule import load_zone
+
+    tz = load_zone(zone)
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        runs = [r for t in _tenants(ctx, store) for r in store.runs(t.name, limit=limit)]
+    runs = sorted(runs, key=lambda r: r.id, reverse=True)[:limit]
+    if fmt == "json":
+        click.echo(json.dumps({"runs": [_run_doc(r) for r in runs]}, indent=2, ensure_ascii=False))
+        return
+    if not runs:
+        click.echo("no runs yet")
+        return
+    width = max(6, *(len(r.tenant) for r in runs))
+    click.echo(f"{'run':>6}  {'tenant':<{width}}  {'trigger':<9}  {'started':<23}  {'took':>8}  {'outcome':<11}  changes")
+    for r in runs:
+        took = _duration(r)
+        click.echo(f"{r.id:>6}  {r.tenant:<{width}}  {r.trigger:<9}  {_local(r.started_at, tz):<23}  "
+                   f"{(f'{took:.1f} s' if took is not None else '-'):>8}  {r.outcome:<11}  {_changes(r.outcome_counts)}")
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("run_id", type=int, metavar="RUN-ID")
+@operator_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the stored report file as written by the run.")
+@handle_errors
+def report(run_id: int, fmt: str, **kwargs: Any) -> None:
+    """Show the report of one run (ids as `history` lists them).
+
+    Exit codes: 0, 2 no run with that id, 3 the report file exists but cannot be read, or the
+    state cannot be read. A run without a report file (it was interrupted, or the file was
+    deleted) is shown from the run history, with a note.
+    """
+    from engine.sync.report import run_summary
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    with ctx.store() as store:
+        run = store.get_run(run_id)
+    if run is None:
+        click.echo(f"error: there is no run {run_id} in {ctx.state_path}; `casavi-sync history` lists the runs",
+                   err=True)
+        raise SystemExit(EXIT_USAGE)
+    path = Path(run.report_path) if run.report_path else None
+    text: str | None = None
+    if path is not None and path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+            doc = json.loads(text)
+        except (OSError, ValueError) as exc:
+            click.echo(f"error: cannot read the report of run {run_id} ({path}): {exc}", err=True)
+            raise SystemExit(EXIT_ABORTED) from None
+    if fmt == "json":
+        if text is not None:
+            click.echo(text.rstrip("\n"))
+        else:
+            click.echo(json.dumps({**_run_doc(run), "reportMissing": True}, indent=2, ensure_ascii=False))
+        return
+    if text is None:
+        why = f"its report file {path} is gone" if path else "the run left no report file"
+        click.echo(f"run {run.id} ({run.trigger}) for tenant '{run.tenant}': {run.outcome}; started "
+                   f"{run.started_at}, finished {run.finished_at or '-'}")
+        click.echo(f"  changes: {_changes(run.outcome_counts)}")
+        if run.error:
+            click.echo(f"  error: {run.error}")
+        click.echo(f"  ({why}; this is what the run history holds)")
+        return
+    click.echo(f"started {doc.get('startedAt')}")
+    for line in run_summary(doc):
+        click.echo(line)
+    click.echo(f"report: {path}")
