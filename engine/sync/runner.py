@@ -80,12 +80,18 @@ def _refs(fields: Iterable[Any]) -> Iterator[str]:
             yield from _refs(f.fields)
 
 
-def extract(reader: Reader, resources: Iterable[str],
-            progress: Progress | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+class StopRequested(Exception):
+    """A stop (SIGTERM) arrived before any write: the run ends as "stopped", nothing written."""
+
+
+def extract(reader: Reader, resources: Iterable[str], progress: Progress | None = None,
+            should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     records: dict[str, list[dict[str, Any]]] = {}
     for res in resources:
         rows: list[dict[str, Any]] = []
         for page in reader.iter_pages(res):
+            if should_stop is not None and should_stop():
+                raise StopRequested
             rows.extend(page)
             if progress:
                 progress("extract", res, len(rows), 0)
@@ -151,11 +157,12 @@ def prepare(
     known: Mapping[tuple[str, str], Known],
     options: SyncOptions,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Prepared:
     """Extract, map and plan. Reads only; writes nothing anywhere."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    records, counts = extract(scalara, source_resources(mset), progress)
+    records, counts = extract(scalara, source_resources(mset), progress, should_stop)
     timings["extract_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -203,7 +210,10 @@ def run_apply(prepared: Prepared, writer: Writer, journal: Any, options: SyncOpt
                       progress=progress, should_stop=should_stop, blocked=blocked_from_errors(prepared))
 
 
-def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: OperatorError | None) -> str:
+def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: OperatorError | None,
+               stopped: bool = False) -> str:
+    if stopped:
+        return "stopped"
     if aborted is not None or (result is not None and result.aborted is not None):
         return "aborted"
     if result is not None and result.stopped:

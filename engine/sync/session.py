@@ -20,7 +20,16 @@ from engine.state import StateStore
 from engine.sync.apply import ApplyResult, Progress, Writer
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
-from engine.sync.runner import Prepared, Reader, SyncOptions, outcome_of, prepare, run_apply, write_report
+from engine.sync.runner import (
+    Prepared,
+    Reader,
+    StopRequested,
+    SyncOptions,
+    outcome_of,
+    prepare,
+    run_apply,
+    write_report,
+)
 
 
 class StateJournal:
@@ -70,8 +79,9 @@ class RunOutcome:
 
 
 def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: Reader,
-                    options: SyncOptions, progress: Progress | None = None) -> Prepared:
-    return prepare(mset, scalara, casavi, known_records(store, tenant), options, progress)
+                    options: SyncOptions, progress: Progress | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Prepared:
+    return prepare(mset, scalara, casavi, known_records(store, tenant), options, progress, should_stop)
 
 
 def run_for_tenant(
@@ -97,8 +107,9 @@ def run_for_tenant(
         prepared: Prepared | None = None
         result: ApplyResult | None = None
         error: OperatorError | None = None
+        stopped = False
         try:
-            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress)
+            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress, should_stop)
             journal = StateJournal(store, tenant, run_id)
             with store.batch():
                 result = run_apply(prepared, writer, journal, options, progress, should_stop)
@@ -106,10 +117,12 @@ def run_for_tenant(
                 error = result.aborted
         except OperatorError as exc:
             error = exc
+        except StopRequested:
+            stopped = True
         except BaseException as exc:  # a bug or an interrupt: record the run as aborted, then let it surface
             store.finish_run(run_id, "aborted", {}, None, f"{type(exc).__name__}: {str(exc)[:300]}")
             raise
-        outcome = outcome_of(result, prepared, error)
+        outcome = outcome_of(result, prepared, error, stopped)
         report = build_report(
             run_id=run_id, tenant=tenant, trigger=trigger, started=started,
             duration_s=time.perf_counter() - t0, outcome=outcome, prepared=prepared, result=result,
