@@ -126,9 +126,10 @@ def save_token(ctx: OperatorContext, token: str) -> Any:
         account = str(me.get("accountId") or "") or None
         conn = store.get_connection(ctx.tenant)
         if conn is not None and conn.account_id and account and conn.account_id != account:
-            raise ConfigError(f"this token belongs to SCALARA account '{account}', but tenant '{ctx.tenant}' is "
-                              f"connected to account '{conn.account_id}'; use the token of that account, or "
-                              f"disconnect first (casavi-sync disconnect --tenant {ctx.tenant})")
+            raise ConfigError(f"this token belongs to SCALARA account '{me.get('accountName') or account}', but "
+                              f"tenant '{ctx.tenant}' is connected to another SCALARA account (id {conn.account_id});"
+                              f" use a token of that account, or disconnect first "
+                              f"(casavi-sync disconnect --tenant {ctx.tenant})")
         saved = store.save_connection(ctx.tenant, token, account)
         fp = store.get_connection(ctx.tenant)
         ctx.console.info(f"token saved for tenant '{ctx.tenant}' (SCALARA account "

@@ -1,0 +1,144 @@
+"""Tenant activation and the connection lifecycle through the CLI, including every bad input.
+
+Each bad input gets a one-line explanation of what to do (exit 3), never a traceback, and nothing
+stored is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli import main
+
+MENU = "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren"
+
+
+@pytest.fixture
+def sb() -> Iterator[Any]:
+    from engine.sandbox import FaultConfig, Sandbox
+    from engine.sandbox.generator import generate
+
+    with Sandbox(properties=1, seed=2, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as box:
+        box.scalara.add_account("other", generate(1, 9, today=dt.date(2026, 11, 27)))
+        yield box
+
+
+class Cli:
+    def __init__(self, sb: Any, state: Path) -> None:
+        self.env = {"CASAVI_SYNC_STATE": str(state), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
+                    "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+        self.sb = sb
+        self.state = state
+
+    def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        result = CliRunner().invoke(main, list(args), input=input, env={**self.env, **(env or {})})
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert "Traceback" not in result.output
+        return result
+
+    def tenant(self, activate: bool = True) -> None:
+        assert self("tenant", "add", "--key", self.sb.casavi_key, "--secret-stdin",
+                    input=self.sb.casavi_secret + "\n").exit_code == 0
+        if activate:
+            assert self("tenant", "activate").exit_code == 0
+
+
+@pytest.fixture
+def cli(sb: Any, tmp_path: Path) -> Cli:
+    return Cli(sb, tmp_path / "state.db")
+
+
+def one_line_error(result: Result, *needles: str) -> None:
+    assert result.exit_code == 3, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_first_save_runs_the_initial_import_and_a_new_token_does_not(cli: Cli) -> None:
+    cli.tenant()
+    first = cli("connect", "--token-stdin", input="  " + cli.sb.generate_scalara_token() + "  \n")
+    assert first.exit_code in (0, 1)  # 1: the planted bad SCALARA records are reported
+    assert "starting the initial import" in first.output and "run 1 (initial)" in first.output
+    writes = cli.sb.casavi_server.counters.writes()
+    assert writes > 20
+
+    again = cli("connect", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
+    assert again.exit_code == 0 and "token replaced" in again.output and "run 2" not in again.output
+    assert cli.sb.casavi_server.counters.writes() == writes
+
+
+def test_connect_before_activation_is_refused(cli: Cli) -> None:
+    cli.tenant(activate=False)
+    one_line_error(cli("connect", "--token-stdin", input="scl_x\n"), "not activated", "casavi team")
+
+
+def test_unknown_tenant_gets_did_you_mean(cli: Cli) -> None:
+    cli.tenant()
+    one_line_error(cli("connect", "--tenant", "defualt", "--token-stdin", input="x\n"), "unknown tenant",
+                   "default")
+
+
+@pytest.mark.parametrize("token", ["", "   ", "\t"])
+def test_empty_token_is_refused(cli: Cli, token: str) -> None:
+    cli.tenant()
+    one_line_error(cli("connect", "--token-stdin", input=token + "\n"), "empty", MENU)
+
+
+def test_no_token_source_without_a_terminal(cli: Cli) -> None:
+    cli.tenant()
+    one_line_error(cli("connect"), "--token-stdin", "CASAVI_SYNC_SCALARA_TOKEN")
+
+
+def test_token_from_the_environment(cli: Cli) -> None:
+    cli.tenant()
+    result = cli("connect", "--no-initial-import", env={"CASAVI_SYNC_SCALARA_TOKEN": cli.sb.generate_scalara_token()})
+    assert result.exit_code == 0 and "token saved" in result.output
+
+
+def test_wrong_or_revoked_token_names_the_menu_path(cli: Cli) -> None:
+    cli.tenant()
+    old = cli.sb.generate_scalara_token()
+    cli.sb.generate_scalara_token()  # revokes the old one
+    result = cli("connect", "--token-stdin", input=old + "\n")
+    one_line_error(result, "refused", MENU)
+    assert old not in result.output
+
+
+def test_token_of_another_scalara_account_is_refused(cli: Cli) -> None:
+    cli.tenant()
+    assert cli("connect", "--no-initial-import", "--token-stdin",
+               input=cli.sb.generate_scalara_token() + "\n").exit_code == 0
+    other = cli.sb.generate_scalara_token("other")
+    one_line_error(cli("connect", "--token-stdin", input=other + "\n"), "account 'other'", "disconnect")
+
+
+def test_run_after_disconnect_says_how_to_connect(cli: Cli) -> None:
+    cli.tenant()
+    cli("connect", "--no-initial-import", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
+    assert cli("disconnect").exit_code == 0
+    one_line_error(cli("run"), "no SCALARA connection", "casavi-sync connect")
+    assert cli("disconnect").exit_code == 3  # was not connected any more
+
+
+@pytest.mark.parametrize("content", [b"this is not a database", b"SQLite format 3\x00" + b"\x00" * 200])
+def test_corrupt_state_file_is_refused_and_left_untouched(cli: Cli, content: bytes) -> None:
+    cli.state.write_bytes(content)
+    one_line_error(cli("tenant", "list"), str(cli.state))
+    assert cli.state.read_bytes() == content
+
+
+def test_state_locked_by_a_running_sync_refuses_a_second_run(cli: Cli) -> None:
+    from engine.state import StateStore
+
+    cli.tenant()
+    cli("connect", "--no-initial-import", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
+    with StateStore.open(cli.state) as store, store.acquire_lock("default", "manual"):
+        one_line_error(cli("run"), "already being synced")
