@@ -6,7 +6,16 @@ prints and chooses exit codes; the engine below raises errors from ``engine.erro
 
 from __future__ import annotations
 
-from engine.cli import demo_cmd, map_cmd, sandbox_cmd, serve_cmd, status_cmd, sync_cmd, tenant_cmd, validate_cmd
+from engine.cli import (
+    demo_cmd,
+    map_cmd,
+    sandbox_cmd,
+    serve_cmd,
+    status_cmd,
+    sync_cmd,
+    tenant_cmd,
+    validate_cmd,
+)
 from engine.cli.base import main
 
 __all__ = ["demo_cmd", "main", "map_cmd", "sandbox_cmd", "serve_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "validate_cmd"]
