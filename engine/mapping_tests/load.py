@@ -18,6 +18,7 @@ A case with an error is not run (it counts as an error); the other cases of the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from functools import cache
@@ -68,6 +69,11 @@ def _schema_validator() -> Any:
     return Draft202012Validator(json.loads(TEST_SCHEMA.read_text(encoding="utf-8")))
 
 
+@cache
+def _case_keys() -> tuple[str, ...]:
+    return tuple(json.loads(TEST_SCHEMA.read_text(encoding="utf-8"))["$defs"]["case"]["properties"])
+
+
 class _TestSchemaChecker(SchemaChecker):
     """The mapping checker's error translation, run against the test-file schema."""
 
@@ -82,6 +88,9 @@ class _TestSchemaChecker(SchemaChecker):
             self._add(path, "a mapping test file is a list of cases ('- name: ...')", "not-a-test-file",
                       "see the example at the top of schemas/mapping-test.schema.json")
         elif error.validator == "anyOf" and len(path) == 1:
+            allowed = _case_keys()
+            if isinstance(error.instance, dict) and any(k not in allowed for k in error.instance):
+                return  # an unknown key (expected:, expect_error:) is reported, and is the likely cause
             self._add(path, "a case needs at least one of expect, expect_errors and expect_absent",
                       "missing-expectation", "expect: {<kind>: {<reference id>: {<field>: <value>}}}", at="key")
         elif error.validator == "anyOf":
@@ -143,7 +152,7 @@ def collect_suite(paths: Sequence[str | Path], mappings: str | Path | None = Non
         mset, problems, _ = _mapping_set(folder, msets)
         diagnostics.extend(problems)
         doc, load_problems = load_document(path, str(path))
-        diagnostics.extend(load_problems)
+        diagnostics.extend(_for_tests(d) for d in load_problems)
         if doc is None:
             continue
         checker = _FileChecker(doc, mset)
@@ -151,6 +160,14 @@ def collect_suite(paths: Sequence[str | Path], mappings: str | Path | None = Non
         cases.extend(checker.cases)
     diagnostics.sort(key=lambda d: (d.file, d.line, d.col, d.code, d.message))
     return Suite(files=[str(p) for p in files], diagnostics=diagnostics, cases=cases)
+
+
+def _for_tests(diag: Diagnostic) -> Diagnostic:
+    """The loader's hints speak of mapping files; an empty test file needs its own."""
+    if diag.code != "file-empty":
+        return diag
+    return dataclasses.replace(diag, hint="a mapping test file is a list of cases: '- name: ...', 'given:', "
+                               "'expect:'")
 
 
 class _FileChecker:
@@ -207,11 +224,15 @@ class _FileChecker:
         only = case.get("mappings")
         produced_kinds = {p.target for p in mset.mappings.values()}
         if only is not None:
+            unknown = False
             for j, name in enumerate(only):
                 if name not in mset.mappings:
+                    unknown = True
                     self.add((i, "mappings", j), f"unknown mapping '{name}'{did_you_mean(name, list(mset.mappings))}",
                              "unknown-mapping", "mappings here: " + ", ".join(sorted(mset.mappings)), at="value")
-            produced_kinds = {mset.mappings[n].target for n in only if n in mset.mappings}
+            if unknown:
+                return  # which kinds it produces is unknown; the name is the problem to fix first
+            produced_kinds = {mset.mappings[n].target for n in only}
         resources = scalara_resources()
         for resource, records in (case.get("given") or {}).items():
             known = resources.get(resource, {}).get("fields", {})
@@ -229,9 +250,12 @@ class _FileChecker:
                 self._id(i, ("expect", kind, key), key)
                 for fname in payload:
                     if fname not in fields:
-                        self.add((i, "expect", kind, key, fname),
-                                 f"casavi {kind} have no field '{fname}'{did_you_mean(fname, list(fields))}",
-                                 "unknown-target-field", f"fields of casavi {kind}: " + ", ".join(fields))
+                        hint = f"fields of casavi {kind}: " + ", ".join(fields)
+                        close = did_you_mean(fname, list(fields))
+                        if "customFields" in fields and not close:
+                            hint += f"; free fields go under customFields: {{customFields: {{{fname}: ...}}}}"
+                        self.add((i, "expect", kind, key, fname), f"casavi {kind} have no field '{fname}'{close}",
+                                 "unknown-target-field", hint)
         for kind, entries in (case.get("expect_absent") or {}).items():
             self._kind(i, ("expect_absent", kind), kind, produced_kinds, only is not None)
             for j, entry in enumerate(entries):
