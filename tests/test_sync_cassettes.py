@@ -226,3 +226,46 @@ def test_5xx_are_retried_until_the_run_is_complete(flaky_world: World) -> None:
     assert outcome.report["calls"]["casavi"].get("retries", 0) > 0
     assert outcome.report["writeFailures"] == []
     assert writes(flaky_world.run().report) == 0
+
+
+def _edit_in_casavi(world: World, kind: str, ref_id: str, **changes: Any) -> None:
+    """What a manager does by hand in casavi's UI: change a field of a synced record."""
+    _, casavi = world.clients()
+    with casavi:
+        current = casavi.get(kind, ref_id)
+        assert current is not None
+        known = world.store.get_record(world.tenant, kind, ref_id)
+        casavi.put(kind, ref_id, {**known.payload, **changes})
+
+
+def test_reconcile_corrects_manual_edits_in_casavi(world: World) -> None:
+    world.run()
+    contact = next(k[1] for k, r in sorted(world.store.records(world.tenant, "contacts").items())
+                   if r.status == "written")
+    _edit_in_casavi(world, "contacts", contact, city="Handgeändert")
+    assert writes(world.run().report) == 0  # the state alone cannot see an edit made in casavi
+    fixed = world.run(reconcile=True).report
+    assert fixed["reconciled"] is True
+    assert by_kind(fixed, "update")["contacts"] == 1 and writes(fixed) == 1
+    assert writes(world.run(reconcile=True).report) == 0
+
+
+def test_first_run_adopts_records_imported_earlier_under_the_same_reference_ids(world: World, tmp_path: Path) -> None:
+    from engine.state import StateStore
+
+    world.run()  # an earlier import (another deployment) put everything into casavi
+    unit = next(k[1] for k, r in sorted(world.store.records(world.tenant, "units").items()) if r.status == "written")
+    _edit_in_casavi(world, "units", unit, name="Alt-Import")
+    fresh = StateStore.open(tmp_path / "fresh" / "state.db")
+    fresh.add_tenant("default", world.sandbox.casavi_key, world.sandbox.casavi_secret)
+    fresh.activate_tenant("default")
+    fresh.save_connection("default", world.token, "demo")
+    world.store, old = fresh, world.store
+    try:
+        first = world.run().report
+    finally:
+        old.close()
+    assert first["reconciled"] is True
+    assert writes(first) == 1 and by_kind(first, "update")["units"] == 1
+    assert sum(by_kind(first, "create").values()) == 0
+    assert writes(world.run().report) == 0
