@@ -43,12 +43,13 @@ def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_dat
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--reconcile", is_flag=True, help="Compare with casavi's current records, not only the state.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
+@click.option("--strict", is_flag=True, help="Exit 1 when any record cannot be mapped (for CI).")
 @handle_errors
-def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, **kwargs: Any) -> None:
+def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict: bool, **kwargs: Any) -> None:
     """Show what a run would do, writing nothing anywhere.
 
-    Exit codes: 0 casavi is up to date, 4 changes are pending, 1 some records cannot be mapped,
-    3 aborted (auth, network, config).
+    Exit codes: 0 casavi is up to date, 4 changes are pending, 1 (only with --strict) some records
+    cannot be mapped, 3 aborted (auth, network, config).
     """
     from engine.sync.report import plan_document, plan_summary
     from engine.sync.session import plan_for_tenant
@@ -71,7 +72,7 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, **kwarg
                 for change in a.diff() if a.action != "archive" else []:
                     click.echo(f"    {change['field']}: {json.dumps(change['from'], ensure_ascii=False)} -> "
                                f"{json.dumps(change['to'], ensure_ascii=False)}")
-    if prepared.plan.errors:
+    if strict and prepared.plan.errors:
         raise SystemExit(EXIT_RECORDS)
     raise SystemExit(EXIT_PENDING if prepared.plan.pending_changes else EXIT_OK)
 

@@ -1,0 +1,74 @@
+"""`casavi-sync plan` writes nothing anywhere and says by its exit code whether changes are pending."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
+    from engine.sandbox import FaultConfig, Sandbox
+
+    with Sandbox(properties=1, seed=4, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as sb:
+        env = {"CASAVI_SYNC_STATE": str(tmp_path / "state.db"), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
+               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+        invoke(env, "tenant", "add", "--key", sb.casavi_key, "--secret-stdin", input=sb.casavi_secret)
+        invoke(env, "tenant", "activate")
+        invoke(env, "connect", "--no-initial-import", "--token-stdin", input=sb.generate_scalara_token())
+        yield sb, env
+
+
+def invoke(env: dict[str, str], *args: str, input: str | None = None) -> Result:
+    result = CliRunner().invoke(main, list(args), input=input, env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def test_plan_before_the_first_run_writes_nothing_and_reports_pending(env: tuple[Any, dict[str, str]]) -> None:
+    from engine.state import StateStore
+
+    sb, e = env
+    result = invoke(e, "plan", "--format", "json")
+    assert result.exit_code == 4, result.output
+    doc = json.loads(result.stdout)
+    assert doc["pendingChanges"] is True and doc["reconciled"] is True
+    assert doc["counts"]["units"]["create"] >= 10
+    assert sb.casavi_server.counters.writes() == 0
+    with StateStore.open(Path(e["CASAVI_SYNC_STATE"])) as store:
+        assert store.records("default") == {}
+        assert store.runs("default") == []
+
+
+def test_plan_after_a_run_is_up_to_date_and_strict_flags_unmappable_records(env: tuple[Any, dict[str, str]]) -> None:
+    _, e = env
+    assert invoke(e, "run", "--quiet").exit_code == 1  # the planted bad SCALARA records
+    assert invoke(e, "plan").exit_code == 0
+    strict = invoke(e, "plan", "--strict")
+    assert strict.exit_code == 1 and "no building" in strict.output
+
+
+def test_plan_details_show_the_field_level_diff(env: tuple[Any, dict[str, str]]) -> None:
+    sb, e = env
+    invoke(e, "run", "--quiet")
+    data = sb.scalara.dataset()
+    contact = next(c for c in sorted(data["contacts"]) if data["contacts"][c]["city"])
+    old_city = data["contacts"][contact]["city"]
+    sb.scalara.update_record("contacts", contact, {"city": "Lüneburg"})
+    writes = sb.casavi_server.counters.writes()
+
+    text = invoke(e, "plan", "--details")
+    assert text.exit_code == 4
+    assert f"update contacts c-{contact}" in text.output and '-> "Lüneburg"' in text.output
+    doc = json.loads(invoke(e, "plan", "--details", "--format", "json").stdout)
+    change = next(c for c in doc["changes"] if c["id"] == f"c-{contact}")
+    assert change["action"] == "update"
+    assert change["diff"] == [{"field": "city", "from": old_city, "to": "Lüneburg"}]
+    assert sb.casavi_server.counters.writes() == writes
