@@ -53,12 +53,13 @@ def render_text(result: TestRunResult, *, verbose: bool = True) -> str:
     parts = [render_diagnostic(d) for d in result.diagnostics]
     current = None
     for case in result.cases:
+        if case.passed and not verbose:
+            continue
         if case.file != current:
             parts.append(case.file)
             current = case.file
         if case.passed:
-            if verbose:
-                parts.append(f"  ok    {case.name}")
+            parts.append(f"  ok    {case.name}")
             continue
         parts.append(f"  FAIL  {case.name}  ({case.file}:{case.line}:{case.col})")
         parts.extend(f"        {p.message}" for p in case.problems)
