@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.handwritten import map_by_hand  # noqa: E402
 from engine.compile import MappingSet, compile_mappings  # noqa: E402
 from engine.interpret import map_records  # noqa: E402
+from engine.paths import mapping_files  # noqa: E402
 
 RUN_DATE = dt.date(2024, 6, 1)
 FIRST = ["Anna", "Jürgen", "Özlem", "Hans", "Grete", "Ali", "Eva", "Björn", "Zoë", "Maximilian", "Lena", "Jörg"]
@@ -136,7 +137,7 @@ def shipped() -> MappingSet:
 
     yaml = YAML(typ="safe", pure=True)
     specs = {}
-    for path in sorted((ROOT / "mappings").glob("*.yaml")):
+    for path in mapping_files(ROOT / "mappings"):
         spec = yaml.load(path.read_text(encoding="utf-8"))
         specs[spec["mapping"]] = spec
     return compile_mappings(specs)

@@ -29,6 +29,7 @@ from ruamel.yaml import YAML
 from engine.compile import MappingSet, compile_mappings
 from engine.expr import compile_expr
 from engine.interpret import map_records
+from engine.paths import mapping_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "interpret_cases").glob("*.yaml"))
@@ -40,7 +41,7 @@ def _yaml() -> YAML:
 
 def shipped_mappings() -> MappingSet:
     specs: dict[str, dict[str, Any]] = {}
-    for path in sorted((ROOT / "mappings").glob("*.yaml")):
+    for path in mapping_files(ROOT / "mappings"):
         spec = _yaml().load(path.read_text(encoding="utf-8"))
         specs[spec["mapping"]] = spec
     return compile_mappings(specs)

@@ -13,12 +13,12 @@ from ruamel.yaml import YAML
 
 from engine.catalog import casavi_kinds, scalara_resources
 from engine.functions import BUILTIN, CUSTOM, REGISTRY
-from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR, PROJECT_ROOT
+from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR, PROJECT_ROOT, mapping_files
 from engine.validate import FIELD_FORMS, SCHEMA_LINE
 
 SCHEMA: dict[str, Any] = json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8"))
 DEFS: dict[str, Any] = SCHEMA["$defs"]
-SHIPPED = sorted(MAPPINGS_DIR.glob("*.yaml"))
+SHIPPED = mapping_files(MAPPINGS_DIR)
 
 
 def _nodes(node: dict[str, Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -10,10 +10,10 @@ import pytest
 
 from engine.errors import Diagnostic, SpecError
 from engine.loader import MAX_BYTES, format_path, load_bytes, load_document, load_text
-from engine.paths import MAPPINGS_DIR
+from engine.paths import MAPPINGS_DIR, mapping_files
 from engine.validate import load_mapping_set, validate_paths
 
-SHIPPED = sorted(MAPPINGS_DIR.glob("*.yaml"))
+SHIPPED = mapping_files(MAPPINGS_DIR)
 
 
 @pytest.fixture()

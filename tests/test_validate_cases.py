@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import Diagnostic
-from engine.paths import MAPPINGS_DIR
+from engine.paths import MAPPINGS_DIR, mapping_files
 from engine.validate import validate_paths
 
 CASES = Path(__file__).parent / "validate_cases"
-SHIPPED = {p.stem for p in MAPPINGS_DIR.glob("*.yaml")}
+SHIPPED = {p.stem for p in mapping_files(MAPPINGS_DIR)}
 
 
 def _cases() -> list[Path]:

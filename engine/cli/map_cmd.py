@@ -26,7 +26,7 @@ import click
 
 from engine.cli.base import main
 from engine.errors import CasaviSyncError, SpecError
-from engine.paths import MAPPINGS_DIR
+from engine.paths import MAPPINGS_DIR, mapping_files
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -48,11 +48,9 @@ def _safe_load(paths: list[Path]) -> dict[str, dict[str, Any]]:
     yaml = YAML(typ="safe", pure=True)
     files: list[Path] = []
     for path in paths:
-        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+        files.extend(mapping_files(path) if path.is_dir() else [path])
     specs: dict[str, dict[str, Any]] = {}
     for file in files:
-        if file.name.endswith(".test.yaml"):
-            continue
         spec = yaml.load(file.read_text(encoding="utf-8"))
         if isinstance(spec, dict) and isinstance(spec.get("mapping"), str):
             specs[spec["mapping"]] = spec

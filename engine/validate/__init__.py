@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Diagnostic, SpecError
+from engine.paths import is_mapping_file, mapping_files
 
 FIELD_FORMS: tuple[str, ...] = ("expr", "const", "map", "ref", "object")
 """The long field forms of the DSL (besides the plain expression string); the schema lists one
@@ -55,11 +56,6 @@ class ValidationResult:
         return not self.errors
 
 
-def is_mapping_file(path: Path) -> bool:
-    name = path.name
-    return name.endswith((".yaml", ".yml")) and not name.endswith((".test.yaml", ".test.yml"))
-
-
 def expand(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     """``(requested files, context files)``; folders expand to their mapping files, sorted."""
     requested: list[Path] = []
@@ -67,7 +63,7 @@ def expand(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            requested.extend(sorted(p for p in path.iterdir() if p.is_file() and is_mapping_file(p)))
+            requested.extend(mapping_files(path))
         else:
             requested.append(path)
     known = {p.resolve() for p in requested}
