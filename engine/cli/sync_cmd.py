@@ -44,13 +44,17 @@ def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_dat
 @click.option("--reconcile", is_flag=True, help="Compare with casavi's current records, not only the state.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
 @click.option("--strict", is_flag=True, help="Exit 1 when any record cannot be mapped (for CI).")
+@click.option("--fail-on-unmapped-codes", is_flag=True,
+              help="Exit 1 when SCALARA sent codes that a value map does not list (for CI).")
 @handle_errors
-def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict: bool, **kwargs: Any) -> None:
+def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict: bool,
+         fail_on_unmapped_codes: bool, **kwargs: Any) -> None:
     """Show what a run would do, writing nothing anywhere.
 
     Exit codes: 0 casavi is up to date, 4 changes are pending, 1 (only with --strict) some records
     cannot be mapped, 3 aborted (auth, network, config).
     """
+    from engine.coverage import unmapped_codes
     from engine.sync.report import plan_document, plan_summary
     from engine.sync.session import plan_for_tenant
 
@@ -73,6 +77,10 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict:
                     click.echo(f"    {change['field']}: {json.dumps(change['from'], ensure_ascii=False)} -> "
                                f"{json.dumps(change['to'], ensure_ascii=False)}")
     if strict and prepared.plan.errors:
+        raise SystemExit(EXIT_RECORDS)
+    if fail_on_unmapped_codes and unmapped_codes(prepared.coverage):
+        click.echo("error: SCALARA sent codes that no value map lists (see coverage above); add them to the "
+                   "mappings", err=True)
         raise SystemExit(EXIT_RECORDS)
     raise SystemExit(EXIT_PENDING if prepared.plan.pending_changes else EXIT_OK)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from engine.coverage import render_coverage
 from engine.sync.plan import ARCHIVE, CREATE, RESTORE, UNCHANGED, UPDATE, Plan
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def plan_document(prepared: Prepared, *, details: bool = False) -> dict[str, Any
         "extracted": prepared.extracted,
         "guard": [g.as_dict() for g in plan.guard_trips],
         "errors": plan.errors,
+        "coverage": prepared.coverage,
     }
     if details:
         doc["changes"] = [
@@ -69,6 +71,7 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "mapErrors": plan.errors if plan else [],
         "writeFailures": failures,
         "timings": prepared.timings if prepared else {},
+        "coverage": prepared.coverage if prepared else {},
         "calls": calls or {},
     }
 
@@ -99,6 +102,7 @@ def plan_summary(prepared: Prepared) -> list[str]:
         lines.append("error: " + problem_line(e))
     if len(plan.errors) > 20:
         lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
+    lines.extend(render_coverage(prepared.coverage, min_share=0.5))
     lines.append("changes pending" if plan.pending_changes else "casavi is up to date")
     return lines
 

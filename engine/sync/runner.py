@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.compile import MappingSet, ObjectField, RefField
+from engine.coverage import compute_coverage
 from engine.errors import OperatorError
 from engine.interpret import MapResult, map_records
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
@@ -44,6 +45,7 @@ class Prepared:
     reconciled: bool
     order: tuple[str, ...]
     timings: dict[str, float] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)  # value-map misses, empty-field shares
 
 
 def source_resources(mset: MappingSet) -> list[str]:
@@ -168,6 +170,7 @@ def prepare(
     t1 = time.perf_counter()
     mapped = map_records(mset, records, run_date=options.run_date)
     del records
+    coverage = compute_coverage(mset, mapped)
     timings["map_s"] = time.perf_counter() - t1
 
     order = kind_order(mset)
@@ -192,7 +195,7 @@ def prepare(
         archive_max_share=options.archive_max_share, allow_archive=options.allow_archive,
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
-    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings)
+    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage)
 
 
 def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:
