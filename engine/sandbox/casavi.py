@@ -195,6 +195,7 @@ class _Account:
     units_by_property: dict[str, dict[str, None]] = field(default_factory=dict)
     contracts_by_unit: dict[str, dict[str, None]] = field(default_factory=dict)
     contracts_by_contact: dict[str, dict[str, None]] = field(default_factory=dict)
+    contacts_by_person: dict[tuple[str, ...], dict[str, None]] = field(default_factory=dict)  # e-mail + name
 
 
 def _hash(salt: bytes, text: str) -> bytes:
@@ -486,12 +487,11 @@ class CasaviApp:
         email = (fields.get("email") or "").strip().lower()
         if not email:
             return
-        who = _person_key(fields)
-        for other in account.records["contacts"].values():
-            if other.id != record_id and not other.archived and \
-                    (other.fields.get("email") or "").strip().lower() == email and _person_key(other.fields) == who:
-                raise _error(409, f"the same person exists already as contact {other.id}",
-                             code="duplicate_contact", existingId=other.id)
+        contacts = account.records["contacts"]
+        for other_id in account.contacts_by_person.get((email, *_person_key(fields)), {}):
+            if other_id != record_id and not contacts[other_id].archived:
+                raise _error(409, f"the same person exists already as contact {other_id}",
+                             code="duplicate_contact", existingId=other_id)
 
     def _index(self, account: _Account, kind: str, record: _Record) -> None:
         if kind == "units":
@@ -499,6 +499,8 @@ class CasaviApp:
         elif kind == "contracts":
             account.contracts_by_unit.setdefault(record.fields["unitId"], {})[record.id] = None
             account.contracts_by_contact.setdefault(record.fields["contactId"], {})[record.id] = None
+        elif kind == "contacts" and (key := _contact_key(record.fields)) is not None:
+            account.contacts_by_person.setdefault(key, {})[record.id] = None
 
     def _unindex(self, account: _Account, kind: str, record: _Record) -> None:
         if kind == "units":
@@ -506,6 +508,8 @@ class CasaviApp:
         elif kind == "contracts":
             account.contracts_by_unit.get(record.fields["unitId"], {}).pop(record.id, None)
             account.contracts_by_contact.get(record.fields["contactId"], {}).pop(record.id, None)
+        elif kind == "contacts" and (key := _contact_key(record.fields)) is not None:
+            account.contacts_by_person.get(key, {}).pop(record.id, None)
 
     def _set_archived(self, account: _Account, kind: str, record_id: str, *, archived: bool) -> Response:
         record = self._get(account, kind, record_id)
@@ -614,6 +618,12 @@ def _copy(value: Any) -> Any:
 
 def _person_key(fields: dict[str, Any]) -> tuple[str, ...]:
     return tuple((fields.get(n) or "").strip().lower() for n in ("firstName", "lastName", "companyName"))
+
+
+def _contact_key(fields: dict[str, Any]) -> tuple[str, ...] | None:
+    """The "same person" key of a contact: e-mail plus names (None without an e-mail)."""
+    email = (fields.get("email") or "").strip().lower()
+    return (email, *_person_key(fields)) if email else None
 
 
 def _allow(method: str, *methods: str) -> None:

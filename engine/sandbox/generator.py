@@ -330,6 +330,7 @@ class _Generator:
         self.providers: list[tuple[str, str]] = []   # (contact id, serviceType), shared by properties
         self.owner_of: dict[str, list[str]] = {}      # unit id -> owners of its open ownership
         self.contract_seq = 0
+        self.mails: set[str] = set()                  # e-mail addresses given out (one per contact)
 
     # -- small helpers ------------------------------------------------------------------------
 
@@ -379,7 +380,11 @@ class _Generator:
             local = ascii_fold(f"{first}.{last}".replace(" ", "")).lower()
             if rng.random() < 0.3:
                 local += str(rng.randint(1, 99))
-            mail = f"{local}@{rng.choice(MAIL_DOMAINS)}"
+            domain = rng.choice(MAIL_DOMAINS)
+            mail = f"{local}@{domain}"
+            while mail in self.mails:  # two people, one address: casavi would take them for one person
+                mail = f"{local}{rng.randint(100, 9999)}@{domain}"
+            self.mails.add(mail)
         street, number, postal, city = home or self.address()
         record_id = self.uid()
         self.add("contacts", {
@@ -398,10 +403,15 @@ class _Generator:
         street, number, postal, city = self.address()
         domain = ascii_fold(name.split()[0]).lower().strip(".-_") or "firma"
         record_id = self.uid()
+        mail: str | None = f"info@{domain}.example.com" if rng.random() < 0.9 else None
+        while mail is not None and mail in self.mails:
+            mail = f"info{rng.randint(2, 999)}@{domain}.example.com"
+        if mail is not None:
+            self.mails.add(mail)
         self.add("contacts", {
             "id": record_id, "kind": "COMPANY", "salutation": None, "title": None,
             "firstName": None, "lastName": None, "companyName": name,
-            "email": f"info@{domain}.example.com" if rng.random() < 0.9 else None,
+            "email": mail,
             "phone": phone(rng), "mobile": None, "street": street, "houseNumber": number,
             "postalCode": postal, "city": city, "country": "DE",
         })

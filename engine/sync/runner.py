@@ -23,7 +23,13 @@ from engine.sync.plan import Desired, Known, Plan, build_plan
 
 
 class Reader(Protocol):
-    def iter_pages(self, resource: str, **kwargs: Any) -> Iterable[list[dict[str, Any]]]: ...
+    """What extract and reconcile need of a client: pages of records of one resource/kind."""
+
+    def iter_pages(self, resource: str, /) -> Iterable[list[dict[str, Any]]]: ...
+
+
+class ArchiveReader(Protocol):
+    def iter_pages(self, kind: str, /, *, include_archived: bool = ...) -> Iterable[list[dict[str, Any]]]: ...
 
 
 @dataclass
@@ -101,7 +107,7 @@ def extract(reader: Reader, resources: Iterable[str], progress: Progress | None 
     return records, {k: len(v) for k, v in records.items()}
 
 
-def read_casavi(reader: Reader, kinds: Iterable[str], desired: Iterable[Desired],
+def read_casavi(reader: ArchiveReader, kinds: Iterable[str], desired: Iterable[Desired],
                 known: Mapping[tuple[str, str], Known],
                 progress: Progress | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """casavi's current records keyed like our plan (kind, reference id), archived ones included.
@@ -155,7 +161,7 @@ def _map_error_rows(mset: MappingSet, mapped: MapResult) -> list[dict[str, Any]]
 def prepare(
     mset: MappingSet,
     scalara: Reader,
-    casavi: Reader | None,
+    casavi: ArchiveReader | None,
     known: Mapping[tuple[str, str], Known],
     options: SyncOptions,
     progress: Progress | None = None,

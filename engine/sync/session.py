@@ -21,6 +21,7 @@ from engine.sync.apply import ApplyResult, Progress, Writer
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
 from engine.sync.runner import (
+    ArchiveReader,
     Prepared,
     Reader,
     StopRequested,
@@ -78,7 +79,7 @@ class RunOutcome:
     error: OperatorError | None
 
 
-def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: Reader,
+def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: ArchiveReader,
                     options: SyncOptions, progress: Progress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> Prepared:
     return prepare(mset, scalara, casavi, known_records(store, tenant), options, progress, should_stop)
