@@ -1,7 +1,7 @@
 """Secrets stay secret: cassettes hold none, and the operator flow never shows one.
 
 The canary runs the real CLI (tenant add, activate, connect with the initial import, plan, run,
-disconnect) and the demo against the in-process sandbox, collects everything they print, log and
+status, history, report, explain, disconnect) and the demo against the in-process sandbox, collects everything they print, log and
 write (reports), and asserts that no token, key or secret appears anywhere but the 0600 state file.
 """
 
@@ -93,6 +93,12 @@ def test_canary_operator_flow_never_shows_a_secret(sandbox: Any, tmp_path: Path,
     cli("run", "--format", "json", expect=(0, 1))
     cli("run", "--log-format", "json", expect=(0, 1))
     cli("tenant", "list")
+    cli("status")
+    cli("status", "--format", "json")
+    cli("history", "--format", "json")
+    cli("report", "1")
+    cli("report", "2", "--format", "json")
+    cli("explain", "contacts", sorted(sandbox.scalara.dataset()["contacts"])[0], expect=(0, 1))
     out = cli("connect", "--token-stdin", input="scl_" + "x" * 40 + "\n", expect=(3,))
     assert "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren" in out
     cli("disconnect")
