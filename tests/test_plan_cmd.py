@@ -72,3 +72,13 @@ def test_plan_details_show_the_field_level_diff(env: tuple[Any, dict[str, str]])
     assert change["action"] == "update"
     assert change["diff"] == [{"field": "city", "from": old_city, "to": "Lüneburg"}]
     assert sb.casavi_server.counters.writes() == writes
+
+
+def test_run_with_json_logs_prints_only_json_lines(env: tuple[Any, dict[str, str]]) -> None:
+    _, e = env
+    result = invoke(e, "run", "--log-format", "json")
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert {"ts", "level", "msg"} <= set(events[0])
+    end = next(ev for ev in events if ev.get("event") == "run.end")
+    assert end["outcome"] == "partial" and end["counts"]["units"]["create"] >= 10

@@ -134,6 +134,11 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
                 store.mark_initial_import(ctx.tenant, outcome.run_id)
     if fmt == "json":
         click.echo(json.dumps(outcome.report, indent=2, ensure_ascii=False, default=str))
+    elif ctx.console.log_format == "json":  # structured logs: the summary is one more event
+        r = outcome.report
+        ctx.console.info("run finished", event="run.end", tenant=r["tenant"], runId=r["runId"], trigger=r["trigger"],
+                         outcome=r["outcome"], durationS=r["durationS"], counts=r["counts"], error=r["error"],
+                         failures=len(r["mapErrors"]) + len(r["writeFailures"]), report=str(outcome.report_path))
     else:
         for line in run_summary(outcome.report):
             click.echo(line)
