@@ -40,7 +40,7 @@ def test_load_mapping_set_returns_plain_specs() -> None:
     usage = units["rules"][0]["fields"]["usage"]
     assert usage["values"]["APARTMENT"] == "PRIVATE"
     assert type(usage["values"]["APARTMENT"]) is str  # not a ruamel ScalarString
-    assert specs["responsibilities"]["rules"][0]["fields"]["showInPortal"]["default"] is False
+    assert specs["responsibilities"]["rules"][0]["fields"]["showInPortal"]["values"]["CARETAKER"] is False
 
 
 def test_load_mapping_set_raises_spec_error_with_every_error(mappings: Path) -> None:
