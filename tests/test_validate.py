@@ -264,3 +264,15 @@ def test_structurally_wrong_mappings_never_crash(mappings: Path) -> None:
         assert all(d.file.endswith(".yaml") and d.line >= 0 for d in result.diagnostics)
         shutil.copyfile(MAPPINGS_DIR / name, mappings / name)
     assert invalid >= 30  # almost every such edit is an error, and none is a crash
+
+
+def test_a_long_source_line_is_cut_around_the_column() -> None:
+    from engine.errors import Diagnostic
+    from engine.validate.report import render_diagnostic
+
+    line = "x" * 5000 + "BAD" + "y" * 5000
+    diag = Diagnostic("f.yaml", 1, 5001, "boom", source_line=line)
+    text = render_diagnostic(diag)
+    excerpt, caret = [t for t in text.splitlines() if t.startswith("    ")][:2]
+    assert len(excerpt) < 140 and excerpt.strip().startswith("...") and excerpt.endswith("...")
+    assert excerpt[len(caret) - 1] == "B"  # the caret still points at the column

@@ -40,6 +40,20 @@ def summary(result: ValidationResult) -> str:
     return f"{text} in {_plural(files, 'file')}"
 
 
+EXCERPT = 120  # characters of a long source line shown around the column
+
+
+def _window(source: str, col: int) -> tuple[str, int]:
+    """A long line cut to the part around the column (with '...'), and the column within it."""
+    if len(source) <= EXCERPT:
+        return source, col
+    start = max(0, min(col - 1 - EXCERPT // 2, len(source) - EXCERPT))
+    piece = source[start:start + EXCERPT]
+    prefix = "..." if start else ""
+    suffix = "..." if start + EXCERPT < len(source) else ""
+    return prefix + piece + suffix, col - start + len(prefix)
+
+
 def _caret(source: str, col: int) -> str:
     """Spaces (tabs kept as tabs) up to the column, then '^', so it aligns in any terminal."""
     prefix = "".join(ch if ch == "\t" else " " for ch in source[: max(col - 1, 0)])
@@ -49,8 +63,9 @@ def _caret(source: str, col: int) -> str:
 def render_diagnostic(diag: Diagnostic) -> str:
     lines = [f"{diag.location()}: {diag.severity}: {diag.message} [{diag.code}]"]
     if diag.line and diag.source_line is not None:
-        lines.append("    " + diag.source_line)
-        lines.append("    " + _caret(diag.source_line, diag.col))
+        shown, col = _window(diag.source_line, diag.col)
+        lines.append("    " + shown)
+        lines.append("    " + _caret(shown, col))
     if diag.path != "$" or diag.line:
         lines.append(f"  at {diag.path}")
     if diag.hint:
