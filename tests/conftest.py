@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
 FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = FIXED_NOW.date()
-REDACTED = "REDACTED"
+REDACTED = "***REDACTED***"  # starts with "*": never mistaken for a real value by secret scanners
 _SECRET_FIELDS = ("token", "key", "secret", "password")
 _SCALARA_TOKEN = re.compile(r"scl_[A-Za-z0-9]{40}")
 
