@@ -34,7 +34,7 @@ from engine.compile import (
     ObjectField,
     ValueMapField,
 )
-from engine.interpret import MapResult
+from engine.interpret import MapResult, read_path
 
 __all__ = ["compute_coverage", "is_empty", "render_coverage", "unmapped_codes"]
 
@@ -70,15 +70,6 @@ def _outcome(vmap: ValueMapField | None) -> str:
     return vmap.on_missing or "error"
 
 
-def _read(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = payload
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
 def _empty_fields(plan: MappingPlan, result: MapResult) -> dict[str, Any]:
     leaves: dict[str, tuple[str, ...]] = {}
     constant: set[str] = set()
@@ -93,7 +84,7 @@ def _empty_fields(plan: MappingPlan, result: MapResult) -> dict[str, Any]:
     for output in outputs:
         payload = output.payload
         for dotted, path in leaves.items():
-            value = payload.get(path[0]) if len(path) == 1 else _read(payload, path)
+            value = payload.get(path[0]) if len(path) == 1 else read_path(payload, path)
             if value is None or value == "" or value == [] or value == {}:
                 counts[dotted] += 1
     produced = len(outputs)

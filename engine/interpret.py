@@ -517,16 +517,17 @@ def _deps_function(ref_paths: list[tuple[tuple[str, ...], str]]) -> Fn | None:
     """payload -> ((kind, reference id), ...) of its non-null refs, generated once per rule."""
     if not ref_paths:
         return None
-    namespace: dict[str, Any] = {"_read": _read}
+    namespace: dict[str, Any] = {"read_path": read_path}
     pairs = []
     for path, kind in ref_paths:
-        value = f"get({path[0]!r})" if len(path) == 1 else f"_read(v, {path!r})"
+        value = f"get({path[0]!r})" if len(path) == 1 else f"read_path(v, {path!r})"
         pairs.append(f"({kind!r}, {value})")
     body = f"tuple([pair for pair in ({', '.join(pairs)},) if pair[1] is not None])"
     return build_function(body, namespace)
 
 
-def _read(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
+def read_path(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a nested field path of a payload (None where the path is missing)."""
     value: Any = payload
     for key in path:
         if not isinstance(value, dict):

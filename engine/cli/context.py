@@ -8,6 +8,7 @@ Exit codes (documented in docs/operations.md):
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -143,6 +144,16 @@ def handle_errors(func: F) -> F:
             raise SystemExit(EXIT_ABORTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_date_option(value: str | None) -> dt.date | None:
+    """``--date YYYY-MM-DD`` (pretend today is this date), or None."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
 
 
 def env_flag(name: str) -> bool:

@@ -20,17 +20,15 @@ import click
 
 from engine.catalog import scalara_resources
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, EXIT_RECORDS, OperatorContext, handle_errors, operator_options
+from engine.cli.context import (
+    EXIT_OK,
+    EXIT_RECORDS,
+    OperatorContext,
+    handle_errors,
+    operator_options,
+    parse_date_option,
+)
 from engine.errors import RecordError
-
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
 
 
 @main.command()
@@ -47,7 +45,7 @@ def explain(resource: str, scalara_id: str, input_path: Path | None, run_date: s
     """Show how one SCALARA record becomes casavi records, and what the next run does with them."""
     from engine.explain import explain_record, render_text
 
-    when = _date(run_date)
+    when = parse_date_option(run_date)
     ctx = OperatorContext.from_kwargs(kwargs)
     mset = ctx.mapping_set()
     try:

@@ -17,16 +17,8 @@ from engine.cli.context import (
     OperatorContext,
     handle_errors,
     operator_options,
+    parse_date_option,
 )
-
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_date: str | None) -> Any:
@@ -34,7 +26,7 @@ def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_dat
 
     config = ctx.connector_config()
     return SyncOptions(allow_archive=allow_archive, reconcile=reconcile,
-                       concurrency=config.casavi.write_concurrency, run_date=_date(run_date))
+                       concurrency=config.casavi.write_concurrency, run_date=parse_date_option(run_date))
 
 
 @main.command()
@@ -104,7 +96,7 @@ def run(allow_archive: bool, max_archive_share: float, reconcile: bool, fmt: str
     mass-archive guard held archives back, 3 aborted (auth, network, config, state).
     """
     ctx = OperatorContext.from_kwargs(kwargs)
-    code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=_date(run_date),
+    code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
                       trigger="reconcile" if reconcile else "manual", fmt=fmt, max_archive_share=max_archive_share)
     raise SystemExit(code)
 
