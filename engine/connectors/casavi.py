@@ -34,7 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from engine.connectors.config import CasaviConfig, ConnectorConfig
-from engine.connectors.retry import Clock, RateLimiter, Retrier, Sleep, Stats, TransientResponse
+from engine.connectors.retry import Clock, Sleep, TransientResponse, http_timeout, pacing
 from engine.connectors.scalara import json_body
 from engine.errors import AuthError, ConfigError, NetworkError, RecordError
 
@@ -89,12 +89,8 @@ class CasaviClient:
         self._key = key
         self._secret = secret
         self._clock = clock
-        self.stats = Stats()
-        self.limiter = RateLimiter(cfg.rate_limit.rate_per_s, cfg.rate_limit.burst, clock=clock, sleep=sleep)
-        extra = {"rng": rng} if rng is not None else {}
-        self._retrier = Retrier(SERVICE, cfg.retry, self.limiter, self.stats, sleep=sleep, clock=clock, **extra)
-        timeout = httpx.Timeout(connect=cfg.timeouts.connect_s, read=cfg.timeouts.read_s,
-                                write=cfg.timeouts.write_s, pool=cfg.timeouts.pool_s)
+        self.stats, self.limiter, self._retrier = pacing(SERVICE, cfg, sleep=sleep, clock=clock, rng=rng)
+        timeout = http_timeout(cfg)
         limits = httpx.Limits(max_connections=max(10, 2 * cfg.write_concurrency),
                               max_keepalive_connections=cfg.write_concurrency + 2)
         self._http = httpx.Client(base_url=cfg.base_url, transport=transport, timeout=timeout,

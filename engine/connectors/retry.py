@@ -23,11 +23,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
-from engine.connectors.config import RetryPolicy
+from engine.connectors.config import RateLimit, RetryPolicy, Timeouts
 from engine.errors import NetworkError
 
 Sleep = Callable[[float], None]
@@ -200,3 +200,28 @@ class Retrier:
             f"{self.service}: {method} {path} failed after {attempts} attempt(s); last: {last}. "
             f"Check that the service is reachable and the base URL is right, then run again."
         )
+
+
+class _SideConfig(Protocol):
+    """The parts of ScalaraConfig / CasaviConfig that pacing and timeouts need."""
+
+    @property
+    def rate_limit(self) -> RateLimit: ...
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+
+def pacing(service: str, cfg: _SideConfig, *, sleep: Sleep, clock: Clock,
+           rng: Callable[[], float] | None) -> tuple[Stats, RateLimiter, Retrier]:
+    """One client's counters, rate limiter and retrier, from its side of the connector config."""
+    stats = Stats()
+    limiter = RateLimiter(cfg.rate_limit.rate_per_s, cfg.rate_limit.burst, clock=clock, sleep=sleep)
+    extra = {"rng": rng} if rng is not None else {}
+    return stats, limiter, Retrier(service, cfg.retry, limiter, stats, sleep=sleep, clock=clock, **extra)
+
+
+def http_timeout(cfg: _SideConfig) -> httpx.Timeout:
+    t = cfg.timeouts
+    return httpx.Timeout(connect=t.connect_s, read=t.read_s, write=t.write_s, pool=t.pool_s)

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 
 from engine.connectors.config import ConnectorConfig, ScalaraConfig
-from engine.connectors.retry import Clock, RateLimiter, Retrier, Sleep, Stats, TransientResponse
+from engine.connectors.retry import Clock, Sleep, TransientResponse, http_timeout, pacing
 from engine.errors import AuthError, ConfigError, NetworkError
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,8 @@ class ScalaraClient:
                  rng: Callable[[], float] | None = None) -> None:
         self.config: ScalaraConfig = config.scalara
         cfg = self.config
-        self.stats = Stats()
-        self.limiter = RateLimiter(cfg.rate_limit.rate_per_s, cfg.rate_limit.burst, clock=clock, sleep=sleep)
-        extra = {"rng": rng} if rng is not None else {}
-        self._retrier = Retrier(SERVICE, cfg.retry, self.limiter, self.stats, sleep=sleep, clock=clock, **extra)
-        timeout = httpx.Timeout(connect=cfg.timeouts.connect_s, read=cfg.timeouts.read_s,
-                                write=cfg.timeouts.write_s, pool=cfg.timeouts.pool_s)
+        self.stats, self.limiter, self._retrier = pacing(SERVICE, cfg, sleep=sleep, clock=clock, rng=rng)
+        timeout = http_timeout(cfg)
         auth_value = f"{cfg.auth_scheme} {token}" if cfg.auth_scheme else token
         self._http = httpx.Client(base_url=cfg.base_url, transport=transport, timeout=timeout,
                                   headers={cfg.auth_header: auth_value}, follow_redirects=False)
