@@ -93,24 +93,20 @@ def _body(action: Action) -> dict[str, Any]:
     return dict(action.payload or {})
 
 
-def _perform(writer: Writer, action: Action) -> None:
+def _perform(writer: Writer, action: Action) -> Any:
     kind, ref = action.kind, action.ref_id
     if kind == RESPONSIBILITIES:
         payload = dict(action.payload or action.before or {})
         prop, contact = str(payload.pop("propertyId", "")), str(payload.pop("contactId", ""))
         if action.action == ARCHIVE:
-            writer.delete_responsibility(prop, contact)
-        else:
-            writer.put_responsibility(prop, contact, payload)
-        return
+            return writer.delete_responsibility(prop, contact)
+        return writer.put_responsibility(prop, contact, payload)
     if action.action == ARCHIVE:
-        writer.archive(kind, ref)
-    elif action.action == RESTORE:
-        writer.restore(kind, ref)
-        if action.update_after_restore:
-            writer.put(kind, ref, _body(action))
-    else:
-        writer.put(kind, ref, _body(action))
+        return writer.archive(kind, ref)
+    if action.action == RESTORE:
+        result = writer.restore(kind, ref)
+        return writer.put(kind, ref, _body(action)) if action.update_after_restore else result
+    return writer.put(kind, ref, _body(action))
 
 
 def _is_gone(error: RecordError) -> bool:
@@ -147,7 +143,7 @@ class _Runner:
         total, done = len(ready), 0
         queue = iter(ready)
         with cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="casavi-write") as pool:
-            in_flight: dict[cf.Future[None], Action] = {}
+            in_flight: dict[cf.Future[Any], Action] = {}
 
             def fill() -> None:
                 while len(in_flight) < self.concurrency * 2 and not self.result.aborted:
@@ -171,10 +167,11 @@ class _Runner:
                 fill()
         self.journal.flush()
 
-    def _settle(self, action: Action, fut: cf.Future[None]) -> None:
+    def _settle(self, action: Action, fut: cf.Future[Any]) -> None:
         exc = fut.exception()
         src = (action.source_resource, action.source_id)
         if exc is None:
+            done = action.action
             if action.action == ARCHIVE:
                 if action.kind == RESPONSIBILITIES:
                     self.journal.forgotten(action)
@@ -182,7 +179,9 @@ class _Runner:
                     self.journal.archived(action)
             else:
                 self.journal.written(action)
-            self.result.outcomes.append(Outcome(action.kind, action.ref_id, action.action, True, *src))
+                if done == CREATE and getattr(fut.result(), "created", None) is False:
+                    done = UPDATE  # casavi had it already (a create repeated after a crash)
+            self.result.outcomes.append(Outcome(action.kind, action.ref_id, done, True, *src))
         elif isinstance(exc, RecordError):
             if action.action == ARCHIVE and _is_gone(exc):
                 self.journal.forgotten(action)
