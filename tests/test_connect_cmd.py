@@ -142,3 +142,18 @@ def test_state_locked_by_a_running_sync_refuses_a_second_run(cli: Cli) -> None:
     cli("connect", "--no-initial-import", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
     with StateStore.open(cli.state) as store, store.acquire_lock("default", "manual"):
         one_line_error(cli("run"), "already being synced")
+
+
+def test_tenant_commands_act_on_the_named_tenant(cli: Cli) -> None:
+    from engine.state import StateStore
+
+    cli.tenant()
+    assert cli("tenant", "add", "--tenant", "acme", "--key", "acme-key-1234", "--secret-stdin",
+               input="acme-secret\n").exit_code == 0
+    assert cli("tenant", "activate", "acme").exit_code == 0
+    assert cli("tenant", "deactivate", env={"CASAVI_SYNC_TENANT": "acme"}).exit_code == 0
+    assert cli("tenant", "add", "x", "--tenant", "y", "--key", "k", "--secret-stdin", input="s\n").exit_code == 2
+    with StateStore.open(cli.state) as store:
+        assert store.tenant_credentials("default")[0] == cli.sb.casavi_key  # untouched
+        assert store.tenant_credentials("acme")[0] == "acme-key-1234"
+        assert store.tenant("default").activated and not store.tenant("acme").activated

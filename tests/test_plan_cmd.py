@@ -81,4 +81,12 @@ def test_run_with_json_logs_prints_only_json_lines(env: tuple[Any, dict[str, str
     events = [json.loads(line) for line in lines]  # every line is one JSON object
     assert {"ts", "level", "msg"} <= set(events[0])
     end = next(ev for ev in events if ev.get("event") == "run.end")
-    assert end["outcome"] == "partial" and end["counts"]["units"]["create"] >= 10
+    assert end["outcome"] == "partial" and end["level"] == "warning" and end["counts"]["create"] >= 10
+    assert end["run_id"] == 1 and end["failures"] >= 1
+
+
+def test_quiet_json_logs_still_show_the_result(env: tuple[Any, dict[str, str]]) -> None:
+    _, e = env
+    result = invoke(e, "run", "--quiet", "--log-format", "json")
+    events = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    assert [ev["event"] for ev in events] == ["run.end"]  # progress and info are quiet, the result is not

@@ -126,11 +126,18 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
                 store.mark_initial_import(ctx.tenant, outcome.run_id)
     if fmt == "json":
         click.echo(json.dumps(outcome.report, indent=2, ensure_ascii=False, default=str))
-    elif ctx.console.log_format == "json":  # structured logs: the summary is one more event
+    elif ctx.console.log_format == "json":  # structured logs: the summary is one more event, as serve logs it
+        from engine.serve import total_counts
+
         r = outcome.report
-        ctx.console.info("run finished", event="run.end", tenant=r["tenant"], runId=r["runId"], trigger=r["trigger"],
-                         outcome=r["outcome"], durationS=r["durationS"], counts=r["counts"], error=r["error"],
-                         failures=len(r["mapErrors"]) + len(r["writeFailures"]), report=str(outcome.report_path))
+        fields = {"event": "run.end", "tenant": r["tenant"], "outcome": r["outcome"], "run_id": r["runId"],
+                  "trigger": r["trigger"], "counts": total_counts(r["counts"]), "duration_s": r["durationS"],
+                  "failures": len(r["mapErrors"]) + len(r["writeFailures"]), "report": str(outcome.report_path)}
+        text = "\n".join(run_summary(r)[:1])
+        if r["outcome"] == "clean":
+            ctx.console.info(text, **fields)
+        else:  # a warning, so that --quiet still shows it
+            ctx.console.warn(text, **fields, error=r["error"])
     else:
         for line in run_summary(outcome.report):
             click.echo(line)

@@ -1,4 +1,4 @@
-"""Tenants and connections: `tenant add|activate|deactivate|list|remove`, `connect`, `disconnect`.
+"""Tenants and connections: `tenant add|activate|deactivate|list`, `connect`, `disconnect`.
 
 The SCALARA token is never a visible command-line argument: it comes from a hidden prompt, from
 standard input (``--token-stdin``) or from ``CASAVI_SYNC_SCALARA_TOKEN``. It is checked against
@@ -45,16 +45,23 @@ def tenant() -> None:
     """casavi customer accounts served by this deployment."""
 
 
+def _tenant_name(argument: str | None, ctx: OperatorContext) -> str:
+    """NAME, or --tenant / CASAVI_SYNC_TENANT; both given and different is a usage error."""
+    if argument and ctx.tenant not in (argument, DEFAULT_TENANT):
+        raise click.UsageError(f"two tenant names given: '{argument}' and --tenant '{ctx.tenant}'")
+    return argument or ctx.tenant
+
+
 @tenant.command("add")
-@click.argument("name", default=DEFAULT_TENANT)
+@click.argument("name", required=False)
 @click.option("--key", envvar=KEY_ENV, show_envvar=True, help="casavi API key (Administration > API-Zugangsdaten).")
 @click.option("--secret-stdin", is_flag=True, help="Read the casavi API secret from standard input.")
 @operator_options
 @handle_errors
-def tenant_add(name: str, key: str | None, secret_stdin: bool, **kwargs: Any) -> None:
+def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: Any) -> None:
     """Register a casavi customer account with its API key and secret (secret by prompt, stdin or env)."""
-    kwargs["tenant"] = name
     ctx = OperatorContext.from_kwargs(kwargs)
+    name = ctx.tenant = _tenant_name(name, ctx)
     if not key:
         key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=False, prompt="casavi API key")
     secret = read_secret(what="casavi API secret", env=SECRET_ENV, from_stdin=secret_stdin,
@@ -66,26 +73,26 @@ def tenant_add(name: str, key: str | None, secret_stdin: bool, **kwargs: Any) ->
 
 
 @tenant.command("activate")
-@click.argument("name", default=DEFAULT_TENANT)
+@click.argument("name", required=False)
 @operator_options
 @handle_errors
-def tenant_activate(name: str, **kwargs: Any) -> None:
+def tenant_activate(name: str | None, **kwargs: Any) -> None:
     """Activate the SCALARA interface for a tenant (done by the casavi team)."""
-    kwargs["tenant"] = name
     ctx = OperatorContext.from_kwargs(kwargs)
+    name = ctx.tenant = _tenant_name(name, ctx)
     with ctx.store() as store:
         store.activate_tenant(name)
     ctx.console.info(f"SCALARA interface activated for tenant '{name}'; next: casavi-sync connect --tenant {name}")
 
 
 @tenant.command("deactivate")
-@click.argument("name", default=DEFAULT_TENANT)
+@click.argument("name", required=False)
 @operator_options
 @handle_errors
-def tenant_deactivate(name: str, **kwargs: Any) -> None:
+def tenant_deactivate(name: str | None, **kwargs: Any) -> None:
     """Deactivate the SCALARA interface for a tenant (no more runs; state is kept)."""
-    kwargs["tenant"] = name
     ctx = OperatorContext.from_kwargs(kwargs)
+    name = ctx.tenant = _tenant_name(name, ctx)
     with ctx.store() as store:
         store.deactivate_tenant(name)
     ctx.console.info(f"SCALARA interface deactivated for tenant '{name}'")
@@ -173,6 +180,6 @@ def disconnect(**kwargs: Any) -> None:
         store.tenant(ctx.tenant)
         removed = store.delete_connection(ctx.tenant)
     if not removed:
-        click.echo(f"tenant '{ctx.tenant}' was not connected", err=True)
+        click.echo(f"error: tenant '{ctx.tenant}' was not connected; nothing to remove", err=True)
         raise SystemExit(EXIT_ABORTED)
     ctx.console.info(f"SCALARA token removed for tenant '{ctx.tenant}'")
