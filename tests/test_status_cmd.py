@@ -149,9 +149,12 @@ def test_history_json_limit_and_tenant(state: Path, args: list[str], ids: list[i
         assert set(r) >= {"tenant", "trigger", "startedAt", "finishedAt", "durationS", "outcome", "changes"}
 
 
-def test_history_on_a_fresh_state(tmp_path: Path) -> None:
-    result = invoke("history", "--state", str(tmp_path / "new.db"))
-    assert result.exit_code == 0 and result.output == "no runs yet\n"
+def test_read_only_commands_never_create_a_state_file(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "state.db"
+    for command in (["history"], ["status"], ["report", "1"], ["plan"], ["tenant", "list"]):
+        result = invoke(*command, "--state", str(missing))
+        assert result.exit_code == 3 and "no state file at" in result.output, (command, result.output)
+    assert not missing.exists() and not missing.parent.exists()
 
 
 # -- report -------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.console import Console
-from engine.errors import CasaviSyncError, ConfigError, OperatorError, SpecError
+from engine.errors import CasaviSyncError, ConfigError, OperatorError, SpecError, StateError
 
 EXIT_OK, EXIT_RECORDS, EXIT_USAGE, EXIT_ABORTED, EXIT_PENDING = 0, 1, 2, 3, 4
 DEFAULT_TENANT = "default"
@@ -73,9 +73,13 @@ class OperatorContext:
         return self.state_path.parent / "reports" / self.tenant
 
     @contextmanager
-    def store(self) -> Iterator[Any]:
+    def store(self, *, must_exist: bool = True) -> Iterator[Any]:
+        """The state store; only ``tenant add`` (must_exist=False) may create the file."""
         from engine.state import StateStore
 
+        if must_exist and not self.state_path.exists():
+            raise StateError(f"no state file at {self.state_path}; register a tenant first (casavi-sync tenant "
+                             f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
         store = StateStore.open(self.state_path)
         try:
             yield store

@@ -88,7 +88,7 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
             ctx = OperatorContext(state, "default", config, None, console, env={})
 
             click.echo("\n1. casavi activates the SCALARA interface for the customer account")
-            with ctx.store() as store:
+            with ctx.store(must_exist=False) as store:
                 store.add_tenant("default", sb.casavi_key, sb.casavi_secret)
                 store.activate_tenant("default")
             click.echo("\n2. an admin generates a token in SCALARA (shown once; never printed here)")

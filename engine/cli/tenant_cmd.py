@@ -66,7 +66,7 @@ def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: 
         key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=False, prompt="casavi API key")
     secret = read_secret(what="casavi API secret", env=SECRET_ENV, from_stdin=secret_stdin,
                          prompt="casavi API secret")
-    with ctx.store() as store:
+    with ctx.store(must_exist=False) as store:
         t = store.add_tenant(name, key.strip(), secret)
     ctx.console.info(f"tenant '{t.name}' saved (key {t.casavi_key_fingerprint}); "
                      + ("activated" if t.activated else f"next: casavi-sync tenant activate {name}"))
