@@ -237,19 +237,22 @@ def _plan_archives(
 ) -> None:
     candidates: dict[str, list[Action]] = {}
     existing: dict[str, int] = {}
+    kept: list[tuple[str, str, Known]] = []  # not produced, but their SCALARA record failed to map
     for (kind, ref_id), state in known.items():
         if state.status == "archived":
             continue
         existing[kind] = existing.get(kind, 0) + 1
         if (kind, ref_id) in seen:
             continue
-        if (state.source_resource, state.source_id) in errored_sources:
-            continue  # its SCALARA record failed to map this time: leave casavi's copy alone
         if current is not None and (kind, ref_id) not in current:
             continue  # already gone from casavi
+        if (state.source_resource, state.source_id) in errored_sources:
+            kept.append((kind, ref_id, state))  # leave casavi's copy alone ... (see below)
+            continue
         candidates.setdefault(kind, []).append(
             Action(kind, ref_id, ARCHIVE, None, None, state.source_resource, state.source_id,
                    before=state.payload, reason="no longer produced from SCALARA"))
+    _archive_dependents(candidates, kept)
     for kind in plan.kinds:
         items = candidates.get(kind, [])
         if not items:
@@ -266,3 +269,29 @@ def _plan_archives(
             plan.held_archives.extend(items)
         else:
             plan.actions.extend(items)
+
+
+def _archive_dependents(candidates: dict[str, list[Action]], kept: list[tuple[str, str, Known]]) -> None:
+    """... unless a record it refers to is archived now: a contract never stays active on an
+    archived unit or contact (e.g. an ownership still pointing at a unit deleted in SCALARA)."""
+    from engine.catalog import casavi_kinds
+
+    ref_fields = {kind: [(name, spec["references"]) for name, spec in model["fields"].items()
+                         if spec.get("references")] for kind, model in casavi_kinds().items()}
+    gone = {(a.kind, a.ref_id) for items in candidates.values() for a in items}
+    changed = True
+    while changed and kept:
+        changed = False
+        for entry in list(kept):
+            kind, ref_id, state = entry
+            payload = state.payload or {}
+            hit = next(((target, str(payload.get(name))) for name, target in ref_fields.get(kind, [])
+                        if (target, str(payload.get(name))) in gone), None)
+            if hit is None:
+                continue
+            kept.remove(entry)
+            gone.add((kind, ref_id))
+            changed = True
+            candidates.setdefault(kind, []).append(
+                Action(kind, ref_id, ARCHIVE, None, None, state.source_resource, state.source_id,
+                       before=payload, reason=f"refers to {hit[0]} {hit[1]}, which is archived"))
