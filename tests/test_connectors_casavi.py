@@ -249,3 +249,16 @@ def test_eight_writer_threads_respect_the_rate_limit(tmp_path: Any) -> None:
     for i, t in enumerate(writes):                          # any 0.5 s window: <= burst + rate/2 (+1 slack)
         assert sum(1 for u in writes[i:] if u - t < 0.5) <= 4 + 20 + 1
     assert client.stats["writes"] == 48
+
+
+def test_a_client_clock_ahead_of_casavi_does_not_renew_before_every_call() -> None:
+    server_clock = FakeClock()
+    fake = FakeCasavi(server_clock, lifetime_s=3600)
+    ahead = FakeClock()
+    ahead.advance(2 * 3600)  # the client's clock runs two hours ahead: expiresAt looks past
+    client = CasaviClient(config(), CASAVI_KEY, CASAVI_SECRET, transport=httpx.MockTransport(fake.handler),
+                          sleep=ahead.sleep, clock=ahead, rng=lambda: 1.0)
+    seed(client, "units", 1)
+    for _ in range(5):
+        client.get("units", "u-0")
+    assert fake.auth_calls == 1 and fake.unauthorized == 0

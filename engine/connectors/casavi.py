@@ -144,6 +144,10 @@ class CasaviClient:
         now = self._clock()
         expires_at = _timestamp(expires)
         lifetime = expires_at - now if expires_at is not None else cfg.default_lifetime_s
+        if lifetime <= 0:
+            # casavi just issued this token, so it is valid: our clock is ahead of casavi's. Trust
+            # the default lifetime; a real expiry still ends in one 401 and one renewal.
+            lifetime = cfg.default_lifetime_s
         margin = min(cfg.refresh_before_s, max(lifetime, 0.0) / 2)
         if self._token is not None:
             self.stats.incr("reauths")
