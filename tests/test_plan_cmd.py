@@ -90,3 +90,14 @@ def test_quiet_json_logs_still_show_the_result(env: tuple[Any, dict[str, str]]) 
     result = invoke(e, "run", "--quiet", "--log-format", "json")
     events = [json.loads(line) for line in result.output.splitlines() if line.strip()]
     assert [ev["event"] for ev in events] == ["run.end"]  # progress and info are quiet, the result is not
+
+
+def test_an_empty_mappings_folder_aborts_instead_of_syncing_nothing(env: tuple[Any, dict[str, str]],
+                                                                    tmp_path: Path) -> None:
+    sb, e = env
+    empty = tmp_path / "no-mappings"
+    empty.mkdir()
+    for command in ("plan", "run"):
+        result = invoke(e, command, "--mappings", str(empty))
+        assert result.exit_code == 3 and "no mapping files" in result.output
+    assert sb.casavi_server.counters.writes() == 0

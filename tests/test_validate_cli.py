@@ -154,3 +154,8 @@ def test_schema_path() -> None:
     assert code == 0
     assert Path(out.strip()) == MAPPING_SCHEMA
     assert Path(out.strip()).is_file()
+
+
+def test_an_empty_folder_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 2 and "no mapping files" in result.output

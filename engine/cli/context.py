@@ -96,7 +96,11 @@ class OperatorContext:
         from engine.paths import MAPPINGS_DIR
         from engine.validate import load_mapping_set
 
-        return compile_mappings(load_mapping_set([self.mappings_path or MAPPINGS_DIR]))
+        where = self.mappings_path or MAPPINGS_DIR
+        specs = load_mapping_set([where])
+        if not specs:
+            raise ConfigError(f"no mapping files (*.yaml) in {where}; point --mappings at the mappings folder")
+        return compile_mappings(specs)
 
     def clients(self, store: Any) -> tuple[Any, Any]:
         """SCALARA and casavi clients for this tenant, from the stored connection."""

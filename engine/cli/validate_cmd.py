@@ -38,6 +38,8 @@ def validate(paths: tuple[Path, ...], output_format: str) -> None:
 
     targets = list(paths) or [_shown(MAPPINGS_DIR)]
     result = validate_paths(targets)
+    if not result.files:  # an empty folder is a wrong path, not a valid set of mappings
+        raise click.UsageError(f"no mapping files (*.yaml) in {', '.join(map(str, targets))}")
     click.echo(RENDERERS[output_format](result), nl=False)
     click.get_current_context().exit(0 if result.valid else 1)
 
