@@ -108,6 +108,14 @@ class LoopPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class MergePlan:
+    """``on_duplicate_id``: records of one rule that share a reference id become one record."""
+
+    join: Mapping[str, str]     # text field -> separator (distinct values, in SCALARA id order)
+    any: tuple[str, ...]        # boolean fields OR-ed
+
+
+@dataclass(frozen=True, slots=True)
 class RulePlan:
     name: str
     source: str  # SCALARA resource
@@ -116,6 +124,7 @@ class RulePlan:
     for_each: tuple[LoopPlan, ...]
     id: Expr
     fields: tuple[FieldPlan, ...]
+    merge: MergePlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +291,21 @@ def _compile_rule(ctx: _Ctx, spec: Any, path: str) -> RulePlan | None:
     fields = _compile_fields(ctx, fields_spec or {}, f"{path}.fields")
     if ident is None or not isinstance(name, str) or not isinstance(source, str):
         return None
+    merge = _compile_merge(ctx, spec.get("on_duplicate_id"), fields, f"{path}.on_duplicate_id")
     return RulePlan(name=name, source=source, filter=flt, lookups=tuple(lookups), for_each=tuple(loops),
-                    id=ident, fields=fields)
+                    id=ident, fields=fields, merge=merge)
+
+
+def _compile_merge(ctx: _Ctx, spec: Any, fields: tuple[FieldPlan, ...], path: str) -> MergePlan | None:
+    if spec is None or _mapping_obj(ctx, spec, path) is None:
+        return None
+    names = [f.name for f in fields]
+    join = {str(k): str(v) for k, v in (spec.get("join") or {}).items()}
+    anys = tuple(str(n) for n in (spec.get("any") or []))
+    for field_name in (*join, *anys):
+        if field_name not in names:
+            ctx.error(f"{path}", f"'{field_name}' is not a field of this rule", hint=f"fields: {', '.join(names)}")
+    return MergePlan(join, anys)
 
 
 def _compile_lookup(ctx: _Ctx, name: str, spec: Any, path: str) -> LookupPlan | None:

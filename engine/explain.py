@@ -272,11 +272,23 @@ def _outcomes(doc: dict[str, Any], mset: MappingSet, result: MapResult, resource
                                "referencedBy": referrers[:10], "referencedByCount": len(referrers)})
     doc["errors"] = [e.as_dict() | {"mapping": (e.details or {}).get("mapping")} for e in result.errors
                      if e.resource == resource and e.source_id == sid]
+    everything = {(o.kind, o.ref_id): o for kind in result.outputs.values() for o in kind.values()}
     for trace in doc["rules"]:
         plan = mset.mappings[trace["mapping"]]
+        merges = {r.name for r in plan.rules if r.merge is not None}
         for item in trace.get("items", []):
             rid = item["id"].get("value")
-            if (plan.target, rid) in produced:
+            final = everything.get((plan.target, rid))
+            if trace.get("rule") in merges and final is not None and final.rule == trace.get("rule") and (
+                    final.source_id != sid or _values_of(item.get("fields")) != final.payload):
+                item["outcome"] = (f"merged into {plan.target}/{rid} with the other records of rule "
+                                   f"{final.rule} that share its reference id (on_duplicate_id)")
+                if final.source_id != sid:
+                    doc["outputs"].append({"kind": final.kind, "id": final.ref_id, "mapping": final.mapping,
+                                           "rule": final.rule, "payload": final.payload, "mergedFrom": True,
+                                           "dependsOn": [f"{k}/{r}" for k, r in final.depends_on],
+                                           "referencedBy": [], "referencedByCount": 0})
+            elif (plan.target, rid) in produced:
                 item["outcome"] = "produced"
             elif any(e.get("targetId") == rid or e.get("mapping") == plan.name for e in doc["errors"]):
                 item["outcome"] = "error"
@@ -413,3 +425,10 @@ def render_text(doc: dict[str, Any]) -> list[str]:
     if "decisions" not in doc:
         lines.append("(no state store consulted: offline explanation)")
     return lines
+
+
+def _values_of(fields: Any) -> Any:
+    """The traced field values as a payload (nested objects included)."""
+    if not isinstance(fields, list):
+        return None
+    return {f["field"]: _values_of(f.get("fields")) if f.get("form") == "object" else f.get("value") for f in fields}

@@ -37,6 +37,7 @@ from engine.compile import (
     LookupPlan,
     MappingPlan,
     MappingSet,
+    MergePlan,
     ObjectField,
     RefField,
     RulePlan,
@@ -196,7 +197,7 @@ class _Run:
             self.ids[plan.name].pop(sid, None)
 
     # -- phase 1: identities
-    def identify(self, plan: MappingPlan, seen: dict[str, tuple[str, Any]]) -> None:
+    def identify(self, plan: MappingPlan, seen: dict[str, tuple[str, Any, str]]) -> None:
         stats = self.stats[plan.name]
         ids = self.ids[plan.name]
         items = self.items[plan.name]
@@ -245,10 +246,13 @@ class _Run:
                         continue
                     other = seen.get(rid)
                     if other is not None:
+                        if rule.merge is not None and other[2] == rule.name:
+                            items.append((rule, item_ctx, rid, sid))  # merged in the fields phase
+                            continue
                         self.error(plan, rule, sid, f"same reference id as {singular(other[0])} {other[1]} "
                                    f"('{rid}')", target_id=rid)
                         continue
-                    seen[rid] = (rule.source, sid)
+                    seen[rid] = (rule.source, sid, rule.name)
                     if not rule.for_each:
                         ids.setdefault(sid, rid)
                     items.append((rule, item_ctx, rid, sid))
@@ -393,6 +397,10 @@ class _Run:
                     continue
             deps: tuple[tuple[str, str], ...] = deps_of(payload) if deps_of is not None else ()
             assumed = check_assumed and any(d in self.assumed for d in deps)
+            first = out.get(ref_id)
+            if first is not None and rule.merge is not None and first.rule == rule.name:
+                out[ref_id] = _merged(first, payload, deps, rule.merge)
+                continue
             out[ref_id] = Output(plan.target, ref_id, payload, plan.name, rule.name, rule.source, sid, deps, assumed)
             stats.produced += 1
 
@@ -612,7 +620,7 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
         for other in mset.mappings[name].only_if_referenced_by:
             if data_protection and other in needed:
                 run.attempted.setdefault(name, set())
-    seen_by_kind: dict[str, dict[str, tuple[str, Any]]] = {}
+    seen_by_kind: dict[str, dict[str, tuple[str, Any, str]]] = {}
     for name in order:
         plan = mset.mappings[name]
         run.identify(plan, seen_by_kind.setdefault(plan.target, {}))
@@ -637,3 +645,19 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
                      stats={name: run.stats[name] for name in order if name in wanted},
                      misses=Counter({k: n for k, n in run.misses.items() if k[0] in wanted}),
                      identities=run.ids, failed=run.failed)
+
+
+def _merged(first: Output, payload: dict[str, Any], deps: tuple[tuple[str, str], ...], merge: MergePlan) -> Output:
+    """Two records of one rule with one reference id, as one casavi record (``on_duplicate_id``)."""
+    combined = dict(first.payload)
+    for name, sep in merge.join.items():
+        parts = [p for p in str(combined.get(name) or "").split(sep) if p] if combined.get(name) else []
+        new = payload.get(name)
+        if new not in (None, "") and str(new) not in parts:
+            parts.append(str(new))
+        combined[name] = sep.join(parts) if parts else combined.get(name)
+    for name in merge.any:
+        combined[name] = bool(combined.get(name)) or bool(payload.get(name))
+    all_deps = first.depends_on + tuple(d for d in deps if d not in first.depends_on)
+    return Output(first.kind, first.ref_id, combined, first.mapping, first.rule, first.source_resource,
+                  first.source_id, all_deps, first.references_assumed)

@@ -262,3 +262,27 @@ def test_records_without_id_are_reported_not_fatal() -> None:
                                                {"id": "p1", "name": "Eins"}]})
     assert list(result.outputs["properties"]) == ["p-p1"]
     assert [(e.source_id, "without an id" in e.reason) for e in result.errors] == [(None, True)] * 3
+
+
+def test_duplicate_reference_ids_are_an_error_unless_the_rule_merges_them() -> None:
+    rule = {"name": "p", "source": "properties", "id": "ref_id('p', number)",
+            "fields": {"name": "name", "number": "number", "note": "kind"}}
+    records = {"properties": [{"id": "a", "number": "7", "name": "Eins", "kind": "WEG"},
+                              {"id": "b", "number": "7", "name": "Zwei", "kind": "MV"}]}
+    plain = map_records(compile_mappings({"properties": _spec("properties", "properties", [rule])}), records)
+    assert list(plain.outputs["properties"]) == ["p-7"] and plain.outputs["properties"]["p-7"].payload["name"] == "Eins"
+    assert [e.source_id for e in plain.errors] == ["b"] and "same reference id as property a" in plain.errors[0].reason
+
+    merging = {**rule, "on_duplicate_id": {"join": {"name": " / "}}}
+    merged = map_records(compile_mappings({"properties": _spec("properties", "properties", [merging])}), records)
+    out = merged.outputs["properties"]["p-7"]
+    assert merged.errors == [] and out.payload == {"name": "Eins / Zwei", "number": "7", "note": "WEG"}
+    assert out.source_id == "a"
+
+
+def test_merge_names_must_be_fields_of_the_rule() -> None:
+    rule = {"name": "p", "source": "properties", "id": "ref_id('p', id)", "fields": {"name": "name"},
+            "on_duplicate_id": {"join": {"nmae": ", "}}}
+    with pytest.raises(SpecError) as info:
+        compile_mappings({"properties": _spec("properties", "properties", [rule])})
+    assert "'nmae' is not a field of this rule" in str(info.value.diagnostics[0].message)
