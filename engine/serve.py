@@ -320,7 +320,8 @@ def tenant_runner(ctx: Any) -> Runner:
         tctx = dataclasses.replace(ctx, tenant=tenant)
         config = tctx.connector_config()
         mset = tctx.mapping_set()
-        options = SyncOptions(concurrency=config.casavi.write_concurrency)
+        options = SyncOptions(concurrency=config.casavi.write_concurrency, archive_max_share=tctx.max_archive_share,
+                              archive_floor=tctx.archive_floor)
         with tctx.store() as store:
             scalara, casavi = tctx.clients(store)
             with scalara, casavi:

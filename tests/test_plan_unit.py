@@ -84,3 +84,13 @@ def test_dependents_of_an_archived_record_are_archived_even_if_their_source_fail
     assert actions(plan) == [("archive", "contracts", "own-1"), ("archive", "units", "u-0")]
     contract = next(a for a in plan.actions if a.ref_id == "own-1")
     assert "refers to units u-0" in contract.reason
+
+
+def test_the_archive_floor_lets_small_removals_through() -> None:
+    known = known_units(9)  # a small tenant: one removal is already 11%
+    held = build_plan(desired_units(range(8)), known, kinds=KINDS)
+    assert held.actions == [] and held.guard_trips[0].would_archive == 1
+    floor = build_plan(desired_units(range(8)), known, kinds=KINDS, archive_floor=1)
+    assert actions(floor) == [("archive", "units", "u-8")] and not floor.guard_trips
+    more = build_plan(desired_units(range(7)), known, kinds=KINDS, archive_floor=1)  # 2 > floor and 22%
+    assert more.actions == [] and more.guard_trips

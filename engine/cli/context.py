@@ -28,6 +28,17 @@ DEFAULT_TENANT = "default"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def guard_options(func: F) -> F:
+    """--max-archive-share and --archive-floor: the mass-archive guard of run and serve."""
+    func = click.option("--archive-floor", type=click.IntRange(0), default=0, show_default=True,
+                        envvar="CASAVI_SYNC_ARCHIVE_FLOOR", show_envvar=True,
+                        help="Mass-archive guard: archiving up to this many records of a kind is never held.")(func)
+    func = click.option("--max-archive-share", type=click.FloatRange(0, 1), default=0.10, show_default=True,
+                        envvar="CASAVI_SYNC_MAX_ARCHIVE_SHARE", show_envvar=True,
+                        help="Mass-archive guard: the largest share of a kind one run may archive.")(func)
+    return func
+
+
 def operator_options(func: F) -> F:
     """--state, --tenant, --config, --mappings, --quiet, --log-format."""
     opts = [
@@ -58,6 +69,8 @@ class OperatorContext:
     mappings_path: Path | None
     console: Console
     env: Mapping[str, str] | None = None  # None: the process environment (the demo passes {})
+    max_archive_share: float = 0.10       # the mass-archive guard (run and serve)
+    archive_floor: int = 0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> OperatorContext:
@@ -66,7 +79,9 @@ class OperatorContext:
         console = Console(quiet=kwargs.pop("quiet", False), log_format=kwargs.pop("log_format", "text"))
         state = kwargs.pop("state_path", None) or default_state_path()
         return cls(Path(state), kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
-                   kwargs.pop("mappings_path", None), console)
+                   kwargs.pop("mappings_path", None), console,
+                   max_archive_share=kwargs.pop("max_archive_share", 0.10),
+                   archive_floor=kwargs.pop("archive_floor", 0))
 
     @property
     def report_dir(self) -> Path:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, OperatorContext, handle_errors, operator_options
+from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +48,7 @@ def schedule_from_kwargs(kwargs: dict[str, Any]) -> Any:
 
 @main.command()
 @operator_options
+@guard_options
 @schedule_options
 @click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
               envvar="CASAVI_SYNC_PARALLEL", show_envvar=True, help="Most tenants synced at the same time.")

@@ -15,6 +15,7 @@ from engine.cli.context import (
     EXIT_PENDING,
     EXIT_RECORDS,
     OperatorContext,
+    guard_options,
     handle_errors,
     operator_options,
     parse_date_option,
@@ -80,16 +81,13 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict:
 @main.command()
 @operator_options
 @click.option("--allow-archive", is_flag=True, help="Archive even when the mass-archive guard would refuse.")
-@click.option("--max-archive-share", type=click.FloatRange(0, 1), default=0.10, show_default=True,
-              envvar="CASAVI_SYNC_MAX_ARCHIVE_SHARE", show_envvar=True,
-              help="Mass-archive guard: the largest share of a kind one run may archive.")
+@guard_options
 @click.option("--reconcile", is_flag=True, help="Read casavi's records and correct those that differ.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: print the run report.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
 @handle_errors
-def run(allow_archive: bool, max_archive_share: float, reconcile: bool, fmt: str, run_date: str | None,
-        **kwargs: Any) -> None:
+def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, **kwargs: Any) -> None:
     """Make casavi equal to what the mappings produce from SCALARA.
 
     Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
@@ -97,21 +95,22 @@ def run(allow_archive: bool, max_archive_share: float, reconcile: bool, fmt: str
     """
     ctx = OperatorContext.from_kwargs(kwargs)
     code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
-                      trigger="reconcile" if reconcile else "manual", fmt=fmt, max_archive_share=max_archive_share)
+                      trigger="reconcile" if reconcile else "manual", fmt=fmt)
     raise SystemExit(code)
 
 
 def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
                run_date: dt.date | None = None, trigger: str = "manual", fmt: str = "text",
-               should_stop: Any = None, max_archive_share: float = 0.10) -> int:
+               should_stop: Any = None) -> int:
     """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
     from engine.sync.report import run_summary
     from engine.sync.runner import SyncOptions
     from engine.sync.session import run_for_tenant
 
     config = ctx.connector_config()
-    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=max_archive_share,
-                          concurrency=config.casavi.write_concurrency, run_date=run_date)
+    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
+                          archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
+                          run_date=run_date)
     mset = ctx.mapping_set()
     with ctx.store() as store:
         scalara, casavi = ctx.clients(store)

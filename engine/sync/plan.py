@@ -165,6 +165,7 @@ def build_plan(
     current: Mapping[tuple[str, str], dict[str, Any]] | None = None,
     empty_kinds: Iterable[str] = (),
     archive_max_share: float = 0.10,
+    archive_floor: int = 0,
     allow_archive: bool = False,
 ) -> Plan:
     """Decide every record's action. ``current`` is casavi's state when reconciling (else None)."""
@@ -189,7 +190,7 @@ def build_plan(
             plan.actions.append(decided)
 
     _plan_archives(plan, known, seen, set(errored_sources), current, set(empty_kinds),
-                   archive_max_share, allow_archive)
+                   archive_max_share, archive_floor, allow_archive)
     plan.unchanged = unchanged
     return plan
 
@@ -233,6 +234,7 @@ def _plan_archives(
     current: Mapping[tuple[str, str], dict[str, Any]] | None,
     empty_kinds: set[str],
     max_share: float,
+    floor: int,
     allow_archive: bool,
 ) -> None:
     candidates: dict[str, list[Action]] = {}
@@ -261,7 +263,7 @@ def _plan_archives(
         reason = ""
         if kind in empty_kinds:
             reason = "SCALARA returned no records for this kind; nothing is archived"
-        elif total and len(items) / total > max_share:
+        elif total and len(items) > floor and len(items) / total > max_share:
             reason = (f"would archive {len(items)} of {total} ({len(items) / total:.0%}), "
                       f"more than the allowed {max_share:.0%}")
         if reason and not allow_archive:

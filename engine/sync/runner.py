@@ -37,6 +37,7 @@ class SyncOptions:
     allow_archive: bool = False
     reconcile: bool = False
     archive_max_share: float = 0.10
+    archive_floor: int = 0  # archiving up to this many records of a kind is never held back
     concurrency: int = 8
     run_date: dt.date | None = None
 
@@ -198,7 +199,8 @@ def prepare(
         desired, known, kinds=order, map_errors=_map_error_rows(mset, mapped),
         errored_sources=errored,
         current=current, empty_kinds=empty_kinds,
-        archive_max_share=options.archive_max_share, allow_archive=options.allow_archive,
+        archive_max_share=options.archive_max_share, archive_floor=options.archive_floor,
+        allow_archive=options.allow_archive,
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
     return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage)
