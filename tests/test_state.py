@@ -382,3 +382,11 @@ def test_record_state_is_a_value() -> None:
     assert (a.kind, a.ref_id, a.status, a.pending, a.previous_status) == ("units", "u1", "written", False, None)
     assert pickle.loads(pickle.dumps(a)) == a
     assert "units" in repr(a) and "WE 01" not in repr(a)
+
+
+def test_short_secrets_get_no_characters_in_their_fingerprint() -> None:
+    from engine.state.models import fingerprint
+
+    assert fingerprint("scl_" + "a" * 36 + "WXYZ") == "…WXYZ"
+    assert fingerprint("k123") == "…" and fingerprint("short-key1") == "…"
+    assert fingerprint("") is None and fingerprint(None) is None

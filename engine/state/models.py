@@ -40,6 +40,8 @@ def fingerprint(secret: str | None) -> str | None:
     """Enough of a secret to tell two apart ("…wxyz"), never enough to use it."""
     if not secret:
         return None
+    if len(secret) < 12:  # showing 4 characters of a short value would give most of it away
+        return "…"
     return "…" + secret[-4:]
 
 
