@@ -1,11 +1,12 @@
 """casavi-sync: a declarative mapping engine, SCALARA -> casavi.
 
-The facade offers a handful of verbs; each stage lives in its own module (and is imported only
+The facade offers a handful of verbs (named apart from the stage modules: ``engine.validate`` is
+the validator package); each stage lives in its own module (and is imported only
 when a verb needs it, so that `casavi-sync validate` starts fast)::
 
     import engine
-    report = engine.validate(["mappings"])           # every problem, positioned
-    mappings = engine.load(["mappings"])             # validated and compiled (frozen plans)
+    report = engine.validate_mappings(["mappings"])   # every problem, positioned
+    mappings = engine.load_mappings(["mappings"])     # validated and compiled (frozen plans)
     result = engine.map_records(mappings, {"units": [...], "buildings": [...]})  # payloads + record errors
 """
 
@@ -25,14 +26,14 @@ if TYPE_CHECKING:
     from engine.validate import ValidationResult
 
 
-def validate(paths: Sequence[str | Path]) -> ValidationResult:
+def validate_mappings(paths: Sequence[str | Path]) -> ValidationResult:
     """Check mapping files or folders; collects every problem (never raises for a user's mistake)."""
     from engine.validate import validate_paths
 
     return validate_paths(paths)
 
 
-def load(paths: Sequence[str | Path]) -> MappingSet:
+def load_mappings(paths: Sequence[str | Path]) -> MappingSet:
     """Validate and compile mappings; raises ``engine.errors.SpecError`` with every problem."""
     from engine.compile import compile_mappings
     from engine.validate import load_mapping_set
@@ -48,4 +49,4 @@ def map_records(mappings: MappingSet, records: Mapping[str, Iterable[dict[str, A
     return interpret(mappings, records, run_date=run_date)
 
 
-__all__ = ["__version__", "load", "map_records", "validate"]
+__all__ = ["__version__", "load_mappings", "map_records", "validate_mappings"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import engine
+import engine.validate  # the stage package of the same stem must not shadow the verbs
 from engine.paths import MAPPINGS_DIR
 
 
 def test_validate_load_and_map_records() -> None:
-    report = engine.validate([MAPPINGS_DIR])
+    report = engine.validate_mappings([MAPPINGS_DIR])
     assert report.valid and len(report.files) == 5
-    mappings = engine.load([MAPPINGS_DIR])
+    mappings = engine.load_mappings([MAPPINGS_DIR])
     result = engine.map_records(mappings, {"properties": [
         {"id": "p1", "number": "7", "name": "Lindenstraße 12", "kind": "WEG", "meaTotal": 1000,
          "managedFrom": "2020-01-01", "managedUntil": None}]})
