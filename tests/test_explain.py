@@ -22,6 +22,7 @@ from engine.compile import MappingSet, compile_mappings
 from engine.errors import RecordError
 from engine.explain import explain_record, render_text
 from engine.interpret import map_records
+from engine.loader import to_plain
 from engine.paths import MAPPINGS_DIR
 from engine.state.models import RecordState
 from engine.sync.plan import payload_hash
@@ -74,20 +75,10 @@ def _values(fields: list[dict[str, Any]]) -> dict[str, Any]:
     return {t["field"]: _values(t["fields"]) if t["form"] == "object" else t.get("value") for t in fields}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("path", INTERPRET_CASES, ids=lambda p: p.stem)
 def test_traced_fields_equal_the_real_payloads(path: Path, mset: MappingSet) -> None:
     case = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
-    given = _plain(case["given"])
+    given = to_plain(case["given"])
     day = case.get("date") if isinstance(case.get("date"), dt.date) else None
     result = map_records(mset, given, run_date=day)
     checked = 0

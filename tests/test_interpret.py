@@ -29,6 +29,7 @@ from ruamel.yaml import YAML
 from engine.compile import MappingSet, compile_mappings
 from engine.expr import compile_expr
 from engine.interpret import map_records
+from engine.loader import to_plain
 from engine.paths import mapping_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,17 +53,6 @@ def mset() -> MappingSet:
     return shipped_mappings()
 
 
-def _plain(value: Any) -> Any:
-    """YAML dates become ISO strings, as SCALARA sends them."""
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _ref(key: str) -> str:
     return str(compile_expr(key[1:])({})) if key.startswith("=") else key
 
@@ -74,13 +64,13 @@ def test_there_are_golden_cases() -> None:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_golden_case(path: Path, mset: MappingSet) -> None:
     case = _yaml().load(path.read_text(encoding="utf-8"))
-    given = _plain(case["given"])
+    given = to_plain(case["given"])
     expect = case["expect"]
     run_date = case.get("date")
     result = map_records(mset, given, run_date=run_date if isinstance(run_date, dt.date) else None)
 
     for kind, wanted in (expect.get("payloads") or {}).items():
-        wanted = {_ref(k): _plain(v) for k, v in (wanted or {}).items()}
+        wanted = {_ref(k): to_plain(v) for k, v in (wanted or {}).items()}
         produced = result.outputs.get(kind, {})
         assert sorted(produced) == sorted(wanted), f"{kind}: reference ids"
         for rid, fields in wanted.items():

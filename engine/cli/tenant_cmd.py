@@ -72,17 +72,22 @@ def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: 
                      + ("activated" if t.activated else f"next: casavi-sync tenant activate {name}"))
 
 
+def _set_activation(argument: str | None, kwargs: dict[str, Any], *, on: bool) -> None:
+    ctx = OperatorContext.from_kwargs(kwargs)
+    name = ctx.tenant = _tenant_name(argument, ctx)
+    with ctx.store() as store:
+        (store.activate_tenant if on else store.deactivate_tenant)(name)
+    ctx.console.info(f"SCALARA interface {'activated' if on else 'deactivated'} for tenant '{name}'"
+                     + (f"; next: casavi-sync connect --tenant {name}" if on else ""))
+
+
 @tenant.command("activate")
 @click.argument("name", required=False)
 @operator_options
 @handle_errors
 def tenant_activate(name: str | None, **kwargs: Any) -> None:
     """Activate the SCALARA interface for a tenant (done by the casavi team)."""
-    ctx = OperatorContext.from_kwargs(kwargs)
-    name = ctx.tenant = _tenant_name(name, ctx)
-    with ctx.store() as store:
-        store.activate_tenant(name)
-    ctx.console.info(f"SCALARA interface activated for tenant '{name}'; next: casavi-sync connect --tenant {name}")
+    _set_activation(name, kwargs, on=True)
 
 
 @tenant.command("deactivate")
@@ -91,11 +96,7 @@ def tenant_activate(name: str | None, **kwargs: Any) -> None:
 @handle_errors
 def tenant_deactivate(name: str | None, **kwargs: Any) -> None:
     """Deactivate the SCALARA interface for a tenant (no more runs; state is kept)."""
-    ctx = OperatorContext.from_kwargs(kwargs)
-    name = ctx.tenant = _tenant_name(name, ctx)
-    with ctx.store() as store:
-        store.deactivate_tenant(name)
-    ctx.console.info(f"SCALARA interface deactivated for tenant '{name}'")
+    _set_activation(name, kwargs, on=False)
 
 
 @tenant.command("list")
