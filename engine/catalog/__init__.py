@@ -8,18 +8,17 @@ the real API turns out to differ, a connector adapts these files.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-_DIR = Path(__file__).resolve().parent
+from engine.paths import CATALOG_DIR
 
 
 @cache
 def _load(name: str) -> dict[str, Any]:
     yaml = YAML(typ="safe", pure=True)
-    data: dict[str, Any] = yaml.load((_DIR / name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = yaml.load((CATALOG_DIR / name).read_text(encoding="utf-8"))
     return data
 
 

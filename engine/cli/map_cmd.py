@@ -26,7 +26,7 @@ import click
 
 from engine.cli.base import main
 from engine.errors import CasaviSyncError, SpecError
-from engine.paths import MAPPINGS_DIR, mapping_files
+from engine.paths import default_mappings, mapping_files
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -92,7 +92,7 @@ def map_command(mapping: str, input_path: Path, mapping_paths: tuple[Path, ...],
     from engine.compile import compile_mappings
     from engine.interpret import map_records
 
-    paths = list(mapping_paths) or [MAPPINGS_DIR]
+    paths = list(mapping_paths) or [default_mappings()]
     for path in paths:
         if not path.exists():
             _fail(f"{path}: no such file or folder")

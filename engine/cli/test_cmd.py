@@ -13,7 +13,7 @@ import click
 
 from engine.cli.base import main
 from engine.cli.validate_cmd import _shown
-from engine.paths import MAPPINGS_DIR
+from engine.paths import default_mappings
 
 
 @main.command("test")
@@ -24,14 +24,14 @@ from engine.paths import MAPPINGS_DIR
               show_default=True, help="text for people, json for tools, github for workflow annotations.")
 @click.option("--quiet", "-q", is_flag=True, help="text: list failing cases only.")
 def test_command(paths: tuple[Path, ...], mappings_path: Path | None, output_format: str, quiet: bool) -> None:
-    """Run mapping tests (default: the *.test.yaml files of the shipped mappings/).
+    """Run mapping tests (default: the *.test.yaml files of $CASAVI_SYNC_MAPPINGS, else the shipped mappings).
 
     PATH may be a test file or a folder (its *.test.yaml files).
     """
     from engine.mapping_tests import run_tests
     from engine.mapping_tests.report import RENDERERS, render_text
 
-    targets = list(paths) or [_shown(MAPPINGS_DIR)]
+    targets = list(paths) or [_shown(default_mappings())]
     result = run_tests(targets, mappings=mappings_path)
     if output_format == "text":
         click.echo(render_text(result, verbose=not quiet), nl=False)

@@ -12,11 +12,16 @@ from pathlib import Path
 import click
 
 from engine.cli.base import main
-from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR
+from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR, default_mappings
 
 
 def _shown(path: Path) -> Path:
-    """The shipped mappings folder relative to the working directory when it lies below it."""
+    """The shipped mappings folder relative to the working directory when it lies below it.
+
+    In a checkout, ``./mappings`` links to the shipped folder: it is shown by that short name.
+    """
+    if path == MAPPINGS_DIR and Path("mappings").resolve() == MAPPINGS_DIR:
+        return Path("mappings")
     try:
         relative = Path(os.path.relpath(path))
     except ValueError:  # another drive on Windows
@@ -29,14 +34,14 @@ def _shown(path: Path) -> Path:
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="text for people, json for tools, github for workflow annotations.")
 def validate(paths: tuple[Path, ...], output_format: str) -> None:
-    """Check mapping files (default: the shipped mappings/) and report every problem.
+    """Check mapping files (default: $CASAVI_SYNC_MAPPINGS, else the shipped mappings) and report every problem.
 
     PATH may be a file or a folder (its *.yaml files; *.test.yaml are skipped).
     """
     from engine.validate import validate_paths
     from engine.validate.report import RENDERERS
 
-    targets = list(paths) or [_shown(MAPPINGS_DIR)]
+    targets = list(paths) or [_shown(default_mappings())]
     result = validate_paths(targets)
     if not result.files:  # an empty folder is a wrong path, not a valid set of mappings
         raise click.UsageError(f"no mapping files (*.yaml) in {', '.join(map(str, targets))}")

@@ -36,10 +36,9 @@ from ruamel.yaml.error import YAMLError
 
 from engine.errors import ConfigError
 from engine.loader import to_plain
-from engine.paths import SCHEMAS_DIR
+from engine.paths import CONNECTOR_DEFAULTS, CONNECTOR_SCHEMA
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.yaml"
-CONNECTOR_SCHEMA = SCHEMAS_DIR / "connector.schema.json"
+DEFAULT_CONFIG = CONNECTOR_DEFAULTS
 ENV_CONFIG_FILE = "CASAVI_SYNC_CONNECTOR_CONFIG"
 ENV_SCALARA_URL = "CASAVI_SYNC_SCALARA_URL"
 ENV_CASAVI_URL = "CASAVI_SYNC_CASAVI_URL"

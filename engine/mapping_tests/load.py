@@ -32,11 +32,11 @@ from engine.expr import ExpressionError, compile_expr
 from engine.functions import REFERENCE_ID
 from engine.loader import Document, JsonPath, format_path, load_document
 from engine.mapping_tests import Suite, TestCase
-from engine.paths import SCHEMAS_DIR
+from engine.paths import MAPPING_TEST_SCHEMA
 from engine.validate.expressions import did_you_mean
 from engine.validate.schema_check import SchemaChecker
 
-TEST_SCHEMA = SCHEMAS_DIR / "mapping-test.schema.json"
+TEST_SCHEMA = MAPPING_TEST_SCHEMA
 SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/mapping-test.schema.json"
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
