@@ -132,6 +132,6 @@ def test_canary_demo_never_shows_a_secret(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(Sandbox, "start", spy_start)
     result = CliRunner().invoke(main, ["demo", "--properties", "1"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "what arrived in casavi" in result.output and "write calls: 0" in result.output
+    assert "what arrived in casavi" in result.output and "write calls to casavi: 0" in result.output
     assert len(seen) == 3
     _secrets_absent([result.output], seen)

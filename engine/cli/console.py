@@ -16,8 +16,10 @@ import click
 
 
 class Console:
-    def __init__(self, *, quiet: bool = False, log_format: str = "text", stream: TextIO | None = None) -> None:
+    def __init__(self, *, quiet: bool = False, log_format: str = "text", stream: TextIO | None = None,
+                 plain_progress: bool = True) -> None:
         self.quiet = quiet
+        self.plain_progress = plain_progress  # False: progress only as a bar on a terminal (the demo)
         self.log_format = log_format
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and log_format == "text"
@@ -73,6 +75,8 @@ class Console:
                 self._clear(newline=True)
             return
         # not a terminal: a line when a phase starts or finishes, else at most every 5 s
+        if not self.plain_progress:
+            return
         if key != self._last_key or finished or now - self._last_emit >= 5:
             if self.log_format == "json":
                 self._log("info", "progress", {"phase": phase, "kind": kind, "done": done, "total": total})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -26,11 +26,11 @@ def _casavi_summary(sb: Any) -> list[str]:
     counts = {k: len(sb.casavi.records(k, include_archived=False)) for k in KINDS}
     props = sb.casavi.records("properties", include_archived=False)
     counts["responsibilities"] = sum(len(p.get("responsibilities") or []) for p in props)
-    lines = ["what arrived in casavi:"]
-    lines += [f"  {kind:<17} {n:>5}" for kind, n in counts.items()]
+    lines = ["   what arrived in casavi:"]
+    lines += [f"     {kind:<17} {n:>5}" for kind, n in counts.items()]
     if props:
         p = sorted(props, key=lambda r: str(r["id"]))[0]
-        lines.append(f"  e.g. property {p['id']}: {p['name']} ({len(p.get('addresses') or [])} address(es), "
+        lines.append(f"     e.g. property {p['id']}: {p['name']} ({len(p.get('addresses') or [])} address(es), "
                      f"{sum(len(a.get('units') or []) for a in p.get('addresses') or [])} units)")
     return lines
 
@@ -62,67 +62,162 @@ def _day_two(sb: Any) -> list[str]:
               help="Size of the generated SCALARA data set.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the generated data.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Keep the demo's state here (default: a temporary folder, removed afterwards).")
+              help="Keep the demo's state and run reports here (default: a temporary folder, removed afterwards).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the summaries.")
 @handle_errors
 def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> None:
-    """Run the whole flow on the embedded sandbox: activate, connect, initial import, change, plan, run."""
-    from engine.cli.sync_cmd import run_tenant
+    """Run the whole flow on the embedded sandbox: activate, connect, initial import, change, plan,
+    scheduled run, idle run - each step saying what it proves."""
+    from engine.cli import demo_story as story
+    from engine.cli.sync_cmd import sync_tenant
     from engine.cli.tenant_cmd import save_token
     from engine.sandbox import FaultConfig, Sandbox
-    from engine.sync.report import plan_summary
     from engine.sync.runner import SyncOptions
     from engine.sync.session import plan_for_tenant
 
-    console = Console(quiet=quiet)
+    console = Console(quiet=quiet, plain_progress=False)
     with tempfile.TemporaryDirectory(prefix="casavi-sync-demo-") as tmp:
         state = state_path or Path(tmp) / "state.db"
         faults = FaultConfig(latency_ms=2)
         with Sandbox(properties=properties, seed=seed, scalara_faults=faults, casavi_faults=faults) as sb:
-            click.echo(f"sandbox: SCALARA {sb.scalara_url}, casavi {sb.casavi_url} ({properties} properties, seed {seed})")
+            for line in story.para(story.INTRO, indent=""):
+                click.echo(line)
+            click.echo(f"sandbox: SCALARA {sb.scalara_url}, casavi {sb.casavi_url} ({properties} properties, "
+                       f"seed {seed})")
+            edge_cases = sb.scalara.dataset().edge_cases
             config = Path(tmp) / "connectors.yaml"
             config.write_text(
                 f"scalara:\n  base_url: {sb.scalara_url}\n  rate_limit: {{rate_per_s: 200, burst: 50}}\n"
                 f"casavi:\n  base_url: {sb.casavi_url}\n  rate_limit: {{rate_per_s: 400, burst: 50}}\n",
                 encoding="utf-8")
             ctx = OperatorContext(state, "default", config, None, console, env={})
+            reports: list[Path] = []
 
-            click.echo("\n1. casavi activates the SCALARA interface for the customer account")
+            _echo(story.step(1))
             with ctx.store(must_exist=False) as store:
                 store.add_tenant("default", sb.casavi_key, sb.casavi_secret)
                 store.activate_tenant("default")
-            click.echo("\n2. an admin generates a token in SCALARA (shown once; never printed here)")
+            click.echo("   tenant 'default' registered with its casavi API key, and activated")
+            _echo(story.step(2))
             token = sb.generate_scalara_token()
-            click.echo("\n3. the token is saved: the first save runs the initial import at once")
+            click.echo("   token generated (shown once in SCALARA; never printed here)")
+            _echo(story.step(3))
             saved = save_token(ctx, token)
-            code = run_tenant(ctx, trigger="initial") if saved.first_save else 0
-            if code == EXIT_ABORTED:
-                raise SystemExit(code)
-            for line in _casavi_summary(sb):
-                click.echo(line)
+            outcome = sync_tenant(ctx, trigger="initial") if saved.first_save else None
+            if outcome is None or outcome.outcome == "aborted":
+                _abort(outcome)
+            reports.append(outcome.report_path)
+            _echo(story.summary_lines(outcome.report))
+            _echo(story.failures(outcome.report, edge_cases))
+            explained = story.problem_keys(outcome.report)
+            _echo(_casavi_summary(sb))
 
-            click.echo("\n4. the next day, SCALARA data changes:")
+            _echo(story.step(4))
             for line in _day_two(sb):
-                click.echo(f"  - {line}")
-            click.echo("\n5. casavi-sync plan shows what the next run will do (writes nothing):")
+                click.echo(f"     - {line}")
+            _echo(story.step(5))
             mset = ctx.mapping_set()
             with ctx.store() as store:
                 scalara, casavi = ctx.clients(store)
                 with scalara, casavi:
-                    prepared = plan_for_tenant(store, "default", mset, scalara, casavi,
-                                               SyncOptions(), None)
-            for line in plan_summary(prepared):
-                click.echo("  " + line)
-            for a in prepared.plan.actions[:6]:
-                diff = ", ".join(f"{c['field']}: {json.dumps(c['from'], ensure_ascii=False)} -> "
-                                 f"{json.dumps(c['to'], ensure_ascii=False)}" for c in a.diff()[:3])
-                click.echo(f"  {a.action} {a.kind} {a.ref_id}" + (f"  ({diff})" if diff and a.action == "update" else ""))
+                    prepared = plan_for_tenant(store, "default", mset, scalara, casavi, SyncOptions(),
+                                               console.progress)
+            _echo(story.plan_table(prepared))
+            _echo(story.change_lines(prepared))
+            _echo(story.failures({"mapErrors": prepared.plan.errors}, edge_cases, explained))
 
-            click.echo("\n6. the scheduled run (every day at about 04:00) carries the changes over:")
-            code = run_tenant(ctx, trigger="manual")
-            click.echo("\n7. a run with no changes in SCALARA makes no write calls:")
+            _echo(story.step(6))
+            report = _scheduled_run(ctx)
+            reports.append(Path(report["_path"]))
+            _echo(story.summary_lines(report))
+            _echo(story.failures(report, edge_cases, explained))
+
+            _echo(story.step(7))
             before = sb.casavi_server.counters.writes()
-            run_tenant(ctx, trigger="manual")
-            click.echo(f"  write calls: {sb.casavi_server.counters.writes() - before}")
-        click.echo("\ndemo finished. Next: casavi-sync --help, docs/dsl.md for mappings, docs/operations.md to run it for real.")
-    raise SystemExit(0 if code != EXIT_ABORTED else code)
+            outcome = sync_tenant(ctx, trigger="manual")
+            if outcome.outcome == "aborted":
+                _abort(outcome)
+            reports.append(outcome.report_path)
+            _echo(story.summary_lines(outcome.report))
+            _echo(story.failures(outcome.report, edge_cases, explained))
+            click.echo(f"   write calls to casavi: {sb.casavi_server.counters.writes() - before}")
+        click.echo("")
+        if state_path is not None:
+            click.echo(f"state kept in {state}; the run reports: "
+                       + ", ".join(str(p) for p in reports if p is not None and p.exists()))
+        else:
+            click.echo("The demo's state and run reports lived in a temporary folder, removed now; "
+                       "keep them with --state PATH.")
+        click.echo("demo finished. Next: casavi-sync --help, docs/dsl.md for mappings, docs/operations.md "
+                   "to run it for real.")
+    raise SystemExit(0)
+
+
+def _echo(lines: Any) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def _abort(outcome: Any) -> NoReturn:
+    reason = outcome.report.get("error") if outcome is not None else "the token was saved before"
+    click.echo(f"error: the demo's run was aborted: {reason}", err=True)
+    raise SystemExit(EXIT_ABORTED)
+
+
+def _scheduled_run(ctx: OperatorContext) -> dict[str, Any]:
+    """Step 6: the real scheduler (engine.serve) with its clock set just after the tenant's next slot."""
+    import datetime as dt
+
+    from engine.schedule import Schedule
+    from engine.serve import ServeOptions, Server, tenant_runner
+
+    schedule = Schedule()
+    with ctx.store() as store:
+        last = store.last_scheduled_day(ctx.tenant)
+    now = dt.datetime.now(dt.UTC)
+    slot = schedule.next_run(ctx.tenant, last, now)
+    clock_at = max(now, slot + dt.timedelta(seconds=1))
+    click.echo(f"   the scheduler's clock reads {clock_at.astimezone(schedule.zone):%Y-%m-%d %H:%M %Z}; "
+               f"tenant '{ctx.tenant}' is due at {slot.astimezone(schedule.zone):%H:%M %Z}")
+    log = _SchedulerLog()
+    with Server(ctx.state_path, ServeOptions(schedule, parallel=1), tenant_runner(ctx), log,
+                clock=lambda: clock_at) as server:
+        started = server.tick()
+        server.wait()
+    if started != [ctx.tenant] or log.result is None:
+        raise SystemExit(_fail(f"the scheduler did not start the tenant's run: {log.messages}"))
+    if log.result.get("outcome") not in ("clean", "partial") or not log.result.get("report"):
+        raise SystemExit(_fail(f"the scheduled run ended {log.result.get('outcome')}: {log.result.get('error')}"))
+    path = Path(str(log.result["report"]))
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    report["_path"] = str(path)
+    return report
+
+
+def _fail(message: str) -> int:
+    click.echo(f"error: {message}", err=True)
+    return EXIT_ABORTED
+
+
+class _SchedulerLog:
+    """The serve loop's log for the demo: echoes its start line, keeps its end line for the summary."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] | None = None
+        self.messages: list[str] = []
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._log(message, fields)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        self._log(message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._log(message, fields)
+
+    def _log(self, message: str, fields: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if fields.get("event") == "run.end":
+            self.result = fields
+        else:
+            click.echo(f"   serve: {message}")

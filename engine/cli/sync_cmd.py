@@ -104,25 +104,9 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
                should_stop: Any = None) -> int:
     """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
     from engine.sync.report import run_summary
-    from engine.sync.runner import SyncOptions
-    from engine.sync.session import run_for_tenant
 
-    config = ctx.connector_config()
-    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
-                          archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
-                          run_date=run_date)
-    mset = ctx.mapping_set()
-    with ctx.store() as store:
-        scalara, casavi = ctx.clients(store)
-        with scalara, casavi:
-            def stats() -> dict[str, Any]:
-                return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
-
-            outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
-                                     report_dir=ctx.report_dir, progress=ctx.console.progress,
-                                     should_stop=should_stop, stats=stats)
-            if trigger == "initial" and outcome.outcome != "aborted":
-                store.mark_initial_import(ctx.tenant, outcome.run_id)
+    outcome = sync_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date,
+                          trigger=trigger, should_stop=should_stop)
     if fmt == "json":
         click.echo(json.dumps(outcome.report, indent=2, ensure_ascii=False, default=str))
     elif ctx.console.log_format == "json":  # structured logs: the summary is one more event, as serve logs it
@@ -145,3 +129,28 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
     if outcome.outcome == "aborted":
         return EXIT_ABORTED
     return EXIT_OK if outcome.outcome == "clean" else EXIT_RECORDS
+
+
+def sync_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
+                run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None) -> Any:
+    """One run for ``ctx.tenant``, printing nothing but progress; returns the session's RunOutcome."""
+    from engine.sync.runner import SyncOptions
+    from engine.sync.session import run_for_tenant
+
+    config = ctx.connector_config()
+    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
+                          archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
+                          run_date=run_date)
+    mset = ctx.mapping_set()
+    with ctx.store() as store:
+        scalara, casavi = ctx.clients(store)
+        with scalara, casavi:
+            def stats() -> dict[str, Any]:
+                return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
+
+            outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
+                                     report_dir=ctx.report_dir, progress=ctx.console.progress,
+                                     should_stop=should_stop, stats=stats)
+            if trigger == "initial" and outcome.outcome != "aborted":
+                store.mark_initial_import(ctx.tenant, outcome.run_id)
+    return outcome

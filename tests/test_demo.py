@@ -1,0 +1,57 @@
+"""`casavi-sync demo` tells a story: what SCALARA and casavi are, what each step proves, why the
+planted broken records are no failure (explained once), a real scheduled run, and only report paths
+that exist after it ends."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.cli.demo_story import STEPS
+from engine.state import StateStore
+
+
+def _demo(*args: str) -> str:
+    result = CliRunner().invoke(main, ["demo", "--properties", "1", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_explains_itself_and_runs_the_scheduler(tmp_path: Path) -> None:
+    state = tmp_path / "keep" / "state.db"
+    out = _demo("--state", str(state))
+    flat = " ".join(out.split())
+    assert "SCALARA is the software German property managers keep their master data in" in flat
+    assert "casavi is the portal" in flat
+    for number, (title, _) in STEPS.items():
+        assert f"{number}. {title}" in out
+    assert flat.count("Why it matters:") == len(STEPS)
+    # the planted broken record: explained once, called an edge case, never "unexpected"
+    assert out.count("no building with id") == 1, out
+    assert "not a demo failure" in flat and "dangling_building" in out
+    assert "unexpected" not in out
+    assert flat.count("the same planted broken data as in step 3") == 3  # plan, scheduled run, idle run
+    # step 6 is the scheduler's run, not a manual one
+    assert "serve: run started for tenant 'default' (scheduled day" in out
+    assert re.search(r"run 2 \(schedule\) for tenant 'default'", out)
+    with StateStore.open(state) as store:
+        assert store.last_scheduled_day("default") is not None
+        triggers = [r.trigger for r in store.runs("default")]
+    assert sorted(triggers) == ["initial", "manual", "schedule"]
+    assert "write calls to casavi: 0" in out
+    # every report path printed exists after the demo ended
+    printed = re.findall(r"(/\S+?run-\d+\.json)", out)
+    assert len(printed) == 3
+    assert all(Path(p).is_file() for p in printed)
+
+
+@pytest.mark.slow  # a second full demo (~1 s)
+def test_demo_prints_no_path_that_is_gone(tmp_path: Path) -> None:
+    out = _demo("--quiet")
+    assert "run-0" not in out and "/tmp" not in out.split("sandbox:")[0]
+    assert ".json" not in out
+    assert "keep them with --state PATH" in out
