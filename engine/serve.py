@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.errors import CasaviSyncError, OperatorError, StateError
+from engine.errors import CasaviSyncError, OperatorError
 from engine.schedule import Schedule
 from engine.state import StateStore
 
@@ -303,41 +303,3 @@ def total_counts(report_counts: dict[str, dict[str, Any]]) -> dict[str, int]:
             if not key.startswith("planned_") and isinstance(value, int):
                 totals[key] = totals.get(key, 0) + value
     return totals
-
-
-def tenant_runner(ctx: Any) -> Runner:
-    """The production runner: one ``run_for_tenant`` (trigger "schedule") per call, as ``run`` does.
-
-    ``ctx`` is the CLI's OperatorContext; each call gets a copy for the tenant (so reports land in
-    that tenant's report folder) and opens its own store, because it runs on a worker thread.
-    Progress is not shown: parallel runs would interleave it; the loop logs start and end.
-    """
-
-    def run(tenant: str, should_stop: Callable[[], bool]) -> RunResult:
-        from engine.sync.runner import SyncOptions
-        from engine.sync.session import run_for_tenant
-
-        tctx = dataclasses.replace(ctx, tenant=tenant)
-        config = tctx.connector_config()
-        mset = tctx.mapping_set()
-        options = SyncOptions(concurrency=config.casavi.write_concurrency, archive_max_share=tctx.max_archive_share,
-                              archive_floor=tctx.archive_floor)
-        with tctx.store() as store:
-            scalara, casavi = tctx.clients(store)
-            with scalara, casavi:
-                def stats() -> dict[str, Any]:
-                    return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
-
-                try:
-                    outcome = run_for_tenant(store, tenant, mset, scalara, casavi, options, trigger="schedule",
-                                             report_dir=tctx.report_dir, should_stop=should_stop, stats=stats)
-                except StateError as exc:
-                    holder = store.lock_holder(tenant)
-                    if holder is None:
-                        raise
-                    return RunResult(tenant, BUSY, error=str(exc))
-        return RunResult(tenant, outcome.outcome, outcome.run_id, total_counts(outcome.report["counts"]),
-                         str(outcome.error) if outcome.error else None, float(outcome.report.get("durationS", 0)),
-                         str(outcome.report_path) if outcome.report_path else None)
-
-    return run

@@ -25,8 +25,9 @@ from click.testing import CliRunner
 import engine.cli.serve_cmd  # noqa: F401  (attaches `serve` to main)
 from engine.cli import main
 from engine.errors import ConfigError, StateError
+from engine.ops.runs import scheduled_runner
 from engine.schedule import Schedule, load_zone
-from engine.serve import BUSY, RunResult, ServeOptions, Server, tenant_runner, total_counts
+from engine.serve import BUSY, RunResult, ServeOptions, Server, total_counts
 from engine.state import StateStore
 
 BERLIN = load_zone("Europe/Berlin")
@@ -368,12 +369,12 @@ def test_the_real_runner_records_a_scheduled_run_and_yields_to_a_held_lock(world
     from engine.cli.context import OperatorContext
 
     ctx = OperatorContext(world.tmp / "state.db", "default", world.tmp / "connectors.yaml", None,
-                          Console(quiet=True))
+                          console=Console(quiet=True))
     env = {"CASAVI_SYNC_SCALARA_URL": world.sandbox.scalara_url, "CASAVI_SYNC_CASAVI_URL": world.sandbox.casavi_url}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        runner = tenant_runner(ctx)
+        runner = scheduled_runner(ctx)
         with world.store.acquire_lock("default", "manual"):
             busy = runner("default", lambda: False)
         assert busy.outcome == BUSY and "already being synced" in (busy.error or "")

@@ -11,19 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from engine.cli.console import Console
-from engine.errors import CasaviSyncError, ConfigError, OperatorError, SpecError, StateError
+from engine.errors import CasaviSyncError, OperatorError, SpecError
+from engine.ops.context import DEFAULT_TENANT as DEFAULT_TENANT
+from engine.ops.context import Context
 
 EXIT_OK, EXIT_RECORDS, EXIT_USAGE, EXIT_ABORTED, EXIT_PENDING = 0, 1, 2, 3, 4
-DEFAULT_TENANT = "default"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,15 +63,10 @@ def operator_options(func: F) -> F:
 
 
 @dataclass
-class OperatorContext:
-    state_path: Path
-    tenant: str
-    config_path: Path | None
-    mappings_path: Path | None
-    console: Console
-    env: Mapping[str, str] | None = None  # None: the process environment (the demo passes {})
-    max_archive_share: float = 0.10       # the mass-archive guard (run and serve)
-    archive_floor: int = 0
+class OperatorContext(Context):
+    """The service layer's ``Context`` plus the CLI's console (progress bars, --quiet, JSON logs)."""
+
+    console: Console = field(default_factory=Console)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> OperatorContext:
@@ -80,60 +75,9 @@ class OperatorContext:
         console = Console(quiet=kwargs.pop("quiet", False), log_format=kwargs.pop("log_format", "text"))
         state = kwargs.pop("state_path", None) or default_state_path()
         return cls(Path(state), kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
-                   kwargs.pop("mappings_path", None), console,
+                   kwargs.pop("mappings_path", None), console=console,
                    max_archive_share=kwargs.pop("max_archive_share", 0.10),
                    archive_floor=kwargs.pop("archive_floor", 0))
-
-    @property
-    def report_dir(self) -> Path:
-        return self.state_path.parent / "reports" / self.tenant
-
-    @contextmanager
-    def store(self, *, must_exist: bool = True) -> Iterator[Any]:
-        """The state store; only ``tenant add`` (must_exist=False) may create the file."""
-        from engine.state import StateStore
-
-        if must_exist and not self.state_path.exists():
-            raise StateError(f"no state file at {self.state_path}; register a tenant first (casavi-sync tenant "
-                             f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
-        store = StateStore.open(self.state_path)
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def connector_config(self) -> Any:
-        from engine.connectors import load_connector_config
-
-        return load_connector_config(self.config_path, env=self.env)
-
-    def mapping_set(self) -> Any:
-        from engine.compile import compile_mappings
-        from engine.paths import MAPPINGS_DIR
-        from engine.validate import load_mapping_set
-
-        where = self.mappings_path or MAPPINGS_DIR
-        specs = load_mapping_set([where])
-        if not specs:
-            raise ConfigError(f"no mapping files (*.yaml) in {where}; point --mappings at the mappings folder")
-        return compile_mappings(specs)
-
-    def clients(self, store: Any) -> tuple[Any, Any]:
-        """SCALARA and casavi clients for this tenant, from the stored connection."""
-        from engine.connectors.casavi import CasaviClient
-        from engine.connectors.scalara import ScalaraClient
-
-        tenant = store.tenant(self.tenant)  # ConfigError with did-you-mean if unknown
-        if not tenant.activated:
-            raise ConfigError(f"the SCALARA interface is not activated for tenant '{self.tenant}'; "
-                              f"the casavi team activates it: casavi-sync tenant activate {self.tenant}")
-        token = store.connection_token(self.tenant)
-        if not token:
-            raise ConfigError(f"tenant '{self.tenant}' has no SCALARA connection yet; an admin saves the "
-                              f"token with: casavi-sync connect --tenant {self.tenant}")
-        key, secret = store.tenant_credentials(self.tenant)
-        config = self.connector_config()
-        return ScalaraClient(config, token), CasaviClient(config, key, secret)
 
 
 def handle_errors(func: F) -> F:

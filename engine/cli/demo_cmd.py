@@ -70,10 +70,8 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
     scheduled run, idle run - each step saying what it proves."""
     from engine.cli import demo_story as story
     from engine.cli.sync_cmd import sync_tenant
-    from engine.cli.tenant_cmd import save_token
+    from engine.ops import connection, runs
     from engine.sandbox import FaultConfig, Sandbox
-    from engine.sync.runner import SyncOptions
-    from engine.sync.session import plan_for_tenant
 
     console = Console(quiet=quiet, plain_progress=False)
     with tempfile.TemporaryDirectory(prefix="casavi-sync-demo-") as tmp:
@@ -90,19 +88,18 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
                 f"scalara:\n  base_url: {sb.scalara_url}\n  rate_limit: {{rate_per_s: 200, burst: 50}}\n"
                 f"casavi:\n  base_url: {sb.casavi_url}\n  rate_limit: {{rate_per_s: 400, burst: 50}}\n",
                 encoding="utf-8")
-            ctx = OperatorContext(state, "default", config, None, console, env={})
+            ctx = OperatorContext(state, "default", config, None, env={}, console=console)
             reports: list[Path] = []
 
             _echo(story.step(1))
-            with ctx.store(must_exist=False) as store:
-                store.add_tenant("default", sb.casavi_key, sb.casavi_secret)
-                store.activate_tenant("default")
+            connection.add_tenant(ctx, sb.casavi_key, sb.casavi_secret)
+            connection.activate(ctx)
             click.echo("   tenant 'default' registered with its casavi API key, and activated")
             _echo(story.step(2))
             token = sb.generate_scalara_token()
             click.echo("   token generated (shown once in SCALARA; never printed here)")
             _echo(story.step(3))
-            saved = save_token(ctx, token)
+            saved = connection.save_token(ctx, token)
             outcome = sync_tenant(ctx, trigger="initial") if saved.first_save else None
             if outcome is None or outcome.outcome == "aborted":
                 _abort(outcome)
@@ -116,12 +113,7 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
             for line in _day_two(sb):
                 click.echo(f"     - {line}")
             _echo(story.step(5))
-            mset = ctx.mapping_set()
-            with ctx.store() as store:
-                scalara, casavi = ctx.clients(store)
-                with scalara, casavi:
-                    prepared = plan_for_tenant(store, "default", mset, scalara, casavi, SyncOptions(),
-                                               console.progress)
+            prepared = runs.plan(ctx, progress=console.progress)
             _echo(story.plan_table(prepared))
             _echo(story.change_lines(prepared))
             _echo(story.failures({"mapErrors": prepared.plan.errors}, edge_cases, explained))
@@ -168,8 +160,9 @@ def _scheduled_run(ctx: OperatorContext) -> dict[str, Any]:
     """Step 6: the real scheduler (engine.serve) with its clock set just after the tenant's next slot."""
     import datetime as dt
 
+    from engine.ops.runs import scheduled_runner
     from engine.schedule import Schedule
-    from engine.serve import ServeOptions, Server, tenant_runner
+    from engine.serve import ServeOptions, Server
 
     schedule = Schedule()
     with ctx.store() as store:
@@ -180,7 +173,7 @@ def _scheduled_run(ctx: OperatorContext) -> dict[str, Any]:
     click.echo(f"   the scheduler's clock reads {clock_at.astimezone(schedule.zone):%Y-%m-%d %H:%M %Z}; "
                f"tenant '{ctx.tenant}' is due at {slot.astimezone(schedule.zone):%H:%M %Z}")
     log = _SchedulerLog()
-    with Server(ctx.state_path, ServeOptions(schedule, parallel=1), tenant_runner(ctx), log,
+    with Server(ctx.state_path, ServeOptions(schedule, parallel=1), scheduled_runner(ctx), log,
                 clock=lambda: clock_at) as server:
         started = server.tick()
         server.wait()

@@ -11,7 +11,6 @@ Exit codes: 0 explained, 1 no such record (a close id is suggested), 2 usage err
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ def explain(resource: str, scalara_id: str, input_path: Path | None, run_date: s
             **kwargs: Any) -> None:
     """Show how one SCALARA record becomes casavi records, and what the next run does with them."""
     from engine.explain import explain_record, render_text
+    from engine.ops.records import explain_live
 
     when = parse_date_option(run_date)
     ctx = OperatorContext.from_kwargs(kwargs)
@@ -54,7 +54,8 @@ def explain(resource: str, scalara_id: str, input_path: Path | None, run_date: s
 
             doc = explain_record(mset, _load_records(input_path), resource, scalara_id, run_date=when)
         else:
-            doc = _live(ctx, mset, resource, scalara_id, when)
+            doc = explain_live(ctx, resource, scalara_id, run_date=when, progress=ctx.console.progress,
+                               mset=mset)
     except RecordError as exc:
         click.echo(f"error: {exc.reason}", err=True)
         raise SystemExit(EXIT_RECORDS) from None
@@ -64,30 +65,3 @@ def explain(resource: str, scalara_id: str, input_path: Path | None, run_date: s
         for line in render_text(doc):
             click.echo(line)
     raise SystemExit(EXIT_OK)
-
-
-def _live(ctx: OperatorContext, mset: Any, resource: str, scalara_id: str, when: dt.date | None) -> dict[str, Any]:
-    from engine.explain import explain_record
-    from engine.sync.runner import extract, source_resources
-
-    with ctx.store() as store:
-        scalara, casavi = ctx.clients(store)
-        with scalara, casavi:
-            wanted = source_resources(mset)
-            if resource not in wanted:
-                wanted.append(resource)
-            records, _ = extract(scalara, wanted, ctx.console.progress)
-        by_source: dict[tuple[str, str], list[Any]] | None = None
-
-        def state_rows(res: str, sid: str) -> list[Any]:
-            nonlocal by_source
-            if by_source is None:
-                by_source = {}
-                for row in store.records(ctx.tenant).values():
-                    if row.source_resource and row.source_id:
-                        by_source.setdefault((row.source_resource, row.source_id), []).append(row)
-            return by_source.get((res, sid), [])
-
-        return explain_record(mset, records, resource, scalara_id, run_date=when,
-                              state_of=lambda kind, ref_id: store.get_record(ctx.tenant, kind, ref_id),
-                              state_rows=state_rows)

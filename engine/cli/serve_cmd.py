@@ -67,14 +67,15 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
     Exit codes: 0 stopped by a signal, 3 could not start (another serve holds this state file,
     invalid mappings or connector config, unreadable state).
     """
-    from engine.serve import ServeOptions, Server, tenant_runner
+    from engine.ops.runs import scheduled_runner
+    from engine.serve import ServeOptions, Server
 
     schedule = schedule_from_kwargs(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
     # Fail at start, not at 04:00: the mappings and connector config must load.
     ctx.connector_config()
     ctx.mapping_set()
-    server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), tenant_runner(ctx), ctx.console)
+    server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), scheduled_runner(ctx), ctx.console)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.request_stop(signal.Signals(signum).name)

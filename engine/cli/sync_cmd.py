@@ -20,14 +20,7 @@ from engine.cli.context import (
     operator_options,
     parse_date_option,
 )
-
-
-def _options(ctx: OperatorContext, allow_archive: bool, reconcile: bool, run_date: str | None) -> Any:
-    from engine.sync.runner import SyncOptions
-
-    config = ctx.connector_config()
-    return SyncOptions(allow_archive=allow_archive, reconcile=reconcile,
-                       concurrency=config.casavi.write_concurrency, run_date=parse_date_option(run_date))
+from engine.ops import runs
 
 
 @main.command()
@@ -49,15 +42,10 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict:
     """
     from engine.coverage import unmapped_codes
     from engine.sync.report import plan_document, plan_summary
-    from engine.sync.session import plan_for_tenant
 
     ctx = OperatorContext.from_kwargs(kwargs)
-    options = _options(ctx, False, reconcile, run_date)
-    mset = ctx.mapping_set()
-    with ctx.store() as store:
-        scalara, casavi = ctx.clients(store)
-        with scalara, casavi:
-            prepared = plan_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, ctx.console.progress)
+    prepared = runs.plan(ctx, reconcile=reconcile, run_date=parse_date_option(run_date),
+                         progress=ctx.console.progress)
     if fmt == "json":
         click.echo(json.dumps(plan_document(prepared, details=details), indent=2, ensure_ascii=False, default=str))
     else:
@@ -103,10 +91,15 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
                run_date: dt.date | None = None, trigger: str = "manual", fmt: str = "text",
                should_stop: Any = None) -> int:
     """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
-    from engine.sync.report import run_summary
-
     outcome = sync_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date,
                           trigger=trigger, should_stop=should_stop)
+    return report_outcome(ctx, outcome, fmt)
+
+
+def report_outcome(ctx: OperatorContext, outcome: Any, fmt: str = "text") -> int:
+    """Print a run's summary (or its JSON report) and return the exit code."""
+    from engine.sync.report import run_summary
+
     if fmt == "json":
         click.echo(json.dumps(outcome.report, indent=2, ensure_ascii=False, default=str))
     elif ctx.console.log_format == "json":  # structured logs: the summary is one more event, as serve logs it
@@ -134,23 +127,5 @@ def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: 
 def sync_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
                 run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None) -> Any:
     """One run for ``ctx.tenant``, printing nothing but progress; returns the session's RunOutcome."""
-    from engine.sync.runner import SyncOptions
-    from engine.sync.session import run_for_tenant
-
-    config = ctx.connector_config()
-    options = SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
-                          archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
-                          run_date=run_date)
-    mset = ctx.mapping_set()
-    with ctx.store() as store:
-        scalara, casavi = ctx.clients(store)
-        with scalara, casavi:
-            def stats() -> dict[str, Any]:
-                return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
-
-            outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
-                                     report_dir=ctx.report_dir, progress=ctx.console.progress,
-                                     should_stop=should_stop, stats=stats)
-            if trigger == "initial" and outcome.outcome != "aborted":
-                store.mark_initial_import(ctx.tenant, outcome.run_id)
-    return outcome
+    return runs.start_run(ctx, trigger=trigger, allow_archive=allow_archive, reconcile=reconcile,
+                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop)

@@ -15,11 +15,12 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import DEFAULT_TENANT, EXIT_ABORTED, OperatorContext, handle_errors, operator_options
-from engine.errors import AuthError, ConfigError
+from engine.errors import ConfigError
+from engine.ops import connection
+from engine.ops.connection import SCALARA_MENU
 
 TOKEN_ENV = "CASAVI_SYNC_SCALARA_TOKEN"
 KEY_ENV, SECRET_ENV = "CASAVI_SYNC_CASAVI_KEY", "CASAVI_SYNC_CASAVI_SECRET"
-SCALARA_MENU = "SCALARA: Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren"
 
 
 def read_secret(*, what: str, env: str, from_stdin: bool, prompt: str) -> str:
@@ -66,8 +67,7 @@ def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: 
         key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=False, prompt="casavi API key")
     secret = read_secret(what="casavi API secret", env=SECRET_ENV, from_stdin=secret_stdin,
                          prompt="casavi API secret")
-    with ctx.store(must_exist=False) as store:
-        t = store.add_tenant(name, key.strip(), secret)
+    t = connection.add_tenant(ctx, key, secret)
     ctx.console.info(f"tenant '{t.name}' saved (key {t.casavi_key_fingerprint}); "
                      + ("activated" if t.activated else f"next: casavi-sync tenant activate {name}"))
 
@@ -75,8 +75,7 @@ def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: 
 def _set_activation(argument: str | None, kwargs: dict[str, Any], *, on: bool) -> None:
     ctx = OperatorContext.from_kwargs(kwargs)
     name = ctx.tenant = _tenant_name(argument, ctx)
-    with ctx.store() as store:
-        (store.activate_tenant if on else store.deactivate_tenant)(name)
+    connection.set_activation(ctx, on=on)
     ctx.console.info(f"SCALARA interface {'activated' if on else 'deactivated'} for tenant '{name}'"
                      + (f"; next: casavi-sync connect --tenant {name}" if on else ""))
 
@@ -113,36 +112,9 @@ def tenant_list(**kwargs: Any) -> None:
                           if conn else "not connected"))
 
 
-def require_activated(store: Any, tenant: str) -> None:
-    if not store.tenant(tenant).activated:
-        raise ConfigError(f"the SCALARA interface is not activated for tenant '{tenant}'; it must first be "
-                          f"activated by the casavi team (casavi-sync tenant activate {tenant})")
-
-
-def save_token(ctx: OperatorContext, token: str) -> Any:
-    """Check ``token`` against SCALARA, then store it for ``ctx.tenant``; returns the save result."""
-    from engine.connectors.scalara import ScalaraClient
-
-    with ctx.store() as store:
-        require_activated(store, ctx.tenant)
-        try:
-            with ScalaraClient(ctx.connector_config(), token) as client:
-                me = client.whoami()
-        except AuthError:
-            raise AuthError(f"SCALARA refused this token (wrong or revoked). An admin generates a new one in "
-                            f"{SCALARA_MENU}, then runs casavi-sync connect again") from None
-        account = str(me.get("accountId") or "") or None
-        conn = store.get_connection(ctx.tenant)
-        if conn is not None and conn.account_id and account and conn.account_id != account:
-            raise ConfigError(f"this token belongs to SCALARA account '{me.get('accountName') or account}', but "
-                              f"tenant '{ctx.tenant}' is connected to another SCALARA account (id {conn.account_id});"
-                              f" use a token of that account, or disconnect first "
-                              f"(casavi-sync disconnect --tenant {ctx.tenant})")
-        saved = store.save_connection(ctx.tenant, token, account)
-        fp = store.get_connection(ctx.tenant)
-        ctx.console.info(f"token saved for tenant '{ctx.tenant}' (SCALARA account "
-                         f"{me.get('accountName') or account}, token {fp.token_fingerprint if fp else '?'})")
-    return saved
+def announce_saved(ctx: OperatorContext, saved: connection.TokenSaved) -> None:
+    ctx.console.info(f"token saved for tenant '{saved.tenant}' (SCALARA account "
+                     f"{saved.account_name or saved.account_id}, token {saved.token_fingerprint or '?'})")
 
 
 @main.command()
@@ -155,19 +127,24 @@ def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
 
     The token comes from a hidden prompt, standard input (--token-stdin) or CASAVI_SYNC_SCALARA_TOKEN.
     """
-    from engine.cli.sync_cmd import run_tenant
+    from engine.cli.sync_cmd import report_outcome
 
     ctx = OperatorContext.from_kwargs(kwargs)
     with ctx.store() as store:
-        require_activated(store, ctx.tenant)  # before asking for a token that could not be used
+        connection.require_activated(store, ctx.tenant)  # before asking for a token that could not be used
     token = read_secret(what="SCALARA token", env=TOKEN_ENV, from_stdin=token_stdin,
                         prompt="SCALARA token (input hidden)")
-    saved = save_token(ctx, token)
-    if saved.first_save and not no_initial_import:
-        ctx.console.info("first connection: starting the initial import")
-        code = run_tenant(ctx, trigger="initial")
-        raise SystemExit(code)
-    if not saved.first_save:
+
+    def on_saved(saved: connection.TokenSaved) -> None:
+        announce_saved(ctx, saved)
+        if saved.first_save and not no_initial_import:
+            ctx.console.info("first connection: starting the initial import")
+
+    done = connection.connect(ctx, token, initial_import=not no_initial_import, on_saved=on_saved,
+                              progress=ctx.console.progress)
+    if done.run is not None:
+        raise SystemExit(report_outcome(ctx, done.run))
+    if not done.saved.first_save:
         ctx.console.info("token replaced; the next scheduled run uses it (no new initial import)")
 
 
@@ -177,10 +154,7 @@ def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
 def disconnect(**kwargs: Any) -> None:
     """Remove the stored SCALARA token of a tenant (history and record state stay)."""
     ctx = OperatorContext.from_kwargs(kwargs)
-    with ctx.store() as store:
-        store.tenant(ctx.tenant)
-        removed = store.delete_connection(ctx.tenant)
-    if not removed:
+    if not connection.disconnect(ctx):
         click.echo(f"error: tenant '{ctx.tenant}' was not connected; nothing to remove", err=True)
         raise SystemExit(EXIT_ABORTED)
     ctx.console.info(f"SCALARA token removed for tenant '{ctx.tenant}'")

@@ -1,0 +1,85 @@
+"""One tenant's working context: where the state lives, which config and mappings apply.
+
+Faces build a ``Context`` from their input (CLI options, a web request, a job's arguments) and
+hand it to the ops functions; ``dataclasses.replace(ctx, tenant=...)`` gives the same deployment
+for another tenant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, StateError
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass
+class Context:
+    state_path: Path
+    tenant: str = DEFAULT_TENANT
+    config_path: Path | None = None
+    mappings_path: Path | None = None
+    env: Mapping[str, str] | None = None  # None: the process environment (the demo passes {})
+    max_archive_share: float = 0.10       # the mass-archive guard (run and serve)
+    archive_floor: int = 0
+
+    def for_tenant(self, tenant: str) -> Any:
+        """The same deployment, another tenant (keeps the subclass of a face)."""
+        return dataclasses.replace(self, tenant=tenant)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.state_path.parent / "reports" / self.tenant
+
+    @contextmanager
+    def store(self, *, must_exist: bool = True) -> Iterator[Any]:
+        """The state store; only registering a tenant (must_exist=False) may create the file."""
+        from engine.state import StateStore
+
+        if must_exist and not self.state_path.exists():
+            raise StateError(f"no state file at {self.state_path}; register a tenant first (casavi-sync tenant "
+                             f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
+        store = StateStore.open(self.state_path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def connector_config(self) -> Any:
+        from engine.connectors import load_connector_config
+
+        return load_connector_config(self.config_path, env=self.env)
+
+    def mapping_set(self) -> Any:
+        from engine.compile import compile_mappings
+        from engine.paths import MAPPINGS_DIR
+        from engine.validate import load_mapping_set
+
+        where = self.mappings_path or MAPPINGS_DIR
+        specs = load_mapping_set([where])
+        if not specs:
+            raise ConfigError(f"no mapping files (*.yaml) in {where}; point --mappings at the mappings folder")
+        return compile_mappings(specs)
+
+    def clients(self, store: Any) -> tuple[Any, Any]:
+        """SCALARA and casavi clients for this tenant, from the stored connection."""
+        from engine.connectors.casavi import CasaviClient
+        from engine.connectors.scalara import ScalaraClient
+
+        tenant = store.tenant(self.tenant)  # ConfigError with did-you-mean if unknown
+        if not tenant.activated:
+            raise ConfigError(f"the SCALARA interface is not activated for tenant '{self.tenant}'; "
+                              f"the casavi team activates it: casavi-sync tenant activate {self.tenant}")
+        token = store.connection_token(self.tenant)
+        if not token:
+            raise ConfigError(f"tenant '{self.tenant}' has no SCALARA connection yet; an admin saves the "
+                              f"token with: casavi-sync connect --tenant {self.tenant}")
+        key, secret = store.tenant_credentials(self.tenant)
+        config = self.connector_config()
+        return ScalaraClient(config, token), CasaviClient(config, key, secret)

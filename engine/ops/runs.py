@@ -1,0 +1,109 @@
+"""Runs of one tenant: start one (manual, initial, schedule, reconcile), plan one, who holds the lock.
+
+Every face starts a sync through ``start_run``, so the initial import, a manual run, a scheduled
+run and the console's "run now" share one path: the tenant's run lock, the run history, the JSON
+report next to the state file. Progress goes to the ``progress`` callback (phase, kind, done,
+total); nothing is printed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import StateError
+from engine.ops.context import Context
+
+if TYPE_CHECKING:
+    from engine.serve import Runner
+    from engine.sync.apply import Progress
+    from engine.sync.runner import SyncOptions
+    from engine.sync.session import RunOutcome
+
+TRIGGERS = ("manual", "initial", "schedule", "reconcile")
+
+
+def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool = False,
+                 run_date: dt.date | None = None) -> SyncOptions:
+    from engine.sync.runner import SyncOptions
+
+    config = ctx.connector_config()
+    return SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
+                       archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
+                       run_date=run_date)
+
+
+def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = False, reconcile: bool = False,
+              run_date: dt.date | None = None, progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> RunOutcome:
+    """One sync of ``ctx.tenant`` under its run lock; returns the outcome (report included).
+
+    Raises StateError (naming the holder) when another run holds the tenant's lock, and the
+    operator errors of loading mappings, config and the connection; errors during the run are
+    recorded in the outcome (``outcome == "aborted"``). An initial import that was not aborted
+    marks the connection's initial import as done.
+    """
+    from engine.sync.session import run_for_tenant
+
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}")
+    options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date)
+    mset = ctx.mapping_set()
+    with ctx.store() as store:
+        scalara, casavi = ctx.clients(store)
+        with scalara, casavi:
+            def stats() -> dict[str, Any]:
+                return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
+
+            outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
+                                     report_dir=ctx.report_dir, progress=progress, should_stop=should_stop,
+                                     stats=stats)
+            if trigger == "initial" and outcome.outcome != "aborted":
+                store.mark_initial_import(ctx.tenant, outcome.run_id)
+    return outcome
+
+
+def plan(ctx: Context, *, reconcile: bool = False, run_date: dt.date | None = None,
+         progress: Progress | None = None, mset: Any = None) -> Any:
+    """What a run would do now (``engine.sync.runner.Prepared``); writes nothing anywhere."""
+    from engine.sync.session import plan_for_tenant
+
+    options = sync_options(ctx, reconcile=reconcile, run_date=run_date)
+    mset = mset or ctx.mapping_set()
+    with ctx.store() as store:
+        scalara, casavi = ctx.clients(store)
+        with scalara, casavi:
+            return plan_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, progress)
+
+
+def lock_holder(ctx: Context) -> Any:
+    """Who syncs ctx.tenant right now (``LockInfo``), or None."""
+    with ctx.store() as store:
+        return store.lock_holder(ctx.tenant)
+
+
+def scheduled_runner(ctx: Context) -> Runner:
+    """The production runner of ``serve``: one scheduled ``start_run`` per call.
+
+    Each call works on a copy of ``ctx`` for the tenant (so reports land in that tenant's folder)
+    and opens its own store, because it runs on a worker thread. No progress: parallel runs would
+    interleave it; the loop logs start and end. A lock held by someone else comes back as BUSY.
+    """
+    from engine.serve import BUSY, RunResult, total_counts
+
+    def run(tenant: str, should_stop: Callable[[], bool]) -> RunResult:
+        tctx = ctx.for_tenant(tenant)
+        try:
+            outcome = start_run(tctx, trigger="schedule", should_stop=should_stop)
+        except StateError as exc:
+            with tctx.store() as store:
+                holder = store.lock_holder(tenant)
+            if holder is None:
+                raise
+            return RunResult(tenant, BUSY, error=str(exc))
+        return RunResult(tenant, outcome.outcome, outcome.run_id, total_counts(outcome.report["counts"]),
+                         str(outcome.error) if outcome.error else None, float(outcome.report.get("durationS", 0)),
+                         str(outcome.report_path) if outcome.report_path else None)
+
+    return run
