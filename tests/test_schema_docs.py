@@ -15,6 +15,7 @@ from engine.catalog import casavi_kinds, scalara_resources
 from engine.functions import BUILTIN, CUSTOM, REGISTRY
 from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR, mapping_files
 from engine.validate import FIELD_FORMS, SCHEMA_LINE
+from engine.validate.schema_targets import DEF_PREFIX, apply, render
 
 SCHEMA: dict[str, Any] = json.loads(MAPPING_SCHEMA.read_text(encoding="utf-8"))
 DEFS: dict[str, Any] = SCHEMA["$defs"]
@@ -57,6 +58,8 @@ def test_every_node_has_description_and_examples(where: str, node: dict[str, Any
 
 def test_every_object_rejects_unknown_keys() -> None:
     for where, node in _all_nodes():
+        if where.startswith("$defs." + DEF_PREFIX):
+            continue  # completion only; the semantic validator judges casavi fields against the catalog
         if "properties" in node:
             assert node.get("additionalProperties") is False, f"{where} accepts unknown keys"
 
@@ -124,3 +127,62 @@ def test_shipped_mapping_binds_the_schema(path: Path) -> None:
 def test_shipped_mapping_validates_against_the_schema_alone(path: Path) -> None:
     data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
     assert list(Draft202012Validator(SCHEMA).iter_errors(data)) == []
+
+
+def test_schema_is_in_step_with_the_casavi_catalog() -> None:
+    """Field completion is generated from engine/catalog/casavi.yaml; regenerate after changing it."""
+    assert MAPPING_SCHEMA.read_text(encoding="utf-8") == render(apply(SCHEMA, casavi_kinds())), (
+        "mapping.schema.json is out of step with the casavi catalog: run python -m engine.validate.schema_targets")
+
+
+def _fields_schema_for(target: str) -> dict[str, Any]:
+    """What an editor sees under rules[].fields of a file with this target (the if/then that matches)."""
+    matched = [c["then"] for c in SCHEMA["allOf"] if c["if"]["properties"]["target"]["const"] == target]
+    assert len(matched) == 1
+    ref = matched[0]["properties"]["rules"]["items"]["properties"]["fields"]["$ref"]
+    node: dict[str, Any] = DEFS[ref.rsplit("/", 1)[1]]
+    return node
+
+
+@pytest.mark.parametrize("target", list(casavi_kinds()))
+def test_fields_complete_the_casavi_field_names_of_the_target(target: str) -> None:
+    fields = _fields_schema_for(target)
+    assert list(fields["properties"]) == list(casavi_kinds()[target]["fields"])
+    for name, spec in casavi_kinds()[target]["fields"].items():
+        text = fields["properties"][name]["description"]
+        assert f"casavi {target}.{name}" in text
+        assert ("required" in text) == bool(spec.get("required"))
+
+
+def test_enumerated_fields_complete_their_allowed_values_in_value_maps() -> None:
+    salutation = _fields_schema_for("contacts")["properties"]["salutation"]["properties"]
+    usage = _fields_schema_for("units")["properties"]["usage"]["properties"]
+    for node, values in ((salutation, ["MR", "MRS", "DIVERSE", None]), (usage, ["PRIVATE", "COMMERCIAL", None])):
+        assert node["values"]["additionalProperties"]["anyOf"][0]["enum"] == values
+        assert node["default"]["anyOf"][0]["enum"] == values
+        assert node["const"]["anyOf"][0]["enum"] == values
+    contract_type = _fields_schema_for("contracts")["properties"]["type"]["properties"]
+    assert contract_type["const"]["anyOf"][0]["enum"] == ["OWNER", "RENTER"]  # required: null not offered
+
+
+def test_field_completion_changes_no_verdict() -> None:
+    """Completion only: a wrong value is still the semantic validator's finding, not a schema error."""
+    validator = Draft202012Validator(SCHEMA)
+    doc = {"mapping": "units", "target": "units", "rules": [{
+        "name": "unit", "source": "units", "id": "ref_id('u', id)",
+        "fields": {"name": "number", "usage": {"map": "type", "values": {"APARTMENT": "PRIVAT"}, "default": None},
+                   "nonsense": "number"}}]}
+    assert list(validator.iter_errors(doc)) == []
+    bad = {**doc, "rules": [{**doc["rules"][0], "fields": {"usage": {"map": "type", "values": {"A": [1]},
+                                                                      "default": None}}}]}
+    assert len(list(validator.iter_errors(bad))) == 1  # reported once, by the base schema
+
+
+def test_catalog_change_shows_up_in_the_generated_schema() -> None:
+    kinds = {k: dict(v) for k, v in casavi_kinds().items()}
+    kinds["units"] = {**kinds["units"], "fields": {**kinds["units"]["fields"],
+                                                   "heating": {"type": "enum", "values": ["GAS", "OIL"]}}}
+    regenerated = apply(SCHEMA, kinds)
+    heating = regenerated["$defs"][DEF_PREFIX + "units"]["properties"]["heating"]
+    assert heating["properties"]["values"]["additionalProperties"]["anyOf"][0]["enum"] == ["GAS", "OIL"]
+    assert render(regenerated) != MAPPING_SCHEMA.read_text(encoding="utf-8")
