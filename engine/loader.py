@@ -340,7 +340,47 @@ def _syntax_diagnostic(exc: Any, name: str, lines: list[str]) -> Diagnostic:
         hint = "a value containing ': ' must be quoted, e.g. \"a: b\""
     elif "another document" in problem:
         hint = "a mapping file holds one YAML document; remove the extra '---'"
+    indent = _indentation_hint(lines, line)
+    if indent and "\t" not in problem and "another document" not in problem:
+        message = "YAML syntax error: wrong indentation (" + problem + ")"
+        hint = indent
     return _diag(name, lines, line, col, message, "yaml-syntax", hint)
+
+
+def _indentation_hint(lines: list[str], line: int) -> str | None:
+    """A hint when ``line`` (1-based) starts in a column no line above it opens a block at.
+
+    Keys of one mapping (and items of one list) line up in one column; a line indented one space
+    more or less than its siblings is the commonest YAML syntax error in hand-edited files.
+    """
+    if not 1 <= line <= len(lines):
+        return None
+    text = lines[line - 1]
+    if not text.strip() or text.lstrip().startswith("#"):
+        return None
+    column = len(text) - len(text.lstrip(" "))
+    levels: set[int] = set()
+    previous: tuple[int, int] | None = None  # (line, content column) of the nearest content line above
+    for number in range(line - 1, 0, -1):
+        above = lines[number - 1]
+        stripped = above.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        start = len(above) - len(above.lstrip(" "))
+        levels.add(start)
+        content = start
+        while above[content:content + 2] == "- ":  # "- name: x": the item's keys start after the dash
+            content += 2
+            while above[content:content + 1] == " ":
+                content += 1
+            levels.add(content)
+        if previous is None:
+            previous = (number, content)
+    if column in levels or previous is None:
+        return None
+    number, expected = previous
+    return (f"line {line} is indented {column} space{'s' if column != 1 else ''}, but no block above it is "
+            f"(line {number}: {expected}); keys of one mapping must line up in one column, nested keys further in")
 
 
 def _prescan(yaml: Any, text: str, name: str, lines: list[str]) -> list[Diagnostic]:

@@ -86,6 +86,8 @@ def validate_paths(paths: Sequence[str | Path]) -> ValidationResult:
     shown = {str(p) for p in requested}
     diagnostics: list[Diagnostic] = []
     loaded: list[MappingFile] = []
+    unreadable: set[str] = set()  # mapping names that files which cannot be read may define
+    broken: set[str] = set()      # those files
     for path in [*requested, *context]:
         if not path.exists():
             diagnostics.append(Diagnostic(file=str(path), line=0, col=0, message="no such file or folder",
@@ -94,6 +96,8 @@ def validate_paths(paths: Sequence[str | Path]) -> ValidationResult:
         doc, problems = load_document(path, str(path))
         diagnostics.extend(problems)
         if doc is None:
+            unreadable.update(_names_in_unreadable(path))
+            broken.add(str(path))
             continue
         diagnostics.extend(_schema_line(doc.file, doc.lines))
         if not isinstance(doc.root, dict):
@@ -104,9 +108,10 @@ def validate_paths(paths: Sequence[str | Path]) -> ValidationResult:
         checker = SchemaChecker(doc)
         diagnostics.extend(checker.run())
         loaded.append(MappingFile(doc, checker.bad_paths))
-    diagnostics.extend(SetChecker(loaded).run())
+    diagnostics.extend(SetChecker(loaded, unreadable).run())
     diagnostics = [d for d in diagnostics if d.file in shown]
-    diagnostics.sort(key=lambda d: (d.file, d.line, d.col, d.code, d.message))
+    # A file that cannot be read is reported first: its syntax error explains what follows.
+    diagnostics.sort(key=lambda d: (d.file not in broken, d.file, d.line, d.col, d.code, d.message))
     failed = {d.file for d in diagnostics if d.severity == "error"}
     mappings = {mf.name: mf.spec for mf in loaded
                 if mf.name is not None and mf.doc.file in shown and mf.doc.file not in failed}
@@ -119,6 +124,20 @@ def load_mapping_set(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     if result.errors:
         raise SpecError(result.errors)
     return result.mappings
+
+
+_MAPPING_LINE = re.compile(r"^mapping:\s*[\"']?([A-Za-z0-9_-]+)", re.MULTILINE)
+
+
+def _names_in_unreadable(path: Path) -> set[str]:
+    """The mapping name a file that cannot be parsed probably defines (its mapping: line, its stem)."""
+    names = {path.stem}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return names
+    names.update(m.group(1) for m in _MAPPING_LINE.finditer(text))
+    return names
 
 
 def _schema_line(file: str, lines: list[str]) -> list[Diagnostic]:

@@ -80,16 +80,94 @@ def parse(expression: str) -> tuple[Parsed | None, str | None, int]:
         ast = parser.Parser().parse(expression).parsed
         tokens = list(lexer.Lexer().tokenize(expression))
     except exceptions.LexerError as exc:
-        return None, f"invalid expression: {exc.msg}" if exc.msg else "invalid expression", int(exc.lex_position)
+        return None, "invalid expression: " + _lexer_text(exc), int(exc.lex_position)
     except exceptions.IncompleteExpressionError as exc:
-        return None, "invalid expression: it ends too early", int(exc.lex_position)
+        return None, "invalid expression: " + _incomplete_text(expression), int(exc.lex_position)
     except exceptions.ParseError as exc:
-        token = exc.token_value
-        text = f"unexpected '{token}'" if token not in (None, "") else f"unexpected {exc.token_type}"
-        return None, f"invalid expression: {text}", int(exc.lex_position)
+        position = int(exc.lex_position)
+        return None, "invalid expression: " + _parse_error_text(expression, exc, position), position
     except (exceptions.JMESPathError, RecursionError, ValueError, TypeError) as exc:
         return None, f"invalid expression: {type(exc).__name__}", 0
     return Parsed(cast("dict[str, Any]", ast), cast("list[dict[str, Any]]", tokens)), None, 0
+
+
+_TOKEN_TEXT = {
+    "comma": "','", "colon": "':'", "rparen": "')'", "lparen": "'('", "rbracket": "']'", "lbracket": "'['",
+    "rbrace": "'}'", "lbrace": "'{'", "dot": "'.'", "pipe": "'|'", "eof": "the end",
+    "quoted_identifier": "a field name", "unquoted_identifier": "a field name",
+}
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_OPERATORS = ("||", "&&", "==", "!=", "<=", ">=", "|", ".", ",", "<", ">", "!", ":", "?")
+
+
+def _open_brackets(expression: str, end: int) -> list[tuple[str, int]]:
+    """The brackets still open at ``end`` (outside quotes and literals): (bracket, offset)."""
+    stack: list[tuple[str, int]] = []
+    quote = ""
+    for i, ch in enumerate(expression[:end]):
+        if quote:
+            if ch == quote and expression[i - 1] != "\\":
+                quote = ""
+        elif ch in "'`\"":
+            quote = ch
+        elif ch in _CLOSERS:
+            stack.append((ch, i))
+        elif ch in ")]}" and stack and _CLOSERS[stack[-1][0]] == ch:
+            stack.pop()
+    return stack
+
+
+def _ending_operator(text: str) -> str | None:
+    stripped = text.rstrip()
+    return next((op for op in _OPERATORS if stripped.endswith(op)), None)
+
+
+def _incomplete_text(expression: str) -> str:
+    """What the expression lacks at its end: a closing bracket, or an operand after an operator."""
+    operator = _ending_operator(expression)
+    if operator and operator not in "([{":
+        return f"expected an expression after '{operator}' at the caret, but the expression ends"
+    stack = _open_brackets(expression, len(expression))
+    if stack:
+        bracket, offset = stack[-1]
+        return (f"expected '{_CLOSERS[bracket]}' at the caret to close the '{bracket}' at column {offset + 1} "
+                f"of the expression, but the expression ends")
+    return "expected more at the caret, but the expression ends"
+
+
+def _parse_error_text(expression: str, exc: Any, position: int) -> str:
+    token = exc.token_value
+    found = "the end" if exc.token_type == "eof" or token in (None, "") else f"'{token}'"
+    msg = str(getattr(exc, "msg", "") or "")
+    if msg.startswith("Expecting: "):
+        wanted_raw = msg[len("Expecting: "):].split(", got:", 1)[0].strip("[] ")
+        wanted = [w.strip(" '") for w in wanted_raw.split(",")]
+        names = list(dict.fromkeys(_TOKEN_TEXT.get(w, w) for w in wanted))
+        stack = _open_brackets(expression, position)
+        if names == ["','"] and stack:
+            names.append(f"'{_CLOSERS[stack[-1][0]]}'")
+        return f"expected {' or '.join(names)} at the caret, found {found}"
+    operator = _ending_operator(expression[:position])
+    if operator:
+        return f"expected an expression after '{operator}' at the caret, found {found}"
+    if token in (")", "]", "}") and not any(_CLOSERS[b] == token for b, _ in _open_brackets(expression, position)):
+        opener = {v: k for k, v in _CLOSERS.items()}[str(token)]
+        return f"the '{token}' at the caret closes nothing (no '{opener}' is open before it); remove it"
+    if msg.startswith("Unexpected token"):
+        return (f"expected an operator (. | || && == != < > ...) or the end at the caret, found {found}; "
+                "two names or values next to each other need an operator between them")
+    return f"unexpected {found} at the caret"
+
+
+def _lexer_text(exc: Any) -> str:
+    token = str(getattr(exc, "token_value", "") or "")
+    if token[:1] in ("'", "`", '"'):
+        return f"expected a closing {token[0]} for the {_quoted_kind(token[0])} that starts at the caret"
+    return f"{exc.msg} at the caret" if getattr(exc, "msg", None) else "not a valid expression"
+
+
+def _quoted_kind(quote: str) -> str:
+    return {"'": "text in single quotes", "`": "literal in backticks", '"': "quoted field name"}[quote]
 
 
 def field_names(ast: dict[str, Any]) -> set[str]:

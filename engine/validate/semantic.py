@@ -71,6 +71,9 @@ class SetChecker:
     """Runs every semantic check over a set of mapping files."""
 
     files: list[MappingFile]
+    # Names of mappings that may live in files that could not be read (YAML syntax errors): those
+    # files are reported; references into them are not blamed on the files that make them.
+    unreadable: set[str] = field(default_factory=set)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     rules: list[_RuleInfo] = field(default_factory=list)
     refs: list[_Ref] = field(default_factory=list)
@@ -361,6 +364,8 @@ class SetChecker:
             target = names.get(ref.target_mapping)
             rpath: JsonPath = (*ref.path, "ref")
             if target is None:
+                if ref.target_mapping in self.unreadable:
+                    continue
                 self.add(ref.file, rpath, f"unknown mapping '{ref.target_mapping}'"
                          f"{did_you_mean(ref.target_mapping, list(names))}", "unknown-mapping",
                          "mappings: " + ", ".join(sorted(names)))
@@ -412,6 +417,8 @@ class SetChecker:
                     continue
                 path: JsonPath = ("only_if_referenced_by", index)
                 if other not in names:
+                    if other in self.unreadable:
+                        continue
                     self.add(mf, path, f"unknown mapping '{other}'{did_you_mean(other, list(names))}",
                              "unknown-mapping", "mappings: " + ", ".join(sorted(names)))
                 elif not any(r.file is names[other] and r.target_mapping == mf.name for r in self.refs):
