@@ -112,12 +112,37 @@ def test_wrong_or_revoked_token_names_the_menu_path(cli: Cli) -> None:
     assert old not in result.output
 
 
+def _account_endpoint_config(cli: Cli) -> dict[str, str]:
+    path = cli.state.parent / "connectors.yaml"
+    path.write_text("scalara: {me_path: /me}\n", encoding="utf-8")
+    return {"CASAVI_SYNC_CONNECTOR_CONFIG": str(path)}
+
+
 def test_token_of_another_scalara_account_is_refused(cli: Cli) -> None:
+    """With an account endpoint configured (not in the contract, so off by default)."""
     cli.tenant()
-    assert cli("connect", "--no-initial-import", "--token-stdin",
-               input=cli.sb.generate_scalara_token() + "\n").exit_code == 0
+    env = _account_endpoint_config(cli)
+    first = cli("connect", "--no-initial-import", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n",
+                env=env)
+    assert first.exit_code == 0 and "SCALARA account demo" in first.output
     other = cli.sb.generate_scalara_token("other")
-    one_line_error(cli("connect", "--token-stdin", input=other + "\n"), "account 'other'", "disconnect")
+    one_line_error(cli("connect", "--token-stdin", input=other + "\n", env=env), "account 'other'", "disconnect")
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_connect_needs_only_the_contract(cli: Cli, configured: bool) -> None:
+    """A SCALARA without GET /me (the contract has none): connect saves the token and imports,
+    whether or not an account endpoint is configured; the token was checked by a contract call."""
+    cli.sb.scalara.account_endpoint = False
+    cli.tenant()
+    env = _account_endpoint_config(cli) if configured else {}
+    result = cli("connect", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n", env=env)
+    assert result.exit_code in (0, 1), result.output     # 1: the planted bad SCALARA records
+    assert "token saved" in result.output and "run 1 (initial)" in result.output
+    assert "SCALARA account" not in result.output          # unknown, and not required
+    assert cli.sb.casavi_server.counters.writes() > 20
+    bad = cli("connect", "--token-stdin", input="scl_" + "x" * 40 + "\n", env=env)
+    one_line_error(bad, "refused", MENU)
 
 
 def test_run_after_disconnect_says_how_to_connect(cli: Cli) -> None:
@@ -157,3 +182,31 @@ def test_tenant_commands_act_on_the_named_tenant(cli: Cli) -> None:
         assert store.tenant_credentials("default")[0] == cli.sb.casavi_key  # untouched
         assert store.tenant_credentials("acme")[0] == "acme-key-1234"
         assert store.tenant("default").activated and not store.tenant("acme").activated
+
+
+def _all_json(output: str) -> list[dict[str, Any]]:
+    import json
+
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines, output
+    return [json.loads(line) for line in lines]        # a plain-text line fails here
+
+
+def test_json_log_format_holds_for_every_line_including_errors(cli: Cli) -> None:
+    """--log-format json: a rejected token, a usage error, a not-connected disconnect and a good
+    connect each print only JSON objects (a log collector never sees a stray text line)."""
+    cli.tenant()
+    bad = "scl_" + "y" * 40
+    rejected = cli("connect", "--log-format", "json", "--token-stdin", input=bad + "\n")
+    assert rejected.exit_code == 3 and bad not in rejected.output
+    (line,) = _all_json(rejected.output)
+    assert line["level"] == "error" and MENU in line["msg"]
+    unknown = cli("connect", "--log-format", "json", "--tenant", "nope", "--token-stdin", input=bad + "\n")
+    assert unknown.exit_code == 3 and "unknown tenant" in _all_json(unknown.output)[0]["msg"]
+    twice = cli("tenant", "activate", "x", "--tenant", "y", "--log-format", "json")
+    assert twice.exit_code == 2 and "two tenant names" in _all_json(twice.output)[0]["msg"]
+    not_connected = cli("disconnect", "--log-format", "json")
+    assert not_connected.exit_code == 3 and _all_json(not_connected.output)[0]["level"] == "error"
+    good = cli("connect", "--log-format", "json", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
+    assert good.exit_code in (0, 1)
+    assert any(rec.get("event") == "run.end" for rec in _all_json(good.output))

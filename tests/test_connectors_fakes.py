@@ -82,12 +82,18 @@ def _json(status: int, body: Any) -> httpx.Response:
     return httpx.Response(status, json=body)
 
 
-class FakeScalara(Recorder):
-    """Cursor-paginated SCALARA export API with one valid token."""
+SCALARA_RESOURCES = ("properties", "buildings", "units", "contacts", "ownerships", "usages", "property-roles")
 
-    def __init__(self, records: dict[str, list[dict[str, Any]]] | None = None) -> None:
+
+class FakeScalara(Recorder):
+    """Cursor-paginated SCALARA export API with one valid token; only the contract's paths
+    (an account endpoint such as ``/me`` answers only when ``me`` is set)."""
+
+    def __init__(self, records: dict[str, list[dict[str, Any]]] | None = None,
+                 me: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.records = records or {}
+        self.me = me
         self.loop_cursor = False
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -97,12 +103,12 @@ class FakeScalara(Recorder):
         if request.headers.get("authorization") != f"Bearer {SCALARA_TOKEN}":
             return _json(401, {"error": "invalid_token", "message": "token unknown or revoked"})
         parts = request.url.path.removeprefix("/export/v1/").split("/")
-        if parts == ["me"]:
-            return _json(200, {"account": "demo", "scopes": ["export"]})
+        if parts == ["me"] and self.me is not None:
+            return _json(200, self.me)
         resource = parts[0]
-        if resource not in self.records:
+        if resource not in SCALARA_RESOURCES:
             return _json(404, {"error": "not_found", "message": "no such resource"})
-        rows = [r for r in self.records[resource]
+        rows = [r for r in self.records.get(resource, [])
                 if request.url.params.get("includeDeleted") == "true" or not r.get("deleted")]
         if len(parts) == 2:
             found = [r for r in rows if r["id"] == parts[1]]

@@ -99,7 +99,7 @@ def test_secrets_never_appear_in_messages_or_logs(caplog: pytest.LogCaptureFixtu
         sleep=clock.sleep, clock=clock)
     messages.append(repr(scalara))
     with pytest.raises(CasaviSyncError) as info:
-        scalara.whoami()
+        scalara.check_token()
     messages.append(str(info.value))
     assert any("retry" in r.getMessage() for r in caplog.records)          # the logs did say something
     everything = "\n".join(messages) + "\n" + caplog.text

@@ -16,8 +16,8 @@ UNITS = [{"id": f"u{i:04d}", "number": f"WE {i:02d}", "updatedAt": "2025-01-01T0
 
 
 def make(records: dict[str, list[dict[str, Any]]] | None = None, token: str = SCALARA_TOKEN,
-         cfg: Any = None) -> tuple[ScalaraClient, FakeScalara, FakeClock]:
-    fake = FakeScalara(records if records is not None else {"units": UNITS})
+         cfg: Any = None, me: dict[str, Any] | None = None) -> tuple[ScalaraClient, FakeScalara, FakeClock]:
+    fake = FakeScalara(records if records is not None else {"units": UNITS}, me=me)
     clock = FakeClock()
     client = ScalaraClient(cfg or config(), token, transport=httpx.MockTransport(fake.handler),
                            sleep=clock.sleep, clock=clock, rng=lambda: 1.0)
@@ -64,18 +64,38 @@ def test_page_size_comes_from_config(tmp_path: Any) -> None:
     assert fake.requests[0].url.params["limit"] == "300"
 
 
-def test_whoami_and_get() -> None:
-    client, _, _ = make()
-    assert client.whoami() == {"account": "demo", "scopes": ["export"]}
+def test_token_check_uses_only_the_contract() -> None:
+    """The contract has no account endpoint: a token is proven by the first page of a resource
+    (limit=1); nothing else is asked unless an account endpoint is configured."""
+    client, fake, _ = make()
+    assert client.check_token() is None
+    (request,) = fake.requests
+    assert request.url.path == "/export/v1/properties" and dict(request.url.params) == {"limit": "1"}
     assert client.get("units", "u0007") == UNITS[6]
     assert client.get("units", "nope") is None
+
+
+def test_configured_account_endpoint_is_used_when_present_and_never_required(tmp_path: Any) -> None:
+    from engine.connectors import load_connector_config
+
+    ops = tmp_path / "ops.yaml"
+    ops.write_text("scalara: {me_path: /me}\n", encoding="utf-8")
+    cfg = load_connector_config(ops, env={})
+    client, fake, _ = make(cfg=cfg, me={"accountId": "a-1", "accountName": "demo"})
+    assert client.check_token() == {"accountId": "a-1", "accountName": "demo"}
+    assert [r.url.path for r in fake.requests] == ["/export/v1/properties", "/export/v1/me"]
+    absent, fake, _ = make(cfg=cfg)                                   # 404: fine, account unknown
+    assert absent.check_token() is None
+    broken, fake, _ = make(cfg=cfg, me={})
+    fake.fail(1, (500, {}, {"error": "internal", "message": "-"}), lambda r: r.url.path.endswith("/me"))
+    assert broken.check_token() is None
 
 
 def test_wrong_token_tells_the_admin_where_to_generate_one() -> None:
     bad = "scl_" + "x" * 40
     client, fake, clock = make(token=bad)
     with pytest.raises(AuthError) as info:
-        client.whoami()
+        client.check_token()
     message = str(info.value)
     assert "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren" in message
     assert "casavi-sync connect" in message
@@ -116,7 +136,7 @@ def test_429_waits_as_told(retry_after: str, waited: float) -> None:
     if retry_after.startswith("date+"):
         retry_after = email.utils.formatdate(clock() + int(retry_after[5:]), usegmt=True)
     fake.fail(1, (429, {"Retry-After": retry_after}, {"error": "rate_limited", "message": "-"}))
-    assert client.whoami()["account"] == "demo"
+    assert client.check_token() is None
     assert clock.sleeps == [pytest.approx(waited)]
     assert client.stats["throttled"] == 1
 
@@ -134,7 +154,7 @@ def test_malformed_body_is_retried_like_a_5xx() -> None:
 def test_connection_errors_and_timeouts_are_retried(error: type[Exception]) -> None:
     client, fake, _ = make()
     fake.fail(3, error("network down"))
-    assert client.whoami()["account"] == "demo"
+    assert client.check_token() is None
     assert client.stats["retries"] == 3
 
 
@@ -161,8 +181,8 @@ def test_cursor_loop_is_stopped() -> None:
 def test_other_statuses_fail_without_retry() -> None:
     client, fake, clock = make()
     fake.fail(1, (500, {}, {"error": "internal", "message": "stack overflow"}))
-    with pytest.raises(NetworkError, match=r"SCALARA: GET /me answered HTTP 500 internal: stack overflow"):
-        client.whoami()
+    with pytest.raises(NetworkError, match=r"SCALARA: GET /properties answered HTTP 500 internal: stack overflow"):
+        client.check_token()
     assert clock.sleeps == []
 
 
@@ -171,4 +191,4 @@ def test_context_manager_closes_and_repr_hides_the_token() -> None:
     with client as c:
         assert SCALARA_TOKEN not in repr(c)
     with pytest.raises(RuntimeError):
-        c.whoami()
+        c.check_token()

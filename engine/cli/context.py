@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.console import Console
-from engine.errors import CasaviSyncError, OperatorError, SpecError
+from engine.errors import CasaviSyncError, SpecError
 from engine.ops.context import DEFAULT_TENANT as DEFAULT_TENANT
 from engine.ops.context import Context
 
@@ -81,34 +81,48 @@ class OperatorContext(Context):
 
 
 def handle_errors(func: F) -> F:
-    """Turn engine errors into one-line messages and documented exit codes; never a traceback."""
+    """Turn engine errors into one-line messages and documented exit codes; never a traceback.
+
+    Under ``--log-format json`` every line is a JSON object, error lines included.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_logs = kwargs.get("log_format") == "json"
+
+        def say(message: str, plain: str | None = None, **fields: Any) -> None:
+            if json_logs:
+                Console(log_format="json").error(message, **fields)
+            else:
+                click.echo(f"error: {message}" if plain is None else plain, err=True)
+
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
             for d in exc.diagnostics[:20]:
-                click.echo(f"{d.location()}: {d.severity}: {d.message}", err=True)
-            click.echo("the mappings are invalid; run `casavi-sync validate` for details", err=True)
-            raise SystemExit(EXIT_ABORTED) from None
-        except OperatorError as exc:
-            click.echo(f"error: {exc}", err=True)
+                say(d.message, f"{d.location()}: {d.severity}: {d.message}", severity=d.severity,
+                    location=d.location())
+            invalid = "the mappings are invalid; run `casavi-sync validate` for details"
+            say(invalid, invalid)
             raise SystemExit(EXIT_ABORTED) from None
         except CasaviSyncError as exc:
-            click.echo(f"error: {exc}", err=True)
+            say(str(exc))
             raise SystemExit(EXIT_ABORTED) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            say("interrupted", "interrupted")
             raise SystemExit(130) from None
-        except (SystemExit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except click.ClickException as exc:
+            if not json_logs:
+                raise
+            say(exc.format_message())
+            raise SystemExit(exc.exit_code) from None
+        except (SystemExit, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug, not the user's mistake: one line, details on request
             if env_flag("CASAVI_SYNC_DEBUG"):
                 raise
-            click.echo(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in casavi-sync. "
-                       f"Nothing stored was lost; rerun with CASAVI_SYNC_DEBUG=1 for the traceback and "
-                       f"report it.", err=True)
+            say(f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in casavi-sync. "
+                f"Nothing stored was lost; rerun with CASAVI_SYNC_DEBUG=1 for the traceback and report it.")
             raise SystemExit(EXIT_ABORTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -113,8 +113,10 @@ def tenant_list(**kwargs: Any) -> None:
 
 
 def announce_saved(ctx: OperatorContext, saved: connection.TokenSaved) -> None:
-    ctx.console.info(f"token saved for tenant '{saved.tenant}' (SCALARA account "
-                     f"{saved.account_name or saved.account_id}, token {saved.token_fingerprint or '?'})")
+    account = saved.account_name or saved.account_id      # known only from a configured account endpoint
+    ctx.console.info(f"token saved for tenant '{saved.tenant}' ("
+                     + (f"SCALARA account {account}, " if account else "")
+                     + f"token {saved.token_fingerprint or '?'})")
 
 
 @main.command()
@@ -155,6 +157,6 @@ def disconnect(**kwargs: Any) -> None:
     """Remove the stored SCALARA token of a tenant (history and record state stay)."""
     ctx = OperatorContext.from_kwargs(kwargs)
     if not connection.disconnect(ctx):
-        click.echo(f"error: tenant '{ctx.tenant}' was not connected; nothing to remove", err=True)
+        ctx.console.error(f"tenant '{ctx.tenant}' was not connected; nothing to remove")
         raise SystemExit(EXIT_ABORTED)
     ctx.console.info(f"SCALARA token removed for tenant '{ctx.tenant}'")

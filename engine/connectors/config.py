@@ -94,7 +94,7 @@ class ScalaraConfig:
     base_url: str
     auth_header: str
     auth_scheme: str
-    me_path: str
+    me_path: str | None                 # optional account endpoint; None = not configured
     resources: Mapping[str, str]
     record_path: str
     page_size_param: str
@@ -356,7 +356,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         base_url=s["base_url"],
         auth_header=s["auth"]["header"],
         auth_scheme=s["auth"]["scheme"],
-        me_path=s["me_path"],
+        me_path=s.get("me_path") or None,
         resources=MappingProxyType(dict(s["resources"])),
         record_path=s["record_path"],
         page_size_param=s["pagination"]["page_size_param"],

@@ -6,7 +6,7 @@ parameters, envelope keys, the auth header) comes from ``ConnectorConfig.scalara
 published its export API, so none of it is hard-coded here.
 
     with ScalaraClient(load_connector_config(), token) as scalara:
-        scalara.whoami()                               # check a token before saving it
+        scalara.check_token()                          # check a token before saving it
         for page in scalara.iter_pages("units", updated_since="2025-01-01T00:00:00Z"):
             ...
 
@@ -30,7 +30,7 @@ import httpx
 
 from engine.connectors.config import ConnectorConfig, ScalaraConfig
 from engine.connectors.retry import Clock, Sleep, TransientResponse, http_timeout, pacing
-from engine.errors import AuthError, ConfigError, NetworkError
+from engine.errors import AuthError, ConfigError, NetworkError, OperatorError
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,24 @@ class ScalaraClient:
 
     # -- public API -------------------------------------------------------------------------
 
-    def whoami(self) -> dict[str, Any]:
-        """GET the "me" path: proves the token works (used before the token is saved)."""
-        body = self._get(self.config.me_path, None, allow_404=False)
-        if not isinstance(body, dict):
-            raise NetworkError(f"{SERVICE}: GET {self.config.me_path} answered with no JSON object")
-        return body
+    def check_token(self) -> dict[str, Any] | None:
+        """Prove the token works before it is saved; return the account, if SCALARA tells it.
+
+        The proof is a call the contract has: the first page of the first configured resource
+        with a page size of 1. An account endpoint (``me_path``) is not in the contract: it is asked
+        only when configured, and its absence or failure is not an error (None: account unknown).
+        """
+        cfg = self.config
+        self._page(self._resource_path(next(iter(cfg.resources))), {cfg.page_size_param: "1"})
+        if not cfg.me_path:
+            return None
+        try:
+            body = self._get(cfg.me_path, None, allow_404=True)
+        except OperatorError as exc:
+            log.info("%s: the account endpoint %s did not answer usefully (%s); account unknown",
+                     SERVICE, cfg.me_path, type(exc).__name__)
+            return None
+        return body if isinstance(body, dict) else None
 
     def iter_pages(self, resource: str, *, updated_since: str | None = None,
                    include_deleted: bool = False) -> Iterator[list[dict[str, Any]]]:

@@ -4,7 +4,7 @@ The flow of the seed's "Administration > Anbindungen > SCALARA" page, for every 
 
 1. the casavi team activates the interface (``activate``); before that no token is accepted;
 2. an admin saves the token generated in SCALARA (``save_token``): it is checked against SCALARA
-   first, then stored (the state file is 0600) and from then on only its fingerprint is shown;
+   first (the first page of a resource; an account endpoint only when configured), then stored (the state file is 0600) and from then on only its fingerprint is shown;
 3. the first save ever starts the initial import (``connect`` does both); a later save replaces
    the token and the next scheduled run uses it;
 4. ``disconnect`` removes the token; history and record state stay.
@@ -71,12 +71,14 @@ def deactivate(ctx: Context) -> Any:
 
 
 def check_token(ctx: Context, token: str) -> dict[str, Any]:
-    """SCALARA's "me" answer for ``token``; AuthError naming the SCALARA menu when it is refused."""
+    """Prove ``token`` with a contract call; the account (``accountId``, ``accountName``) only when
+    an account endpoint is configured and answers, else {}. AuthError naming the SCALARA menu when
+    the token is refused."""
     from engine.connectors.scalara import ScalaraClient
 
     try:
         with ScalaraClient(ctx.connector_config(), token) as client:
-            return client.whoami()
+            return client.check_token() or {}
     except AuthError:
         raise AuthError(f"SCALARA refused this token (wrong or revoked). An admin generates a new one in "
                         f"{SCALARA_MENU}, then runs casavi-sync connect again") from None

@@ -15,7 +15,8 @@ Records are never changed in place: a mutation stores a new dict, so a page bein
 another thread never sees a half-written record.
 
 Choices API.md leaves open (all [assumed], listed in docs/sandbox-data.md):
-- ``GET /me`` -> ``{"accountId", "accountName"}`` lets a connector check a token before saving it;
+- ``GET /me`` -> ``{"accountId", "accountName"}``: an account endpoint the contract lacks; the engine
+  uses it only when ``scalara.me_path`` configures it (``account_endpoint = False`` switches it off);
 - the cursor is base64url of ``<resource>:<last id>``; a cursor of another resource is rejected;
 - ``updatedSince`` is inclusive and needs an explicit zone (``Z`` or ``+hh:mm``);
 - tombstones honour ``updatedSince`` through their ``deletedAt``; ``GET /<resource>/<id>`` of a
@@ -194,6 +195,7 @@ class ScalaraApp:
         self.clock = clock
         self.tombstone_days = tombstone_days
         self.max_body_bytes = max_body_bytes
+        self.account_endpoint = True               # False: GET /me is 404, as in a contract-only SCALARA
         self._users = {ADMIN_USER: (_hash(admin_password), True), STAFF_USER: (_hash(user_password), False)}
         self._accounts: dict[str, _Account] = {}
         self._tokens: dict[str, str] = {}          # sha256 of token -> account name
@@ -415,7 +417,7 @@ class ScalaraApp:
         if parts[:1] == ["sandbox"]:
             return self._sandbox(request, parts[1:])
         acct = self._authenticate(request)
-        if len(parts) == 1 and parts[0] == "me":
+        if len(parts) == 1 and parts[0] == "me" and self.account_endpoint:
             _allow(request, "GET")
             _no_query(request)
             return 200, {"accountId": acct.account_id, "accountName": acct.name}
