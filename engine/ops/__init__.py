@@ -8,6 +8,7 @@ engine/cli   engine/web   engine/fleet      faces: parse input, call ops, render
                                         the first save starts the initial import), disconnect
                             runs        start a run (manual, initial, schedule), plan, its outcome
                             records     explain one record live (the same trace as `explain`)
+                            keys        rotate the key that encrypts the stored secrets
             |
    explain, serve, sync/, connectors, state/
 ```

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, StateError
+from engine.secrets import SecretBox
 from engine.state.db import translate_errors
 
 Clock = Callable[[], dt.datetime]
@@ -51,8 +52,9 @@ class StoreBase:
     _db: sqlite3.Connection | None
     path: Path
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock, box: SecretBox | None = None) -> None:
         self._db = db
+        self._box = box if box is not None else SecretBox.for_state(path)
         self.path = path
         self._clock = clock
         self._batch_depth = 0
@@ -156,6 +158,14 @@ class StoreBase:
                 raise
             db.execute("COMMIT")
 
+    # -- secrets (encrypted before they are stored, decrypted after they are read) ---------------
+
+    def _seal(self, plaintext: str) -> str:
+        return self._box.seal(plaintext)
+
+    def _unseal(self, stored: str | None) -> str | None:
+        return None if stored is None else self._box.unseal(stored)
+
     # -- tenants ------------------------------------------------------------------------------
 
     def _tenant_names(self) -> list[str]:
@@ -192,7 +202,8 @@ class StoreBase:
                 row = db.execute(
                     "SELECT t.casavi_key, t.casavi_secret, c.scalara_token FROM tenants t "
                     "LEFT JOIN connections c ON c.tenant = t.name WHERE t.name = ?", (tenant,)).fetchone()
-            secrets = tuple(s for s in (row or ()) if s and len(s) >= 6)
+            plain = (self._unseal(s) for s in (row or ()))
+            secrets = tuple(s for s in plain if s and len(s) >= 6)
             self._secrets[tenant] = secrets
         for secret in secrets:
             text = text.replace(secret, "***")

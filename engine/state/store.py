@@ -15,28 +15,34 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.errors import StateError
+from engine.secrets import SecretBox
 from engine.state.base import Clock, utc_now
 from engine.state.db import connect, tight_umask, tighten_mode, translate_errors
 from engine.state.locks import LocksMixin, _Lock
 from engine.state.migrations import migrate, user_version
 from engine.state.records import RecordsMixin
 from engine.state.runs import RunsMixin
+from engine.state.sealed import SecretsMixin
 from engine.state.tenants import TenantsMixin
 
 
-class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin):
+class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin):
     """Tenants, connections, per-record sync state, run history and locks in one SQLite file."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock) -> None:
-        super().__init__(db, path, clock)
+    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock, box: SecretBox | None = None) -> None:
+        super().__init__(db, path, clock, box)
         self._held: set[_Lock] = set()
 
     @classmethod
-    def open(cls, path: str | Path, *, clock: Clock | None = None) -> StateStore:
+    def open(cls, path: str | Path, *, clock: Clock | None = None, secrets: SecretBox | None = None,
+             check_secrets: bool = True) -> StateStore:
         """Open (creating it 0600, with parent directories 0700) and migrate the state file.
 
         ``clock`` returns an aware ``datetime`` (tests pass e.g. ``sandbox_clock.now``).
-        Raises StateError for a damaged, foreign or newer file; such files are left untouched.
+        ``secrets`` encrypts and decrypts the stored secrets (default: the key configured for
+        ``path``, see engine/secrets.py). Raises StateError for a damaged, foreign or newer file;
+        such files are left untouched. Raises ``SecretKeyError`` when the key does not decrypt the
+        stored secrets (``check_secrets=False`` is for ``rotate-key --forget-unreadable`` only).
         """
         where = Path(path).expanduser()
         with tight_umask():
@@ -44,8 +50,11 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin):
             try:
                 with translate_errors(where):
                     migrate(db)
-                store = cls(db, where, clock or utc_now)
+                store = cls(db, where, clock or utc_now, secrets)
                 store.ensure_default_tenant()
+                if check_secrets:
+                    store.verify_secrets()
+                    store.seal_plaintext_secrets()
             except BaseException:
                 db.close()
                 raise

@@ -34,11 +34,6 @@ TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TENANT_COLUMNS = "name, activated, activated_at, created_at, casavi_key"
 
 
-def _tenant(row: sqlite3.Row | tuple[Any, ...]) -> Tenant:
-    return Tenant(name=row[0], activated=bool(row[1]), activated_at=row[2], created_at=row[3],
-                  casavi_key_fingerprint=fingerprint(row[4]))
-
-
 def check_tenant_name(name: str) -> None:
     if not TENANT_NAME.match(name or ""):
         raise ConfigError(
@@ -47,6 +42,10 @@ def check_tenant_name(name: str) -> None:
 
 
 class TenantsMixin(StoreBase):
+    def _tenant(self, row: sqlite3.Row | tuple[Any, ...]) -> Tenant:
+        return Tenant(name=row[0], activated=bool(row[1]), activated_at=row[2], created_at=row[3],
+                      casavi_key_fingerprint=fingerprint(self._unseal(row[4])))
+
     # -- tenants ------------------------------------------------------------------------------
 
     def ensure_default_tenant(self) -> None:
@@ -66,7 +65,7 @@ class TenantsMixin(StoreBase):
                 "INSERT INTO tenants (name, casavi_key, casavi_secret, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET casavi_key = excluded.casavi_key, "
                 "casavi_secret = excluded.casavi_secret",
-                (name, casavi_key, casavi_secret, self.now()),
+                (name, self._seal(casavi_key), self._seal(casavi_secret), self.now()),
             )
         self._forget_tenant_caches(name)
         tenant = self.get_tenant(name)
@@ -76,7 +75,7 @@ class TenantsMixin(StoreBase):
     def get_tenant(self, name: str) -> Tenant | None:
         with self._read() as db:
             row = db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE name = ?", (name,)).fetchone()
-        return _tenant(row) if row else None
+        return self._tenant(row) if row else None
 
     def tenant(self, name: str) -> Tenant:
         """Like ``get_tenant``, but an unknown name is the operator's mistake (did-you-mean)."""
@@ -87,7 +86,7 @@ class TenantsMixin(StoreBase):
 
     def list_tenants(self) -> list[Tenant]:
         with self._read() as db:
-            return [_tenant(row) for row in db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name")]
+            return [self._tenant(row) for row in db.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name")]
 
     def activate_tenant(self, name: str) -> Tenant:
         """Switch scheduled syncs on; ``activated_at`` keeps the first moment of the current activation."""
@@ -135,7 +134,7 @@ class TenantsMixin(StoreBase):
             raise self._unknown_tenant(name)
         if not row[0] or not row[1]:
             raise ConfigError(f"tenant '{name}' has no casavi API key and secret stored yet")
-        return CasaviCredentials(row[0], row[1])
+        return CasaviCredentials(self._unseal(row[0]) or "", self._unseal(row[1]) or "")
 
     # -- connections --------------------------------------------------------------------------
 
@@ -155,7 +154,7 @@ class TenantsMixin(StoreBase):
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET "
                 "scalara_token = excluded.scalara_token, account_id = excluded.account_id, "
                 "token_updated_at = excluded.token_updated_at",
-                (tenant, scalara_token, account_id, now, now),
+                (tenant, self._seal(scalara_token), account_id, now, now),
             )
         self._secrets.pop(tenant, None)
         return ConnectionSaveResult(first_save=first_save)
@@ -168,14 +167,14 @@ class TenantsMixin(StoreBase):
                 "WHERE c.tenant = ?", (tenant,)).fetchone()
         if row is None:
             return None
-        return Connection(tenant=row[0], connected_since=row[1], token_fingerprint=fingerprint(row[2]) or "",
+        return Connection(tenant=row[0], connected_since=row[1], token_fingerprint=fingerprint(self._unseal(row[2])) or "",
                           account_id=row[3], initial_import_at=row[4], initial_import_run=row[5],
                           token_updated_at=row[6])
 
     def connection_token(self, tenant: str) -> str | None:
         with self._read() as db:
             row = db.execute("SELECT scalara_token FROM connections WHERE tenant = ?", (tenant,)).fetchone()
-        return str(row[0]) if row else None
+        return self._unseal(str(row[0])) if row else None
 
     def mark_initial_import(self, tenant: str, run_id: int) -> None:
         """The first full import finished (run ``run_id``); kept across disconnect and reconnect."""
