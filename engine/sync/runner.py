@@ -237,7 +237,8 @@ def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: O
 
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    tmp.replace(path)
+    """Atomically, owner-only (0600 in 0700 folders) whatever the umask: reports hold customer data."""
+    from engine.files import tighten, write_private
+
+    write_private(path, json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    tighten(path.parent)  # a reports folder made loose by an older release (under umask 000)
