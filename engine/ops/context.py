@@ -40,12 +40,14 @@ class Context:
     @contextmanager
     def store(self, *, must_exist: bool = True) -> Iterator[Any]:
         """The state store; only registering a tenant (must_exist=False) may create the file."""
+        from engine.secrets import SecretBox
         from engine.state import StateStore
 
         if must_exist and not self.state_path.exists():
             raise StateError(f"no state file at {self.state_path}; register a tenant first (casavi-sync tenant "
                              f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
-        store = StateStore.open(self.state_path)
+        # The key that decrypts the stored secrets comes from this context's environment (the demo's is empty).
+        store = StateStore.open(self.state_path, secrets=SecretBox.for_state(self.state_path, self.env))
         try:
             yield store
         finally:
