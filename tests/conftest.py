@@ -9,6 +9,7 @@ requests and responses before a cassette is written; ``test_cassettes_hold_no_se
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -56,10 +57,39 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+@functools.lru_cache(maxsize=8192)
+def _canonical_body(body: bytes) -> str | bytes:
+    try:
+        return json.dumps(json.loads(body), sort_keys=True)
+    except ValueError:
+        return body
+
+
+def _same_request(r1: Any, r2: Any) -> None:
+    """Method, path, query and body (JSON compared as data) in one matcher.
+
+    vcrpy compares every live request with every recorded one and formats a message for each failed
+    matcher: four matchers and parsing both JSON bodies for each pair made replaying a cassette five
+    times slower than talking to the sandbox. One matcher and bodies parsed once keep it cheap.
+    """
+    def body(r: Any) -> str | bytes:
+        raw = r.body or b""
+        return _canonical_body(raw.encode("utf-8") if isinstance(raw, str) else bytes(raw))
+
+    # A plain raise, not `assert`: pytest rewrites asserts in conftest.py and would describe both
+    # requests in detail for each of the thousands of expected mismatches.
+    if r1.method != r2.method or r1.path != r2.path or sorted(r1.query) != sorted(r2.query) or body(r1) != body(r2):
+        raise AssertionError
+
+
+def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
+    vcr.register_matcher("same_request", _same_request)
+
+
 @pytest.fixture(scope="session")
 def vcr_config() -> dict[str, Any]:
     return {
-        "match_on": ["method", "path", "query", "body"],
+        "match_on": ["same_request"],
         "filter_headers": ["authorization", "token", "cookie"],
         "before_record_request": _scrub_request,
         "before_record_response": _scrub_response,
@@ -124,8 +154,31 @@ class World:
                                    SyncOptions(run_date=RUN_DATE, **options))
 
 
+def fast_connector_config(folder: Path, extra: str = "", retry_after_cap_s: float = 0.25) -> Path:
+    """Write a connector config for tests against the in-process sandbox to folder/connectors.yaml.
+
+    The contract's rate limits (10 and 20 requests/s) would make every test that imports a property
+    wait seconds for nothing; retries back off in milliseconds for the same reason.
+    """
+    cfg = folder / "connectors.yaml"
+    retry = "base_delay_s: 0.01, max_delay_s: 0.05, retry_after_cap_s: " + str(retry_after_cap_s)
+    cfg.write_text(
+        "scalara:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
+        f"  retry: {{max_attempts: 4, {retry}}}\n"
+        "casavi:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
+        f"  retry: {{max_attempts: 8, {retry}}}\n" + extra, encoding="utf-8")
+    return cfg
+
+
+def replay_wait_cap(request: pytest.FixtureRequest) -> float:
+    """The Retry-After cap for a cassette test: 0.25 s while recording (the sandbox really throttles),
+    no wait while replaying (the recorded answers come back whatever the client waits)."""
+    return 0.0 if request.config.getoption("record_mode") == "none" else 0.25
+
+
 def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_faults: Any = None,
-               scalara_faults: Any = None, config_extra: str = "", **sandbox_kw: Any) -> Iterator[World]:
+               scalara_faults: Any = None, config_extra: str = "", retry_after_cap_s: float = 0.25,
+               **sandbox_kw: Any) -> Iterator[World]:
     from engine.compile import compile_mappings
     from engine.connectors import load_connector_config
     from engine.paths import MAPPINGS_DIR
@@ -138,13 +191,7 @@ def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_fau
                  **sandbox_kw)
     sb.start()
     try:
-        cfg = tmp_path / "connectors.yaml"
-        cfg.write_text(
-            "scalara:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
-            "  retry: {max_attempts: 4, base_delay_s: 0.01, max_delay_s: 0.05, retry_after_cap_s: 0.25}\n"
-            "casavi:\n  rate_limit: {rate_per_s: 2000, burst: 200}\n"
-            "  retry: {max_attempts: 8, base_delay_s: 0.01, max_delay_s: 0.05, retry_after_cap_s: 0.25}\n"
-            + config_extra, encoding="utf-8")
+        cfg = fast_connector_config(tmp_path, config_extra, retry_after_cap_s)
         config = load_connector_config(cfg, env={"CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
                                                  "CASAVI_SYNC_CASAVI_URL": sb.casavi_url})
         store = StateStore.open(tmp_path / "state.db")

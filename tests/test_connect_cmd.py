@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from tests.conftest import fast_connector_config
 
 MENU = "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren"
 
@@ -32,7 +33,8 @@ def sb() -> Iterator[Any]:
 class Cli:
     def __init__(self, sb: Any, state: Path) -> None:
         self.env = {"CASAVI_SYNC_STATE": str(state), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
-                    "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+                    "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+                    "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(state.parent))}
         self.sb = sb
         self.state = state
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from tests.conftest import fast_connector_config
 
 
 @pytest.fixture
@@ -19,7 +20,8 @@ def env(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
 
     with Sandbox(properties=1, seed=4, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as sb:
         env = {"CASAVI_SYNC_STATE": str(tmp_path / "state.db"), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
-               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path))}
         invoke(env, "tenant", "add", "--key", sb.casavi_key, "--secret-stdin", input=sb.casavi_secret)
         invoke(env, "tenant", "activate")
         invoke(env, "connect", "--no-initial-import", "--token-stdin", input=sb.generate_scalara_token())

@@ -289,6 +289,7 @@ def test_unit_counts_range_from_small_wegs_to_big_ones() -> None:
     assert min(normal) <= 6 and max(normal) >= 70
 
 
+@pytest.mark.slow
 def test_a_thousand_properties_generate_fast_and_stay_consistent(big: tuple[Dataset, float]) -> None:
     data, cpu_seconds = big
     assert cpu_seconds < 15              # ~1.5 s here; 2,000 properties take ~3.5 s

@@ -185,6 +185,7 @@ def _per_local_day(runs: list[dt.datetime], zone: dt.tzinfo) -> Counter[dt.date]
     return Counter(r.astimezone(zone).date() for r in runs)
 
 
+@pytest.mark.slow
 def test_a_year_of_fifty_tenants_runs_each_exactly_once_per_local_day() -> None:
     s = sched("04:00", 30)
     names = [f"tenant-{i:02d}" for i in range(50)]
@@ -203,6 +204,7 @@ def test_a_year_of_fifty_tenants_runs_each_exactly_once_per_local_day() -> None:
     assert firsts[-1] - firsts[0] >= dt.timedelta(minutes=20)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("at", "jitter"), [("04:00", 30), ("02:30", 30), ("02:30", 0), ("23:50", 20)])
 def test_every_minute_of_a_year_for_one_tenant(at: str, jitter: int) -> None:
     """The literal loop: due() asked every minute of 2026 (both DST changes), one run per local day."""

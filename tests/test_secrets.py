@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from tests.conftest import CASSETTES
+from tests.conftest import CASSETTES, fast_connector_config
 
 SECRET_PATTERNS = [
     re.compile(r"scl_[A-Za-z0-9]{40}"),                               # SCALARA tokens
@@ -73,7 +73,8 @@ def test_canary_operator_flow_never_shows_a_secret(sandbox: Any, tmp_path: Path,
     token = sandbox.generate_scalara_token()
     key, secret = sandbox.casavi_key, sandbox.casavi_secret
     env = {"CASAVI_SYNC_STATE": str(tmp_path / "state" / "state.db"),
-           "CASAVI_SYNC_SCALARA_URL": sandbox.scalara_url, "CASAVI_SYNC_CASAVI_URL": sandbox.casavi_url}
+           "CASAVI_SYNC_SCALARA_URL": sandbox.scalara_url, "CASAVI_SYNC_CASAVI_URL": sandbox.casavi_url,
+           "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path))}
     runner = CliRunner()
     outputs: list[str] = []
 

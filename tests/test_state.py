@@ -286,6 +286,7 @@ def test_payload_hash_is_canonical() -> None:
     assert payload_hash({"a": "ß"}) != payload_hash({"a": "ss"})
 
 
+@pytest.mark.slow
 def test_many_records_load_fast(store: StateStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     n, sample = 200_000, 20_000
     payload = {"propertyId": "p-000123", "name": "WE 17 Vorderhaus", "number": "WE 17", "usage": "PRIVATE",

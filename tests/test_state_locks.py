@@ -172,6 +172,7 @@ def test_a_sigkilled_holder_is_stale_and_its_run_becomes_interrupted(state: Path
         assert run.error == f"the run's process (pid {child.pid}) ended before the run finished"
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_writing_never_damages_the_file(state: Path, children: list[Child]) -> None:
     for delay in (0.05, 0.13, 0.31):
         child = Child(state)

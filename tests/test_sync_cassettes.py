@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import World, make_world
+from tests.conftest import World, make_world, replay_wait_cap
 
 pytestmark = pytest.mark.vcr
 
@@ -199,10 +199,11 @@ def test_expired_casavi_token_is_renewed_once_and_the_run_goes_on(world: World) 
 
 
 @pytest.fixture
-def storm_world(tmp_path: Path) -> Any:
+def storm_world(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     from engine.sandbox import FaultConfig
 
-    yield from make_world(tmp_path, casavi_faults=FaultConfig(rate_limit_per_s=40, burst=5, seed=3))
+    yield from make_world(tmp_path, casavi_faults=FaultConfig(rate_limit_per_s=40, burst=5, seed=3),
+                          retry_after_cap_s=replay_wait_cap(request))
 
 
 def test_429_storm_is_absorbed_by_retries(storm_world: World) -> None:
@@ -214,11 +215,12 @@ def test_429_storm_is_absorbed_by_retries(storm_world: World) -> None:
 
 
 @pytest.fixture
-def flaky_world(tmp_path: Path) -> Any:
+def flaky_world(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     from engine.sandbox import FaultConfig
 
     yield from make_world(tmp_path, casavi_faults=FaultConfig(error_rate_503=0.15, error_rate_502=0.1, seed=9),
-                          scalara_faults=FaultConfig(error_rate_503=0.2, seed=4))
+                          scalara_faults=FaultConfig(error_rate_503=0.2, seed=4),
+                          retry_after_cap_s=replay_wait_cap(request))
 
 
 def test_5xx_are_retried_until_the_run_is_complete(flaky_world: World) -> None:

@@ -100,6 +100,7 @@ KILL_POINTS = {"first-write": 0.0, "a-third": 1 / 3, "two-thirds": 2 / 3}
 @pytest.mark.parametrize(("point", "rerun_with"), [
     ("first-write", "in-process"), ("a-third", "in-process"), ("a-third", "cli"), ("two-thirds", "in-process"),
 ])
+@pytest.mark.slow
 def test_sigkill_during_initial_import_then_rerun_completes(rig: CrashRig, reference: Reference,
                                                              point: str, rerun_with: str) -> None:
     n = max(1, round(KILL_POINTS[point] * reference.initial_writes))
@@ -125,6 +126,7 @@ def test_sigkill_during_initial_import_then_rerun_completes(rig: CrashRig, refer
     assert_complete(rig, reference.initial)
 
 
+@pytest.mark.slow
 def test_sigkill_twice_then_rerun_completes(rig: CrashRig, reference: Reference) -> None:
     first = rig.launch()
     rig.kill_when(first, lambda: rig.writes() >= reference.initial_writes // 4)
@@ -135,6 +137,7 @@ def test_sigkill_twice_then_rerun_completes(rig: CrashRig, reference: Reference)
     assert_complete(rig, reference.initial)
 
 
+@pytest.mark.slow
 def test_sigkill_during_extract_writes_nothing_and_rerun_completes(rig: CrashRig, reference: Reference) -> None:
     proc = rig.launch()
     rig.kill_when(proc, lambda: rig.scalara_requests() >= 3)
@@ -146,6 +149,7 @@ def test_sigkill_during_extract_writes_nothing_and_rerun_completes(rig: CrashRig
     assert_complete(rig, reference.initial)
 
 
+@pytest.mark.slow
 def test_sigkill_during_day_two_archiving_then_rerun_archives_the_rest(rig: CrashRig,
                                                                        reference: Reference) -> None:
     assert rig.rerun().outcome == "partial"

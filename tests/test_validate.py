@@ -198,6 +198,7 @@ def test_format_path() -> None:
     assert format_path(()) == "$"
 
 
+@pytest.mark.slow
 def test_mutated_mappings_never_crash(mappings: Path) -> None:
     """Random edits of a real file: every outcome is a list of diagnostics, never an exception."""
     rng = random.Random(20240501)
@@ -234,6 +235,7 @@ def _tree_paths(node: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[
     return out
 
 
+@pytest.mark.slow
 def test_structurally_wrong_mappings_never_crash(mappings: Path) -> None:
     """Subtrees replaced by values of the wrong shape: schema errors, and the semantic checks cope."""
     import copy
