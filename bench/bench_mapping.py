@@ -132,12 +132,12 @@ def generate(scale: float = 1.0, seed: int = 7) -> dict[str, list[dict[str, Any]
     return data
 
 
-def shipped() -> MappingSet:
+def shipped(folder: Path = ROOT / "mappings") -> MappingSet:
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="safe", pure=True)
     specs = {}
-    for path in mapping_files(ROOT / "mappings"):
+    for path in mapping_files(folder):
         spec = yaml.load(path.read_text(encoding="utf-8"))
         specs[spec["mapping"]] = spec
     return compile_mappings(specs)

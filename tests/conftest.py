@@ -21,6 +21,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
+MAPPINGS_DIR = ROOT / "tests" / "fixtures" / "mappings"
+"""The mappings the engine's tests run with: a frozen copy of the shipped defaults, so that a
+consultant's valid change to mappings/ (with its *.test.yaml updated) never breaks the engine's
+tests (cassettes, golden cases, the hand-written comparison). The shipped mappings are tested by
+their own *.test.yaml (tests/test_shipped_mappings.py). Not engine.paths.MAPPINGS_DIR."""
 FIXED_NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
 RUN_DATE = FIXED_NOW.date()
 REDACTED = "***REDACTED***"  # starts with "*": never mistaken for a real value by secret scanners
@@ -55,6 +60,12 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     response["headers"] = {k: v for k, v in response.get("headers", {}).items()
                            if k.lower() not in ("set-cookie", "token", "authorization")}
     return response
+
+
+@pytest.fixture(autouse=True)
+def _fixture_mappings_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run without --mappings (and subprocesses) use the fixture mappings, not the shipped ones."""
+    monkeypatch.setenv("CASAVI_SYNC_MAPPINGS", str(MAPPINGS_DIR))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -181,7 +192,6 @@ def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_fau
                **sandbox_kw: Any) -> Iterator[World]:
     from engine.compile import compile_mappings
     from engine.connectors import load_connector_config
-    from engine.paths import MAPPINGS_DIR
     from engine.sandbox import Clock, FaultConfig, Sandbox
     from engine.state import StateStore
     from engine.validate import load_mapping_set

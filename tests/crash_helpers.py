@@ -75,8 +75,8 @@ def connector_yaml(sb: Any, *, casavi_rate: float = 2000, casavi_burst: int = 20
 def mapping_set() -> Any:
     """The shipped mappings, compiled once per test session (they never change during it)."""
     from engine.compile import compile_mappings
-    from engine.paths import MAPPINGS_DIR
     from engine.validate import load_mapping_set
+    from tests.conftest import MAPPINGS_DIR
 
     return compile_mappings(load_mapping_set([MAPPINGS_DIR]))
 

@@ -9,8 +9,8 @@ import pytest
 from engine.compile import MappingSet, compile_mappings
 from engine.coverage import compute_coverage, is_empty, render_coverage, unmapped_codes
 from engine.interpret import map_records
-from engine.paths import MAPPINGS_DIR
 from engine.validate import load_mapping_set
+from tests.conftest import MAPPINGS_DIR
 
 BUILDING = {"id": "b1", "propertyId": "p1", "label": None, "street": "Rosenhof", "houseNumber": "2",
             "postalCode": "80331", "city": "München", "country": "DE"}

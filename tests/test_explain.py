@@ -23,11 +23,10 @@ from engine.errors import RecordError
 from engine.explain import explain_record, render_text
 from engine.interpret import map_records
 from engine.loader import to_plain
-from engine.paths import MAPPINGS_DIR
 from engine.state.models import RecordState
 from engine.sync.plan import payload_hash
 from engine.validate import load_mapping_set
-from tests.conftest import RUN_DATE, World, make_world
+from tests.conftest import MAPPINGS_DIR, RUN_DATE, World, make_world
 
 DAY = dt.date(2024, 6, 1)
 INTERPRET_CASES = sorted((Path(__file__).parent / "interpret_cases").glob("*.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import engine
 import engine.validate  # the stage package of the same stem must not shadow the verbs
-from engine.paths import MAPPINGS_DIR
+from tests.conftest import MAPPINGS_DIR
 
 
 def test_validate_load_and_map_records() -> None:

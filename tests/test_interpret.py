@@ -1,4 +1,4 @@
-"""Golden interpreter cases: tests/interpret_cases/<case>.yaml, run with the SHIPPED mappings.
+"""Golden interpreter cases: tests/interpret_cases/<case>.yaml, run with the fixture mappings (tests/fixtures/mappings/).
 
 A case file::
 
@@ -31,6 +31,7 @@ from engine.expr import compile_expr
 from engine.interpret import map_records
 from engine.loader import to_plain
 from engine.paths import mapping_files
+from tests.conftest import MAPPINGS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "interpret_cases").glob("*.yaml"))
@@ -42,7 +43,7 @@ def _yaml() -> YAML:
 
 def shipped_mappings() -> MappingSet:
     specs: dict[str, dict[str, Any]] = {}
-    for path in mapping_files(ROOT / "mappings"):
+    for path in mapping_files(MAPPINGS_DIR):
         spec = _yaml().load(path.read_text(encoding="utf-8"))
         specs[spec["mapping"]] = spec
     return compile_mappings(specs)

@@ -1,7 +1,8 @@
-"""Mapping tests (``*.test.yaml``): the shipped ones run here, one pytest item per case, and
-``casavi-sync test`` is checked on golden cases of broken and failing test files.
+"""Mapping tests (``*.test.yaml``): those of the fixture mappings (tests/fixtures/mappings/, a frozen
+copy of the shipped ones) run here, one pytest item per case, and ``casavi-sync test`` is checked on
+golden cases of broken and failing test files. The shipped ones: tests/test_shipped_mappings.py.
 
-Golden cases: ``tests/mapping_test_cases/<name>.test.yaml`` is run against the shipped mappings;
+Golden cases: ``tests/mapping_test_cases/<name>.test.yaml`` is run against the fixture mappings;
 ``<name>.expected`` holds what it reports (file problems as ``line:col: severity: message [code]``
 plus hint, then each case as ``ok``/``FAIL`` with its differences). Regenerate with
 ``CASAVI_UPDATE_GOLDEN=1 pytest tests/test_mapping_tests.py`` and review the diff.
@@ -22,14 +23,15 @@ from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
 
 import engine.cli.test_cmd  # noqa: F401  (registers the command until engine/cli/__init__ imports it)
+from engine import paths
 from engine.catalog import casavi_kinds, scalara_resources
 from engine.cli import main
 from engine.errors import Diagnostic
 from engine.mapping_tests import TestRunResult, collect, run_case, run_suite, run_tests
 from engine.mapping_tests.load import SCHEMA_LINE, TEST_SCHEMA
 from engine.mapping_tests.report import render_case
-from engine.paths import MAPPINGS_DIR
 from engine.validate import validate_paths
+from tests.conftest import MAPPINGS_DIR
 
 CASES = Path(__file__).parent / "mapping_test_cases"
 SHIPPED_FILES = sorted(MAPPINGS_DIR.glob("*.test.yaml"))
@@ -134,7 +136,7 @@ def test_schema_lists_the_catalogs() -> None:
     assert defs["expect_errors"]["items"]["properties"]["resource"]["enum"] == list(scalara_resources())
 
 
-@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(paths.MAPPINGS_DIR.glob("*.test.yaml")), ids=lambda p: p.name)
 def test_shipped_test_file_binds_and_matches_the_schema(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     first = text.splitlines()[0]

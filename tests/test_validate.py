@@ -10,8 +10,9 @@ import pytest
 
 from engine.errors import Diagnostic, SpecError
 from engine.loader import MAX_BYTES, format_path, load_bytes, load_document, load_text
-from engine.paths import MAPPINGS_DIR, mapping_files
+from engine.paths import mapping_files
 from engine.validate import load_mapping_set, validate_paths
+from tests.conftest import MAPPINGS_DIR
 
 SHIPPED = mapping_files(MAPPINGS_DIR)
 

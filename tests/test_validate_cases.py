@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import Diagnostic
-from engine.paths import MAPPINGS_DIR, mapping_files
+from engine.paths import mapping_files
 from engine.validate import validate_paths
+from tests.conftest import MAPPINGS_DIR
 
 CASES = Path(__file__).parent / "validate_cases"
 SHIPPED = {p.stem for p in mapping_files(MAPPINGS_DIR)}

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.paths import MAPPING_SCHEMA, MAPPINGS_DIR
+from engine.paths import MAPPING_SCHEMA
+from tests.conftest import MAPPINGS_DIR
 
 
 @pytest.fixture()

@@ -60,10 +60,10 @@ class Context:
 
     def mapping_set(self) -> Any:
         from engine.compile import compile_mappings
-        from engine.paths import MAPPINGS_DIR
+        from engine.paths import default_mappings
         from engine.validate import load_mapping_set
 
-        where = self.mappings_path or MAPPINGS_DIR
+        where = self.mappings_path or default_mappings()
         specs = load_mapping_set([where])
         if not specs:
             raise ConfigError(f"no mapping files (*.yaml) in {where}; point --mappings at the mappings folder")
