@@ -204,7 +204,7 @@ def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_fau
         cfg = fast_connector_config(tmp_path, config_extra, retry_after_cap_s)
         config = load_connector_config(cfg, env={"CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
                                                  "CASAVI_SYNC_CASAVI_URL": sb.casavi_url})
-        store = StateStore.open(tmp_path / "state.db")
+        store = StateStore.open(tmp_path / "state.db", clock=sb.clock.now)  # one clock with SCALARA
         store.add_tenant("default", sb.casavi_key, sb.casavi_secret)
         store.activate_tenant("default")
         token = sb.generate_scalara_token()

@@ -29,11 +29,12 @@ from engine.ops import runs
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--reconcile", is_flag=True, help="Compare with casavi's current records, not only the state.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
+@click.option("--full", is_flag=True, help="Read all of SCALARA, not only what changed since the last run.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any record cannot be mapped (for CI).")
 @click.option("--fail-on-unmapped-codes", is_flag=True,
               help="Exit 1 when SCALARA sent codes that a value map does not list (for CI).")
 @handle_errors
-def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict: bool,
+def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: bool, strict: bool,
          fail_on_unmapped_codes: bool, **kwargs: Any) -> None:
     """Show what a run would do, writing nothing anywhere.
 
@@ -45,7 +46,7 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict:
 
     ctx = OperatorContext.from_kwargs(kwargs)
     prepared = runs.plan(ctx, reconcile=reconcile, run_date=parse_date_option(run_date),
-                         progress=ctx.console.progress)
+                         progress=ctx.console.progress, full=full)
     if fmt == "json":
         click.echo(json.dumps(plan_document(prepared, details=details), indent=2, ensure_ascii=False, default=str))
     else:
@@ -74,8 +75,9 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, strict:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: print the run report.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
+@click.option("--full", is_flag=True, help="Read all of SCALARA, not only what changed since the last run.")
 @handle_errors
-def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, **kwargs: Any) -> None:
+def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, full: bool, **kwargs: Any) -> None:
     """Make casavi equal to what the mappings produce from SCALARA.
 
     Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
@@ -83,16 +85,16 @@ def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, **
     """
     ctx = OperatorContext.from_kwargs(kwargs)
     code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
-                      trigger="reconcile" if reconcile else "manual", fmt=fmt)
+                      trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full)
     raise SystemExit(code)
 
 
 def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
                run_date: dt.date | None = None, trigger: str = "manual", fmt: str = "text",
-               should_stop: Any = None) -> int:
+               should_stop: Any = None, full: bool = False) -> int:
     """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
     outcome = sync_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date,
-                          trigger=trigger, should_stop=should_stop)
+                          trigger=trigger, should_stop=should_stop, full=full)
     return report_outcome(ctx, outcome, fmt)
 
 
@@ -125,7 +127,8 @@ def report_outcome(ctx: OperatorContext, outcome: Any, fmt: str = "text") -> int
 
 
 def sync_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
-                run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None) -> Any:
+                run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None,
+                full: bool = False) -> Any:
     """One run for ``ctx.tenant``, printing nothing but progress; returns the session's RunOutcome."""
     return runs.start_run(ctx, trigger=trigger, allow_archive=allow_archive, reconcile=reconcile,
-                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop)
+                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop, full=full)

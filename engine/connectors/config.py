@@ -25,7 +25,7 @@ import os
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -114,6 +114,7 @@ class ScalaraConfig:
     timeouts: Timeouts
     retry: RetryPolicy
     rate_limit: RateLimit
+    incremental: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # IncrementalPolicy's fields
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         timeouts=_timeouts(s["timeouts"]),
         retry=_retry(s["retry"]),
         rate_limit=_rate(s["rate_limit"]),
+        incremental=MappingProxyType(dict(s.get("incremental") or {})),
     )
     auth, page, errors = c["auth"], c["pagination"], c["errors"]
     casavi = CasaviConfig(

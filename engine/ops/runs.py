@@ -25,18 +25,21 @@ TRIGGERS = ("manual", "initial", "schedule", "reconcile")
 
 
 def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool = False,
-                 run_date: dt.date | None = None) -> SyncOptions:
+                 run_date: dt.date | None = None, full: bool = False) -> SyncOptions:
+    """``full``: read all of SCALARA even when an incremental read would do (engine.sync.extract)."""
+    from engine.sync.extract import IncrementalPolicy
     from engine.sync.runner import SyncOptions
 
     config = ctx.connector_config()
     return SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
                        archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
-                       run_date=run_date)
+                       run_date=run_date, full=full,
+                       incremental=IncrementalPolicy.from_config(config.scalara.incremental))
 
 
 def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = False, reconcile: bool = False,
               run_date: dt.date | None = None, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> RunOutcome:
+              should_stop: Callable[[], bool] | None = None, full: bool = False) -> RunOutcome:
     """One sync of ``ctx.tenant`` under its run lock; returns the outcome (report included).
 
     Raises StateError (naming the holder) when another run holds the tenant's lock, and the
@@ -48,7 +51,7 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
 
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r}")
-    options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date)
+    options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date, full=full)
     mset = ctx.mapping_set()
     with ctx.store() as store:
         scalara, casavi = ctx.clients(store)
@@ -65,11 +68,11 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
 
 
 def plan(ctx: Context, *, reconcile: bool = False, run_date: dt.date | None = None,
-         progress: Progress | None = None, mset: Any = None) -> Any:
+         progress: Progress | None = None, mset: Any = None, full: bool = False) -> Any:
     """What a run would do now (``engine.sync.runner.Prepared``); writes nothing anywhere."""
     from engine.sync.session import plan_for_tenant
 
-    options = sync_options(ctx, reconcile=reconcile, run_date=run_date)
+    options = sync_options(ctx, reconcile=reconcile, run_date=run_date, full=full)
     mset = mset or ctx.mapping_set()
     with ctx.store() as store:
         scalara, casavi = ctx.clients(store)

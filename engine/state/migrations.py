@@ -122,7 +122,35 @@ V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1,)
+V2 = Migration(
+    "source snapshot and extraction cursor (incremental reads of SCALARA)",
+    (
+        # The SCALARA records the last committed run mapped, exactly as SCALARA sent them: an
+        # incremental run merges what changed into them and maps the same input a full read gives.
+        """CREATE TABLE source_records (
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            resource TEXT NOT NULL,
+            id TEXT NOT NULL,
+            stamp TEXT,
+            body TEXT NOT NULL,
+            PRIMARY KEY (tenant, resource, id)
+        ) WITHOUT ROWID""",
+        # One row per tenant: where the next incremental read starts (SCALARA's clock) and why a
+        # full read may be due (our clock, mapping fingerprint, resources held, last run date).
+        """CREATE TABLE source_cursors (
+            tenant TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+            cursor TEXT,
+            full_read_at TEXT NOT NULL,
+            mapping_hash TEXT NOT NULL,
+            resources TEXT NOT NULL,
+            mapped_date TEXT,
+            settled INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

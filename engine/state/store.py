@@ -23,10 +23,11 @@ from engine.state.migrations import migrate, user_version
 from engine.state.records import RecordsMixin
 from engine.state.runs import RunsMixin
 from engine.state.sealed import SecretsMixin
+from engine.state.sources import SourcesMixin
 from engine.state.tenants import TenantsMixin
 
 
-class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin):
+class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin, SourcesMixin):
     """Tenants, connections, per-record sync state, run history and locks in one SQLite file."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock, box: SecretBox | None = None) -> None:

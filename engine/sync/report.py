@@ -23,6 +23,7 @@ def plan_document(prepared: Prepared, *, details: bool = False) -> dict[str, Any
         "reconciled": prepared.reconciled,
         "counts": plan.counts(),
         "extracted": prepared.extracted,
+        "extraction": prepared.extraction.as_dict() if prepared.extraction else None,
         "guard": [g.as_dict() for g in plan.guard_trips],
         "errors": plan.errors,
         "coverage": prepared.coverage,
@@ -66,6 +67,7 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "error": str(error) if error else None,
         "reconciled": prepared.reconciled if prepared else False,
         "extracted": prepared.extracted if prepared else {},
+        "extraction": prepared.extraction.as_dict() if prepared and prepared.extraction else None,
         "counts": _merged_counts(plan, result),
         "guard": [g.as_dict() for g in plan.guard_trips] if plan else [],
         "mapErrors": plan.errors if plan else [],
@@ -112,6 +114,11 @@ def run_summary(report: dict[str, Any]) -> list[str]:
              f"{report['outcome']} in {report['durationS']:.1f} s"]
     if report.get("error"):
         lines.append(f"aborted: {report['error']}")
+    extraction = report.get("extraction") or {}
+    if extraction.get("mode") == "full" and extraction.get("reason"):
+        lines.append(f"  read all of SCALARA: {extraction['reason']}")
+    for warning in extraction.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     for kind, row in report["counts"].items():
         parts = [f"{k} {v}" for k, v in row.items() if v and not k.startswith("planned_")]
         lines.append(f"  {kind:<17} " + (", ".join(parts) if parts else "nothing to do"))

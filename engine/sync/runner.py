@@ -19,7 +19,10 @@ from engine.coverage import compute_coverage
 from engine.errors import OperatorError
 from engine.interpret import MapResult, map_records
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
+from engine.sync.extract import Extraction, IncrementalPolicy, StopRequested
 from engine.sync.plan import Desired, Known, Plan, build_plan
+
+__all__ = ["Prepared", "StopRequested", "SyncOptions", "extract", "prepare", "run_apply", "source_resources"]
 
 
 class Reader(Protocol):
@@ -40,6 +43,8 @@ class SyncOptions:
     archive_floor: int = 0  # archiving up to this many records of a kind is never held back
     concurrency: int = 8
     run_date: dt.date | None = None
+    full: bool = False  # read all of SCALARA even when an incremental read would do
+    incremental: IncrementalPolicy = field(default_factory=IncrementalPolicy)
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Prepared:
     order: tuple[str, ...]
     timings: dict[str, float] = field(default_factory=dict)
     coverage: dict[str, Any] = field(default_factory=dict)  # value-map misses, empty-field shares
+    extraction: Extraction | None = None  # how SCALARA was read (None: a plain full read)
+    skipped_mapping: bool = False  # nothing changed since a clean run: nothing was mapped
 
 
 def source_resources(mset: MappingSet) -> list[str]:
@@ -87,10 +94,6 @@ def _refs(fields: Iterable[Any]) -> Iterator[str]:
             yield f.mapping
         elif isinstance(f, ObjectField):
             yield from _refs(f.fields)
-
-
-class StopRequested(Exception):
-    """A stop (SIGTERM) arrived before any write: the run ends as "stopped", nothing written."""
 
 
 def extract(reader: Reader, resources: Iterable[str], progress: Progress | None = None,
@@ -167,12 +170,25 @@ def prepare(
     options: SyncOptions,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    extraction: Extraction | None = None,
+    extraction_s: float = 0.0,
 ) -> Prepared:
-    """Extract, map and plan. Reads only; writes nothing anywhere."""
+    """Extract, map and plan. Reads only; writes nothing anywhere.
+
+    ``extraction`` (engine.sync.extract) is what the session read, fully or incrementally;
+    without it everything is read here. An extraction without records means nothing changed since
+    a clean run: the plan is then "all unchanged" without mapping anything.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    records, counts = extract(scalara, source_resources(mset), progress, should_stop)
-    timings["extract_s"] = time.perf_counter() - t0
+    if extraction is None:
+        records, counts = extract(scalara, source_resources(mset), progress, should_stop)
+    elif extraction.records is None:
+        return _unchanged(mset, known, extraction, timings)
+    else:
+        records, counts = extraction.records, extraction.counts
+        extraction.records = None  # the mapper's copy is the only one left
+    timings["extract_s"] = extraction_s if extraction is not None else time.perf_counter() - t0
 
     t1 = time.perf_counter()
     mapped = map_records(mset, records, run_date=options.run_date)
@@ -203,7 +219,20 @@ def prepare(
         allow_archive=options.allow_archive,
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
-    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage)
+    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage, extraction)
+
+
+def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extraction: Extraction,
+               timings: dict[str, float]) -> Prepared:
+    """The plan of a run whose input is the one a clean run already applied: nothing to do."""
+    order = kind_order(mset)
+    unchanged: dict[str, int] = dict.fromkeys(order, 0)
+    for (kind, _), state in known.items():
+        if state.status == "written":
+            unchanged[kind] = unchanged.get(kind, 0) + 1
+    plan = Plan(kinds=order, unchanged=unchanged)
+    mapped = MapResult(outputs={}, errors=[], stats={})
+    return Prepared(plan, mapped, extraction.counts, False, order, timings, {}, extraction, skipped_mapping=True)
 
 
 def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:

@@ -17,7 +17,9 @@ from typing import Any
 from engine.compile import MappingSet
 from engine.errors import OperatorError, RecordError
 from engine.state import StateStore
+from engine.state.sources import SourceCursor
 from engine.sync.apply import ApplyResult, Progress, Writer
+from engine.sync.extract import extract, parse_stamp, uses_run_date
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
 from engine.sync.runner import (
@@ -29,6 +31,7 @@ from engine.sync.runner import (
     outcome_of,
     prepare,
     run_apply,
+    source_resources,
     write_report,
 )
 
@@ -82,7 +85,36 @@ class RunOutcome:
 def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: ArchiveReader,
                     options: SyncOptions, progress: Progress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> Prepared:
-    return prepare(mset, scalara, casavi, known_records(store, tenant), options, progress, should_stop)
+    """Read SCALARA (fully or what changed, see engine.sync.extract), map and plan; writes nothing."""
+    known = known_records(store, tenant)
+    run_date = _run_date(options)
+    unsettled = any(k.status in ("pending", "failed") for k in known.values())
+    date_bound = uses_run_date(mset)
+
+    def may_skip(previous: SourceCursor) -> bool:
+        return (previous.settled and not unsettled and not options.reconcile
+                and (previous.mapped_date == run_date or not date_bound))
+
+    t0 = time.perf_counter()
+    now = parse_stamp(store.now()) or dt.datetime.now(dt.UTC)
+    extraction = extract(store, tenant, scalara, mset, source_resources(mset), policy=options.incremental,
+                         full=options.full, reconcile=options.reconcile, now=now, may_skip=may_skip,
+                         progress=progress, should_stop=should_stop)
+    return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
+                   time.perf_counter() - t0)
+
+
+def _run_date(options: SyncOptions) -> str:
+    return (options.run_date or dt.date.today()).isoformat()
+
+
+def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, options: SyncOptions,
+                      outcome: str) -> None:
+    """After the writes: store what was read and move the cursor (never before, never when aborted)."""
+    extraction = prepared.extraction
+    if extraction is None or extraction.commit is None or outcome not in ("clean", "partial"):
+        return
+    store.commit_sources(tenant, extraction.commit, mapped_date=_run_date(options), settled=outcome == "clean")
 
 
 def run_for_tenant(
@@ -133,6 +165,8 @@ def run_for_tenant(
         if report_dir is not None:
             report_path = report_dir / f"run-{run_id:06d}.json"
             write_report(report_path, report)
+        if prepared is not None and result is not None:
+            commit_extraction(store, tenant, prepared, options, outcome)
         store.finish_run(run_id, outcome, report["counts"], str(report_path) if report_path else None,
                          str(error) if error else None)
         if prepared is not None and result is not None:

@@ -1,0 +1,136 @@
+"""The source snapshot: the SCALARA records the last committed run mapped, and the read cursor.
+
+Why: an incremental run asks SCALARA only for what changed since the cursor, merges that into
+this snapshot and maps the merged records -- the same input a full read would have given, so the
+result is the same too. The snapshot and the cursor move together, in one transaction, and only
+after a run's writes were applied: a crash before that leaves both where they were, and the next
+run reads the same changes again (never past records not yet applied).
+
+Plain SQL (``INSERT ... ON CONFLICT``, ``DELETE``) that SQLite and PostgreSQL both speak.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.state.base import StoreBase
+
+Record = dict[str, Any]
+
+SQL_UPSERT = (
+    "INSERT INTO source_records (tenant, resource, id, stamp, body) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant, resource, id) DO UPDATE SET stamp = excluded.stamp, body = excluded.body"
+)
+SQL_DELETE = "DELETE FROM source_records WHERE tenant = ? AND resource = ? AND id = ?"
+SQL_CURSOR = (
+    "INSERT INTO source_cursors (tenant, cursor, full_read_at, mapping_hash, resources, mapped_date, settled, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET cursor = excluded.cursor, "
+    "full_read_at = excluded.full_read_at, mapping_hash = excluded.mapping_hash, resources = excluded.resources, "
+    "mapped_date = excluded.mapped_date, settled = excluded.settled, updated_at = excluded.updated_at"
+)
+
+
+@dataclass(frozen=True)
+class SourceCursor:
+    """Where the next incremental read starts, and what decides whether a full read is due."""
+
+    cursor: str | None          # newest updatedAt/deletedAt seen (SCALARA's clock), None: unknown
+    full_read_at: str           # when the last full read was committed (our clock)
+    mapping_hash: str           # fingerprint of the mapping set that mapped the snapshot
+    resources: tuple[str, ...]  # resources the snapshot holds
+    mapped_date: str | None     # run date (YYYY-MM-DD) of the last committed run
+    settled: bool               # that run was clean: an unchanged day needs no mapping at all
+
+
+@dataclass
+class SourceCommit:
+    """What a run read, to be stored once its writes are applied (``commit_sources``)."""
+
+    resources: tuple[str, ...]
+    cursor: str | None
+    mapping_hash: str
+    full: bool                                                       # full read: replace the snapshot
+    replace: dict[str, list[Record]] = field(default_factory=dict)   # resource -> all its records
+    upserts: dict[str, list[Record]] = field(default_factory=dict)   # resource -> changed records
+    deletes: dict[str, list[str]] = field(default_factory=dict)      # resource -> deleted ids
+
+
+def _stamp(record: Mapping[str, Any]) -> str | None:
+    value = record.get("updatedAt")
+    return value if isinstance(value, str) else None
+
+
+def _dump(record: Record) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class SourcesMixin(StoreBase):
+    def source_cursor(self, tenant: str) -> SourceCursor | None:
+        self._require_tenant(tenant)
+        with self._read() as db:
+            row = db.execute("SELECT cursor, full_read_at, mapping_hash, resources, mapped_date, settled "
+                             "FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
+        if row is None:
+            return None
+        return SourceCursor(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], bool(row[5]))
+
+    def source_records(self, tenant: str, resource: str) -> dict[str, Record]:
+        """The snapshot of one resource: id -> record as SCALARA sent it, in id order."""
+        self._require_tenant(tenant)
+        with self._read() as db:
+            rows = db.execute("SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? ORDER BY id",
+                              (tenant, resource)).fetchall()
+        loads = json.loads
+        return {row[0]: loads(row[1]) for row in rows}
+
+    def source_records_by_id(self, tenant: str, resource: str, ids: Iterable[str]) -> dict[str, Record]:
+        """Some records of the snapshot (those an incremental read returned), id -> record."""
+        self._require_tenant(tenant)
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, Record] = {}
+        with self._read() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for rid, body in db.execute(
+                        f"SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? AND id IN ({marks})",
+                        (tenant, resource, *chunk)):
+                    found[rid] = json.loads(body)
+        return found
+
+    def source_counts(self, tenant: str) -> dict[str, int]:
+        self._require_tenant(tenant)
+        with self._read() as db:
+            return {res: n for res, n in db.execute(
+                "SELECT resource, COUNT(*) FROM source_records WHERE tenant = ? GROUP BY resource ORDER BY resource",
+                (tenant,))}
+
+    def commit_sources(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
+        """Store what a run read and move the cursor, in one transaction (after the run's writes)."""
+        self._require_tenant(tenant)
+        now = self.now()
+        with self._write() as db:
+            previous = db.execute("SELECT full_read_at FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
+            if commit.full:
+                db.execute("DELETE FROM source_records WHERE tenant = ?", (tenant,))
+            for resource, records in commit.replace.items():
+                if not commit.full:
+                    db.execute("DELETE FROM source_records WHERE tenant = ? AND resource = ?", (tenant, resource))
+                db.executemany(SQL_UPSERT, [(tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records])
+            for resource, records in commit.upserts.items():
+                db.executemany(SQL_UPSERT, [(tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records])
+            for resource, ids in commit.deletes.items():
+                db.executemany(SQL_DELETE, [(tenant, resource, rid) for rid in ids])
+            full_read_at = now if commit.full or previous is None else previous[0]
+            db.execute(SQL_CURSOR, (tenant, commit.cursor, full_read_at, commit.mapping_hash,
+                                    json.dumps(list(commit.resources)), mapped_date, int(settled), now))
+
+    def forget_sources(self, tenant: str) -> None:
+        """Drop the snapshot and the cursor: the next run reads everything."""
+        self._require_tenant(tenant)
+        with self._write() as db:
+            db.execute("DELETE FROM source_records WHERE tenant = ?", (tenant,))
+            db.execute("DELETE FROM source_cursors WHERE tenant = ?", (tenant,))
