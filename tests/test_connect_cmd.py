@@ -45,8 +45,8 @@ class Cli:
         return result
 
     def tenant(self, activate: bool = True) -> None:
-        assert self("tenant", "add", "--key", self.sb.casavi_key, "--secret-stdin",
-                    input=self.sb.casavi_secret + "\n").exit_code == 0
+        assert self("tenant", "add", "--key-stdin", "--secret-stdin",
+                    input=f"{self.sb.casavi_key}\n{self.sb.casavi_secret}\n").exit_code == 0
         if activate:
             assert self("tenant", "activate").exit_code == 0
 
@@ -175,14 +175,14 @@ def test_tenant_commands_act_on_the_named_tenant(cli: Cli) -> None:
     from engine.state import StateStore
 
     cli.tenant()
-    assert cli("tenant", "add", "--tenant", "acme", "--key", "acme-key-1234", "--secret-stdin",
-               input="acme-secret\n").exit_code == 0
+    pair = f"{cli.sb.casavi_key}\n{cli.sb.casavi_secret}\n"  # the sandbox's casavi knows one pair
+    assert cli("tenant", "add", "--tenant", "acme", "--key-stdin", "--secret-stdin", input=pair).exit_code == 0
     assert cli("tenant", "activate", "acme").exit_code == 0
     assert cli("tenant", "deactivate", env={"CASAVI_SYNC_TENANT": "acme"}).exit_code == 0
     assert cli("tenant", "add", "x", "--tenant", "y", "--key", "k", "--secret-stdin", input="s\n").exit_code == 2
     with StateStore.open(cli.state) as store:
         assert store.tenant_credentials("default")[0] == cli.sb.casavi_key  # untouched
-        assert store.tenant_credentials("acme")[0] == "acme-key-1234"
+        assert tuple(store.tenant_credentials("acme")) == (cli.sb.casavi_key, cli.sb.casavi_secret)
         assert store.tenant("default").activated and not store.tenant("acme").activated
 
 
@@ -212,3 +212,59 @@ def test_json_log_format_holds_for_every_line_including_errors(cli: Cli) -> None
     good = cli("connect", "--log-format", "json", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n")
     assert good.exit_code in (0, 1)
     assert any(rec.get("event") == "run.end" for rec in _all_json(good.output))
+
+
+# -- tenant add checks the casavi key pair (issue 9, item 12) ------------------------------------------
+
+def test_tenant_add_refuses_a_pair_casavi_rejects_and_saves_nothing(cli: Cli) -> None:
+    result = cli("tenant", "add", "acme", "--key-stdin", "--secret-stdin",
+                 input=f"{cli.sb.casavi_key}\nwrong-secret-123456\n")
+    one_line_error(result, "casavi rejected this API key/secret pair; nothing was saved",
+                   "Administration > API-Zugangsdaten")
+    assert "wrong-secret-123456" not in result.output
+    if cli.state.exists():
+        from engine.state import StateStore
+
+        with StateStore.open(cli.state) as store:
+            assert store.get_tenant("acme") is None
+    # A rejected new pair leaves the tenant's old, working pair in place.
+    cli.tenant(activate=False)
+    one_line_error(cli("tenant", "add", "--key-stdin", "--secret-stdin", input="ck_other_key_0000\nnope-nope\n"),
+                   "casavi rejected")
+    from engine.state import StateStore
+
+    with StateStore.open(cli.state) as store:
+        assert tuple(store.tenant_credentials("default")) == (cli.sb.casavi_key, cli.sb.casavi_secret)
+
+
+def test_tenant_add_with_casavi_unreachable_saves_with_a_warning(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli("tenant", "add", "--key-stdin", "--secret-stdin", input=f"{cli.sb.casavi_key}\n{cli.sb.casavi_secret}\n",
+                 env={"CASAVI_SYNC_CASAVI_URL": f"http://127.0.0.1:{port}"})
+    assert result.exit_code == 0, result.output
+    assert "could not check the key pair with casavi" in result.output and "saved unchecked" in result.output
+    from engine.state import StateStore
+
+    with StateStore.open(cli.state) as store:
+        assert store.tenant_credentials("default").key == cli.sb.casavi_key
+
+
+def test_tenant_add_takes_the_key_from_stdin_or_the_environment_and_warns_about_key_on_the_command_line(
+        cli: Cli) -> None:
+    by_stdin = cli("tenant", "add", "a1", "--key-stdin", "--secret-stdin",
+                   input=f"{cli.sb.casavi_key}\n{cli.sb.casavi_secret}\n")
+    assert by_stdin.exit_code == 0 and "accepted by casavi" in by_stdin.output, by_stdin.output
+    assert "process list" not in by_stdin.output
+    by_env = cli("tenant", "add", "a2", env={"CASAVI_SYNC_CASAVI_KEY": cli.sb.casavi_key,
+                                              "CASAVI_SYNC_CASAVI_SECRET": cli.sb.casavi_secret})
+    assert by_env.exit_code == 0 and "accepted by casavi" in by_env.output, by_env.output
+    by_arg = cli("tenant", "add", "a3", "--key", cli.sb.casavi_key, "--secret-stdin", input=cli.sb.casavi_secret)
+    assert by_arg.exit_code == 0 and "visible to other users in the process list" in by_arg.output
+    missing = cli("tenant", "add", "a4", "--secret-stdin", input="x\n")
+    one_line_error(missing, "no casavi API key given", "--key-stdin")
+    for text in (by_stdin.output, by_env.output, by_arg.output):
+        assert cli.sb.casavi_secret not in text

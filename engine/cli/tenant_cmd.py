@@ -23,7 +23,7 @@ TOKEN_ENV = "CASAVI_SYNC_SCALARA_TOKEN"
 KEY_ENV, SECRET_ENV = "CASAVI_SYNC_CASAVI_KEY", "CASAVI_SYNC_CASAVI_SECRET"
 
 
-def read_secret(*, what: str, env: str, from_stdin: bool, prompt: str) -> str:
+def read_secret(*, what: str, env: str, from_stdin: bool, prompt: str, stdin_flag: str = "--token-stdin") -> str:
     """A secret from stdin, the environment or a hidden prompt; stripped; never echoed."""
     if from_stdin:
         value = sys.stdin.readline()
@@ -32,7 +32,7 @@ def read_secret(*, what: str, env: str, from_stdin: bool, prompt: str) -> str:
     elif sys.stdin.isatty():
         value = click.prompt(prompt, hide_input=True, default="", show_default=False)
     else:
-        raise ConfigError(f"no {what} given: pipe it with --token-stdin, set {env}, or run in a terminal "
+        raise ConfigError(f"no {what} given: pipe it with {stdin_flag}, set {env}, or run in a terminal "
                           f"to be prompted")
     value = value.strip()
     if not value:
@@ -55,20 +55,38 @@ def _tenant_name(argument: str | None, ctx: OperatorContext) -> str:
 
 @tenant.command("add")
 @click.argument("name", required=False)
-@click.option("--key", envvar=KEY_ENV, show_envvar=True, help="casavi API key (Administration > API-Zugangsdaten).")
-@click.option("--secret-stdin", is_flag=True, help="Read the casavi API secret from standard input.")
+@click.option("--key", help="casavi API key (Administration > API-Zugangsdaten); visible in `ps`: prefer the "
+              f"prompt, --key-stdin or {KEY_ENV}.")
+@click.option("--key-stdin", is_flag=True, help="Read the casavi API key from standard input (first line).")
+@click.option("--secret-stdin", is_flag=True,
+              help="Read the casavi API secret from standard input (the line after the key with --key-stdin).")
 @operator_options
 @handle_errors
-def tenant_add(name: str | None, key: str | None, secret_stdin: bool, **kwargs: Any) -> None:
-    """Register a casavi customer account with its API key and secret (secret by prompt, stdin or env)."""
+def tenant_add(name: str | None, key: str | None, key_stdin: bool, secret_stdin: bool, **kwargs: Any) -> None:
+    """Register a casavi customer account with its API key pair, checked with casavi before it is saved.
+
+    Key and secret come from a hidden prompt, standard input (--key-stdin, --secret-stdin: one
+    line each, key first) or CASAVI_SYNC_CASAVI_KEY / CASAVI_SYNC_CASAVI_SECRET. A pair casavi
+    rejects is not saved (exit 3); when casavi cannot be reached the pair is saved with a warning.
+    """
     ctx = OperatorContext.from_kwargs(kwargs)
     name = ctx.tenant = _tenant_name(name, ctx)
-    if not key:
-        key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=False, prompt="casavi API key")
+    if key and key_stdin:
+        raise click.UsageError("give the key either with --key or with --key-stdin, not both")
+    if key:
+        ctx.console.warn(f"--key is visible to other users in the process list; prefer the prompt, --key-stdin "
+                         f"or {KEY_ENV}")
+    else:
+        key = read_secret(what="casavi API key", env=KEY_ENV, from_stdin=key_stdin, prompt="casavi API key",
+                          stdin_flag="--key-stdin")
     secret = read_secret(what="casavi API secret", env=SECRET_ENV, from_stdin=secret_stdin,
-                         prompt="casavi API secret")
-    t = connection.add_tenant(ctx, key, secret)
-    ctx.console.info(f"tenant '{t.name}' saved (key {t.casavi_key_fingerprint}); "
+                         prompt="casavi API secret (input hidden)", stdin_flag="--secret-stdin")
+    saved = connection.add_tenant(ctx, key, secret)
+    if saved.warning:
+        ctx.console.warn(saved.warning)
+    t = saved.tenant
+    ctx.console.info(f"tenant '{t.name}' saved (key {t.casavi_key_fingerprint}"
+                     + (", accepted by casavi); " if saved.checked else "); ")
                      + ("activated" if t.activated else f"next: casavi-sync tenant activate {name}"))
 
 

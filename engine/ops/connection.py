@@ -50,10 +50,65 @@ def require_activated(store: Any, tenant: str) -> None:
                           f"activated by the casavi team (casavi-sync tenant activate {tenant})")
 
 
-def add_tenant(ctx: Context, key: str, secret: str) -> Any:
-    """Register ctx.tenant with its casavi API key pair (creates the state file if needed)."""
+CASAVI_MENU = "casavi: Administration > API-Zugangsdaten"
+
+
+@dataclass(frozen=True)
+class TenantSaved:
+    """What registering a tenant did; ``warning`` says why the key pair could not be checked."""
+
+    tenant: Any  # engine.state.Tenant
+    checked: bool
+    warning: str | None = None
+
+    def __getattr__(self, name: str) -> Any:  # reads like the Tenant it saved (name, activated, ...)
+        if name == "tenant":
+            raise AttributeError(name)
+        return getattr(self.tenant, name)
+
+
+def check_casavi_credentials(ctx: Context, key: str, secret: str) -> str | None:
+    """Prove a casavi key pair with casavi's authenticate call before it is saved.
+
+    None when casavi accepted it; AuthError when casavi rejected it; a warning text when casavi
+    could not be reached (the pair is then saved unchecked: the first run will tell). Few retries:
+    someone is waiting at a form or a prompt.
+    """
+    import dataclasses
+
+    from engine.connectors.casavi import CasaviClient
+    from engine.errors import NetworkError
+
+    config = ctx.connector_config()
+    quick = dataclasses.replace(config.casavi, retry=dataclasses.replace(config.casavi.retry, max_attempts=2,
+                                                                          max_delay_s=2.0, retry_after_cap_s=2.0))
+    try:
+        with CasaviClient(dataclasses.replace(config, casavi=quick), key, secret) as client:
+            client.authenticate()
+    except AuthError:
+        raise AuthError(f"casavi rejected this API key/secret pair; nothing was saved. Check both values "
+                        f"(a casavi admin creates a pair under {CASAVI_MENU})") from None
+    except NetworkError as exc:
+        return f"could not check the key pair with casavi ({exc}); saved unchecked, the first run will tell"
+    return None
+
+
+def add_tenant(ctx: Context, key: str, secret: str, *, check: bool = True) -> TenantSaved:
+    """Register ctx.tenant with its casavi API key pair (creates the state file if needed).
+
+    The pair is checked with casavi first: a rejected pair is not saved (AuthError); when casavi
+    cannot be reached the pair is saved with a warning.
+    """
+    from engine.state.tenants import check_tenant_name
+
+    key, secret = key.strip(), secret.strip()
+    check_tenant_name(ctx.tenant)
+    if not key or not secret:
+        raise ConfigError(f"tenant '{ctx.tenant}': the casavi API key and secret must not be empty")
+    warning = check_casavi_credentials(ctx, key, secret) if check else None
     with ctx.store(must_exist=False) as store:
-        return store.add_tenant(ctx.tenant, key.strip(), secret)
+        tenant = store.add_tenant(ctx.tenant, key, secret)
+    return TenantSaved(tenant, check and warning is None, warning)
 
 
 def set_activation(ctx: Context, *, on: bool) -> Any:
