@@ -40,7 +40,7 @@ from engine.errors import RecordError
 from engine.expr import Expr, describe_error, is_truthy
 from engine.functions import RUN_DATE
 from engine.interpret import MapResult, map_records, singular
-from engine.sync.plan import Desired, Known, build_plan
+from engine.sync.plan import Desired, Known, build_plan, change_text
 
 __all__ = ["explain_record", "render_text"]
 
@@ -348,8 +348,8 @@ def _decisions(doc: dict[str, Any], mset: MappingSet, resource: str, sid: str, s
 
 
 def _j(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 200 else text[:197] + "..."
+    """A value as JSON, whole: explain never shortens what it shows."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _field_lines(trace: dict[str, Any], indent: str) -> list[str]:
@@ -421,7 +421,9 @@ def render_text(doc: dict[str, Any]) -> list[str]:
     for d in doc.get("decisions", []):
         target = f"{d['kind']}/{d['id']}" if d["kind"] else "this record"
         lines.append(f"next run: {d['action']} {target} ({d['reason']})")
-        lines.extend(f"  {c['field']}: {_j(c['from'])} -> {_j(c['to'])}" for c in d.get("diff", []))
+        lines.extend(f"  {change_text(c)}" for c in d.get("diff", []))
+        if d["action"] == "update" and not d.get("diff"):
+            lines.append("  (no field differs from the last payload written)")
     if "decisions" not in doc:
         lines.append("(no state store consulted: offline explanation)")
     return lines

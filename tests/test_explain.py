@@ -228,3 +228,17 @@ def test_cli_live_reads_scalara_and_the_state(world: World, tmp_path: Path) -> N
     assert world.token not in out and world.sandbox.casavi_secret not in out
     code, _, err = _cli("units", unit["id"][:-1] + "0", *args, env=env)
     assert code == 1 and "did you mean" in err
+
+
+def test_explain_text_never_shortens_a_payload_or_value() -> None:
+    from engine.explain import render_text
+
+    long_note = "Sondereigentum " * 40
+    doc = {"resource": "units", "id": "1", "deleted": False, "record": {"note": long_note}, "rules": [],
+           "lookedUpBy": [], "errors": [], "outputs": [{"kind": "units", "id": "u-1", "payload": {"note": long_note},
+                                                        "referencedBy": [], "referencedByCount": 0}],
+           "decisions": [{"kind": "units", "id": "u-1", "action": "update", "reason": "changed",
+                          "diff": [{"field": "note", "from": None, "to": long_note, "fromAbsent": True}]}]}
+    text = "\n".join(render_text(doc))
+    assert text.count(long_note) == 3 and "..." not in text
+    assert f'note: (absent) -> "{long_note}"' in text

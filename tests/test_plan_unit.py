@@ -94,3 +94,17 @@ def test_the_archive_floor_lets_small_removals_through() -> None:
     assert actions(floor) == [("archive", "units", "u-8")] and not floor.guard_trips
     more = build_plan(desired_units(range(7)), known, kinds=KINDS, archive_floor=1)  # 2 > floor and 22%
     assert more.actions == [] and more.guard_trips
+
+
+def test_absent_and_null_are_different_and_every_update_has_a_line() -> None:
+    from engine.sync.plan import Action, change_text, field_diff, update_lines
+
+    changes = field_diff({"a": 1, "c": None}, {"a": 1, "b": None})
+    assert changes == [{"field": "b", "from": None, "to": None, "fromAbsent": True},
+                       {"field": "c", "from": None, "to": None, "toAbsent": True}]
+    assert [change_text(c) for c in changes] == ["b: (absent) -> null", "c: null -> (absent)"]
+    same = Action("units", "u-1", "update", {"a": 1}, "h2", "units", "1", before={"a": 1}, reason="casavi's copy differs")
+    assert update_lines(same) == ["(no field differs from the last payload written; rewritten because: "
+                                  "casavi's copy differs)"]
+    unknown = Action("units", "u-1", "update", {"a": 1}, "h2", "units", "1", reason="changed")
+    assert update_lines(unknown) == ["a: (absent) -> 1"]

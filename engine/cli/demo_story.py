@@ -152,12 +152,11 @@ def plan_table(prepared: Any) -> list[str]:
 
 def change_lines(prepared: Any, limit: int = 6) -> list[str]:
     """The plan's first actions, with the changed fields of each update."""
-    import json
+    from engine.sync.plan import change_text
 
     lines = []
     for a in prepared.plan.actions[:limit]:
-        diff = ", ".join(f"{c['field']}: {json.dumps(c['from'], ensure_ascii=False)} -> "
-                         f"{json.dumps(c['to'], ensure_ascii=False)}" for c in a.diff()[:3])
+        diff = ", ".join(change_text(c) for c in a.diff()[:3])
         lines.append(f"     {a.action} {a.kind} {a.ref_id}" + (f"  ({diff})" if diff and a.action == "update" else ""))
     if len(prepared.plan.actions) > limit:
         lines.append(f"     ... and {len(prepared.plan.actions) - limit} more")

@@ -42,6 +42,7 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
     cannot be mapped, 3 aborted (auth, network, config).
     """
     from engine.coverage import unmapped_codes
+    from engine.sync.plan import update_lines
     from engine.sync.report import plan_document, plan_summary
 
     ctx = OperatorContext.from_kwargs(kwargs)
@@ -55,9 +56,8 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
         if details:
             for a in prepared.plan.actions:
                 click.echo(f"{a.action} {a.kind} {a.ref_id}  ({a.reason}; SCALARA {a.source_resource} {a.source_id})")
-                for change in a.diff() if a.action != "archive" else []:
-                    click.echo(f"    {change['field']}: {json.dumps(change['from'], ensure_ascii=False)} -> "
-                               f"{json.dumps(change['to'], ensure_ascii=False)}")
+                for line in update_lines(a) if a.action in ("update", "restore") else []:
+                    click.echo(f"    {line}")
     if strict and prepared.plan.errors:
         raise SystemExit(EXIT_RECORDS)
     if fail_on_unmapped_codes and unmapped_codes(prepared.coverage):

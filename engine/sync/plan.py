@@ -132,15 +132,41 @@ class Plan:
 
 
 def field_diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    """Changed fields as ``{"field", "from", "to"}``; a field missing on one side (not the same as
+    null: casavi stores the difference) also carries ``"fromAbsent": true`` or ``"toAbsent": true``."""
     changes: list[dict[str, Any]] = []
     for key in sorted(set(before) | set(after)):
         path = f"{prefix}{key}"
         old, new = before.get(key), after.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changes.extend(field_diff(old, new, path + "."))
-        elif old != new:
-            changes.append({"field": path, "from": old, "to": new})
+        elif old != new or (key in before) != (key in after):
+            change: dict[str, Any] = {"field": path, "from": old, "to": new}
+            if key not in before:
+                change["fromAbsent"] = True
+            if key not in after:
+                change["toAbsent"] = True
+            changes.append(change)
     return changes
+
+
+def change_text(change: Mapping[str, Any]) -> str:
+    """``field: "old" -> "new"``, with ``(absent)`` for a field missing on one side."""
+    def side(value: Any, absent: bool) -> str:
+        return "(absent)" if absent else json.dumps(value, ensure_ascii=False, default=str)
+
+    return (f"{change['field']}: {side(change['from'], bool(change.get('fromAbsent')))} -> "
+            f"{side(change['to'], bool(change.get('toAbsent')))}")
+
+
+def update_lines(action: Action) -> list[str]:
+    """One line per changed field of an update, or one line saying why it is rewritten anyway."""
+    changes = action.diff()
+    if changes:
+        return [change_text(c) for c in changes]
+    if action.before is None:
+        return [f"(the last payload written is not stored; rewritten because: {action.reason})"]
+    return [f"(no field differs from the last payload written; rewritten because: {action.reason})"]
 
 
 def project_like(current: Any, desired: Any) -> Any:
