@@ -29,7 +29,7 @@ from engine.cli import main
 from engine.errors import Diagnostic
 from engine.mapping_tests import TestRunResult, collect, run_case, run_suite, run_tests
 from engine.mapping_tests.load import SCHEMA_LINE, TEST_SCHEMA
-from engine.mapping_tests.report import render_case
+from engine.mapping_tests.report import render_case, render_text
 from engine.validate import validate_paths
 from tests.conftest import MAPPINGS_DIR
 
@@ -86,6 +86,34 @@ def test_a_changed_mapping_fails_its_test_with_a_field_path(tmp_path: Path) -> N
     failed = result.failed[0]
     line = (folder / "units.test.yaml").read_text(encoding="utf-8").splitlines()[failed.problems[0].line - 1]
     assert "u-u3:" in line and "usage: PRIVATE" in line
+    # the text report and the pytest item point at that line, not at the case
+    at = f"{folder / 'units.test.yaml'}:{failed.problems[0].line}:{failed.problems[0].col}: units/u-u3.usage"
+    assert at in render_text(result) and at in render_case(failed)
+    assert failed.problems[0].line != failed.line
+
+
+@pytest.mark.slow  # a pytest subprocess (~1.5 s)
+def test_pytest_collects_a_mapping_test_file_as_the_readme_says(tmp_path: Path) -> None:
+    """`pytest mappings/units.test.yaml`: one item per case, a failure at the differing expected value."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS_DIR, folder)
+    tests = folder / "units.test.yaml"
+    text = tests.read_text(encoding="utf-8")
+    line_no = next(i for i, line in enumerate(text.splitlines(), 1) if "usage: PRIVATE" in line)
+    lines = text.splitlines(keepends=True)
+    lines[line_no - 1] = lines[line_no - 1].replace("usage: PRIVATE", "usage: COMMERCIAL")
+    tests.write_text("".join(lines), encoding="utf-8")
+    installed = any(e.name == "casavi_sync" for e in importlib.metadata.entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "engine.mapping_tests.pytest_plugin"]  # an older editable install
+    proc = subprocess.run([sys.executable, "-m", "pytest", "mappings/units.test.yaml", "-p", "no:cacheprovider",
+                           "-p", "no:recording", *plugin], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 failed, 5 passed" in proc.stdout
+    assert f"units.test.yaml:{line_no}:" in proc.stdout and 'expected "COMMERCIAL", got "PRIVATE"' in proc.stdout
 
 
 def test_validate_skips_test_files() -> None:
@@ -216,7 +244,7 @@ def test_cli_failure_text_exit_code_and_quiet() -> None:
     assert code == 1
     assert "  ok    " not in out
     assert "  FAIL  every kind of payload difference  (" in out
-    assert '        units/u-u1.usage: expected "COMMERCIAL", got "PRIVATE"' in out
+    assert f'        {CASES / "failing-payload.test.yaml"}:16:16: units/u-u1.usage: expected "COMMERCIAL", got "PRIVATE"' in out
     assert out.rstrip().endswith("1 file, 1 case: 0 passed, 1 failed")
 
 

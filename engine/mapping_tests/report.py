@@ -7,8 +7,12 @@ rendered as its differences, one per line, under the case's name::
     mappings/contracts.test.yaml
       ok    two co-owners become two OWNER contracts
       FAIL  a future owner change keeps both owners  (mappings/contracts.test.yaml:31:3)
-            contracts/own-3f2a.endDate: expected "2026-12-31", got null
+            mappings/contracts.test.yaml:44:18: contracts/own-3f2a.endDate: expected "2026-12-31", got null
     5 files, 24 cases: 23 passed, 1 failed
+
+Each difference starts with ``file:line:col`` of the expected value that differs (terminals and
+editors open it there); a difference with no expected value to point at (an output nobody
+expected) points at the case.
 
 In ``github`` format every difference becomes an ``::error`` annotation at the line of the
 expected value in the test file, so the pull request shows it where the expectation is written.
@@ -42,10 +46,17 @@ def summary(result: TestRunResult) -> str:
     return text
 
 
+def where(case: CaseResult, problem: Any) -> str:
+    """``file:line:col`` of the expected value a difference is about (else of the case)."""
+    if problem.line:
+        return f"{case.file}:{problem.line}:{problem.col}"
+    return f"{case.file}:{case.line}:{case.col}"
+
+
 def render_case(case: CaseResult) -> str:
     """The failure text of one case (also what the pytest item shows)."""
     lines = [f"{case.name}  ({case.file}:{case.line}:{case.col})"]
-    lines.extend(f"  {p.message}" for p in case.problems)
+    lines.extend(f"  {where(case, p)}: {p.message}" for p in case.problems)
     return "\n".join(lines)
 
 
@@ -62,7 +73,7 @@ def render_text(result: TestRunResult, *, verbose: bool = True) -> str:
             parts.append(f"  ok    {case.name}")
             continue
         parts.append(f"  FAIL  {case.name}  ({case.file}:{case.line}:{case.col})")
-        parts.extend(f"        {p.message}" for p in case.problems)
+        parts.extend(f"        {where(case, p)}: {p.message}" for p in case.problems)
     parts.append(summary(result))
     return "\n".join(parts) + "\n"
 
