@@ -6,9 +6,10 @@ project. Each case of a ``*.test.yaml`` becomes one test item, run against the m
 beside it, exactly as ``casavi-sync test`` runs it; a failure shows the same differences, each at
 the ``file:line:col`` of the expected value that differs.
 
-Which files: a ``*.test.yaml`` named on the command line, or one that lies beside mapping files
-(a mapping folder). Other ``*.test.yaml`` files (the engine's own golden cases of broken tests)
-are left alone.
+Which files: a ``*.test.yaml`` named on the command line or in a folder named on it
+(``pytest mappings``), and, when pytest runs with no arguments and no ``testpaths`` (a
+consultant's project), every one that lies beside mapping files. Other ``*.test.yaml`` files (the
+engine's own fixtures and golden cases, under its ``testpaths``) are left alone.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ def _beside_mappings(path: Path) -> bool:
 
 
 def _named_on_command_line(config: pytest.Config, path: Path) -> bool:
+    """The file, or the folder it is in, is an argument of this pytest run."""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return False
+    wanted = {path.resolve(), path.parent.resolve()}
     for arg in config.args:
         candidate = Path(str(arg).split("::", 1)[0])
         if not candidate.is_absolute():
             candidate = Path(config.invocation_params.dir) / candidate
-        if candidate.resolve() == path.resolve():
+        if candidate.resolve() in wanted:
             return True
     return False
 
@@ -43,7 +48,9 @@ def _named_on_command_line(config: pytest.Config, path: Path) -> bool:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if not _is_mapping_test(file_path):
         return None
-    if not (_named_on_command_line(parent.config, file_path) or _beside_mappings(file_path)):
+    config = parent.config
+    bare_run = config.args_source == pytest.Config.ArgsSource.INVOCATION_DIR
+    if not (_named_on_command_line(config, file_path) or (bare_run and _beside_mappings(file_path))):
         return None
     file: MappingTestFile = MappingTestFile.from_parent(parent, path=file_path)
     return file
