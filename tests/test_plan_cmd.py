@@ -109,7 +109,7 @@ def test_plan_details_show_a_reason_line_for_every_update(env: tuple[Any, dict[s
     """A field that was never sent and is now sent as null is a change, and plan --details says so."""
     import shutil
 
-    from engine.paths import MAPPINGS_DIR
+    from tests.conftest import MAPPINGS_DIR
 
     _, e = env
     older = tmp_path / "older"
@@ -118,13 +118,13 @@ def test_plan_details_show_a_reason_line_for_every_update(env: tuple[Any, dict[s
     contacts.write_text(contacts.read_text(encoding="utf-8").replace("      title: title\n", ""), encoding="utf-8")
     invoke(e, "run", "--quiet", "--mappings", str(older))
 
-    text = invoke(e, "plan", "--details").output.splitlines()
+    text = invoke(e, "plan", "--details", "--mappings", str(MAPPINGS_DIR)).output.splitlines()
     updates = [i for i, line in enumerate(text) if line.startswith("update ")]
     assert len(updates) > 5
     for i in updates:  # every update is followed by at least one diff line
         assert text[i + 1].startswith("    "), text[i:i + 2]
     assert any(line.strip() == "title: (absent) -> null" for line in text)
-    doc = json.loads(invoke(e, "plan", "--details", "--format", "json").stdout)
+    doc = json.loads(invoke(e, "plan", "--details", "--format", "json", "--mappings", str(MAPPINGS_DIR)).stdout)
     diffs = [c["diff"] for c in doc["changes"] if c["action"] == "update"]
     assert diffs and all(diffs)
     assert {"field": "title", "from": None, "to": None, "fromAbsent": True} in [d for ds in diffs for d in ds]
