@@ -6,7 +6,8 @@ Everything read at run time ships inside the package (and so inside the wheel):
 * ``engine/data/schemas/``  - JSON Schemas (mapping DSL, mapping tests, connector config) and the
   OpenAPI documents of both APIs;
 * ``engine/catalog/``       - what the engine knows of both APIs' data models;
-* ``engine/connectors/default.yaml`` - the connector defaults.
+* ``engine/connectors/default.yaml`` - the connector defaults;
+* ``engine/data/project/``  - the templates of a consultant's mapping project (``casavi-sync init``).
 
 A developer checkout has ``mappings`` and ``schemas`` links at its top level pointing into
 ``engine/data/`` so the documented commands (``casavi-sync validate mappings``) keep working there.
@@ -29,6 +30,8 @@ MAPPING_TEST_SCHEMA = SCHEMAS_DIR / "mapping-test.schema.json"
 CONNECTOR_SCHEMA = SCHEMAS_DIR / "connector.schema.json"
 OPENAPI_CASAVI = SCHEMAS_DIR / "openapi-casavi.yaml"
 OPENAPI_SCALARA = SCHEMAS_DIR / "openapi-scalara.yaml"
+PROJECT_TEMPLATES = DATA_DIR / "project"
+"""What `casavi-sync init` writes besides the mappings: README, editor settings, pre-commit, CI."""
 
 ENV_MAPPINGS = "CASAVI_SYNC_MAPPINGS"
 """Environment variable naming the mapping folder used when ``--mappings`` is not given."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from engine.cli import (
     demo_cmd,
     explain_cmd,
+    init_cmd,
     keys_cmd,
     map_cmd,
     sandbox_cmd,
@@ -21,4 +22,4 @@ from engine.cli import (
 )
 from engine.cli.base import main
 
-__all__ = ["demo_cmd", "explain_cmd", "keys_cmd", "main", "map_cmd", "sandbox_cmd", "serve_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd"]
+__all__ = ["demo_cmd", "explain_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "sandbox_cmd", "serve_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd"]
