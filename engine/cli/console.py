@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import click
@@ -50,13 +51,16 @@ class Console:
             click.echo(prefix + message, file=self.stream)
 
     # -- progress -------------------------------------------------------------------------------
-    def progress(self, phase: str, kind: str, done: int, total: int) -> None:
-        """Progress callback for the engine: (phase, kind, done, total); total 0 = unknown."""
+    def progress(self, phase: str, kind: str, done: int, total: int,
+                 detail: Mapping[str, Any] | None = None) -> None:
+        """Progress callback for the engine: (phase, kind, done, total[, detail]); total 0 = unknown.
+        ``detail`` (while writing) counts complete properties and names the current one."""
         if self.quiet:
             return
         now = time.monotonic()
         key = (phase, kind)
         finished = total and done >= total
+        props = _properties_text(detail)
         if self.tty:
             if now - self._last_emit < 0.1 and not finished:
                 return
@@ -67,6 +71,7 @@ class Console:
                 line = f"{phase:<9} {kind:<17} [{bar}] {done}/{total}"
             else:
                 line = f"{phase:<9} {kind:<17} {done} records"
+            line += props
             self.stream.write("\r" + line.ljust(len(self._last_line)))
             self.stream.flush()
             self._last_line = line
@@ -79,9 +84,12 @@ class Console:
             return
         if key != self._last_key or finished or now - self._last_emit >= 5:
             if self.log_format == "json":
-                self._log("info", "progress", {"phase": phase, "kind": kind, "done": done, "total": total})
+                fields: dict[str, Any] = {"phase": phase, "kind": kind, "done": done, "total": total}
+                if detail and detail.get("properties"):
+                    fields["properties"] = detail["properties"]
+                self._log("info", "progress", fields)
             else:
-                click.echo(f"{phase} {kind}: {done}" + (f"/{total}" if total else ""), file=self.stream)
+                click.echo(f"{phase} {kind}: {done}" + (f"/{total}" if total else "") + props, file=self.stream)
             self._last_key = key
             self._last_emit = now
 
@@ -90,3 +98,13 @@ class Console:
             self.stream.write("\n" if newline else "\r" + " " * len(self._last_line) + "\r")
             self.stream.flush()
             self._last_line = ""
+
+
+def _properties_text(detail: Mapping[str, Any] | None) -> str:
+    """", properties 12/200 (current: Musterstraße 5)" -- or "" when the run has no properties."""
+    props = (detail or {}).get("properties") or {}
+    if not props.get("total"):
+        return ""
+    current = props.get("current") or {}
+    name = current.get("name") or current.get("id")
+    return f", properties {props['done']}/{props['total']}" + (f" (current: {name})" if name else "")

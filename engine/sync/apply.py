@@ -1,13 +1,19 @@
 """Apply: carry out a plan against casavi, in dependency order, with bounded concurrency.
 
-Writes go kind by kind in the order the mappings' references dictate (properties -> units ->
-contacts -> contracts -> responsibilities); archives go in reverse order. Within a kind, up to
-``concurrency`` calls are in flight (the client's rate limiter paces them).
+Writes go property by property (``write_order="property"``, engine.sync.order groups them): a
+property, then what belongs to it (its units, the contacts its records need that are not written
+yet, its responsibilities, its contracts), then the next property. A record is sent only once every
+record it references has been written; up to ``2 x concurrency`` calls are queued (the client's
+rate limiter paces them) and, to keep them queued, the next properties start while the current one
+waits for its last answers -- never more than ``max_ahead`` properties beyond the first
+incomplete one. ``write_order="kind"`` is the older order (all properties, then all contacts, ...),
+kept for comparison. Archives go kind by kind in reverse order, after all writes.
 
-Crash safety: before a create is sent, its intent is journaled (``pending``) and committed, so a
-crash between casavi's answer and the journal entry still leaves a trace; the next run repeats the
-PUT, which is idempotent because casavi keys records by our reference id. Nothing is ever created
-twice, and nothing written is forgotten.
+Crash safety: before a create is sent, its intent is journaled (``pending``) and committed (for a
+property's group of records at once, when the group starts), so a crash between casavi's answer
+and the journal entry still leaves a trace; the next run repeats the PUT, which is idempotent
+because casavi keys records by our reference id. Nothing is ever created twice, and nothing
+written is forgotten.
 
 A record casavi rejects (400/409/422) is journaled as failed with its reason; records that depend on
 it are skipped with that reason; the run goes on. An operator-level error (auth, network) stops
@@ -17,18 +23,30 @@ new submissions, lets the calls in flight finish, journals them, and is raised.
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable, Iterable, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import OperatorError, RecordError
+from engine.sync.order import Completion, Group, Lookup, PropertyDone, group_actions
 from engine.sync.plan import ARCHIVE, CREATE, RESTORE, SKIPPED, UPDATE, Action, Plan
 
 # casavi addresses a responsibility by (property, contact) and removes it with DELETE: it has no
 # archive. Every other kind is archived/restored by reference id.
 RESPONSIBILITIES = "responsibilities"
 
-Progress = Callable[[str, str, int, int], None]  # (phase, kind, done, total)
+WRITE_ORDERS = ("property", "kind")
+
+
+class Progress(Protocol):
+    """(phase, kind, done, total[, detail]); total 0 = unknown. While writing, ``detail`` says how
+    many properties are complete and which is current (``Completion.detail``); property by
+    property, ``kind`` is "records" (all kinds together)."""
+
+    def __call__(self, phase: str, kind: str, done: int, total: int,
+                 detail: Mapping[str, Any] | None = None, /) -> None: ...
 
 
 class Writer(Protocol):
@@ -75,6 +93,9 @@ class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
     aborted: OperatorError | None = None
     stopped: bool = False
+    write_order: str = "property"
+    properties_total: int = 0
+    properties_done: list[PropertyDone] = field(default_factory=list)  # in the order they completed
 
     def counts(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
@@ -113,27 +134,47 @@ def _is_gone(error: RecordError) -> bool:
     return getattr(error, "status", None) == 404
 
 
+Key = tuple[str, str]
+
+
 class _Runner:
     def __init__(self, writer: Writer, journal: Journal, concurrency: int,
-                 progress: Progress | None, should_stop: Callable[[], bool] | None) -> None:
+                 progress: Progress | None, should_stop: Callable[[], bool] | None,
+                 completion: Completion) -> None:
         self.writer, self.journal = writer, journal
         self.concurrency = max(1, concurrency)
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
         self.result = ApplyResult()
-        self.failed_keys: dict[tuple[str, str], str] = {}
+        self.failed_keys: dict[Key, str] = {}
+        self.completion = completion
 
+    # -- bookkeeping shared by both orders --------------------------------------------------------
+    def _emit(self, phase: str, kind: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(phase, kind, done, total, self.completion.detail())
+
+    def _blocker(self, a: Action) -> Key | None:
+        return next((d for d in a.depends_on if d in self.failed_keys), None)
+
+    def _skip(self, a: Action, blocker: Key, announced: bool = False) -> None:
+        reason = f"skipped: depends on {blocker[0]} {blocker[1]}, which failed ({self.failed_keys[blocker]})"
+        self.failed_keys[(a.kind, a.ref_id)] = "a record it depends on failed"
+        if announced:  # its intent was journaled: settle it, so the next run sees "failed, retry"
+            self.journal.failed(a, RecordError(reason, source_id=a.source_id, resource=a.source_resource, target_id=a.ref_id))
+        self.result.outcomes.append(Outcome(a.kind, a.ref_id, SKIPPED, False, a.source_resource,
+                                            a.source_id, {"reason": reason}))
+        self.completion.settled(a, False)
+
+    # -- kind by kind (and every archive phase) ---------------------------------------------------
     def run_phase(self, phase: str, kind: str, actions: list[Action]) -> None:
         if not actions or self.result.aborted or self.result.stopped:
             return
         ready: list[Action] = []
         for a in actions:
-            blocker = next((d for d in a.depends_on if d in self.failed_keys), None)
+            blocker = self._blocker(a)
             if blocker is not None:
-                reason = f"skipped: depends on {blocker[0]} {blocker[1]}, which failed ({self.failed_keys[blocker]})"
-                self.failed_keys[(a.kind, a.ref_id)] = "a record it depends on failed"
-                self.result.outcomes.append(Outcome(a.kind, a.ref_id, SKIPPED, False, a.source_resource,
-                                                    a.source_id, {"reason": reason}))
+                self._skip(a, blocker)
                 continue
             ready.append(a)
         creates = [a for a in ready if a.action == CREATE]
@@ -162,9 +203,92 @@ class _Runner:
                     action = in_flight.pop(fut)
                     self._settle(action, fut)
                     done += 1
-                if self.progress:
-                    self.progress(phase, kind, done, total)
+                self._emit(phase, kind, done, total)
                 fill()
+        self.journal.flush()
+
+    # -- property by property ---------------------------------------------------------------------
+    def run_groups(self, groups: Sequence[Group], order: Sequence[str], max_ahead: int) -> None:
+        """Write the groups in order; a record goes out once all it references is written, and
+        group ``first incomplete + max_ahead`` does not start before the first incomplete one ends."""
+        if not groups or self.result.aborted or self.result.stopped:
+            return
+        done = self.completion
+        rank = {k: i for i, k in enumerate(order)}
+        waits: dict[Key, int] = {}
+        dependents: dict[Key, list[Action]] = {}
+        for g in groups:
+            for a in g.actions:
+                key = (a.kind, a.ref_id)
+                n = 0
+                for d in a.depends_on:
+                    if d in done.group_of and d != key:
+                        dependents.setdefault(d, []).append(a)
+                        n += 1
+                waits[key] = n
+        ready: list[tuple[int, int, int, Action]] = []
+        seq = itertools.count()
+        announced: set[Key] = set()
+        admitted = 0
+        cap = self.concurrency * 2
+
+        def make_ready(a: Action) -> None:
+            blocker = self._blocker(a)
+            if blocker is None:
+                key = (a.kind, a.ref_id)
+                heapq.heappush(ready, (done.group_of[key], rank.get(a.kind, len(rank)), next(seq), a))
+                return
+            self._skip(a, blocker, announced=(a.kind, a.ref_id) in announced)
+            release((a.kind, a.ref_id))
+
+        def release(key: Key) -> None:
+            for dep in dependents.pop(key, ()):
+                dkey = (dep.kind, dep.ref_id)
+                waits[dkey] -= 1
+                if not waits[dkey] and done.group_of[dkey] < admitted:
+                    make_ready(dep)
+
+        def admit(pos: int) -> None:
+            actions = groups[pos].actions
+            creates = [a for a in actions if a.action == CREATE and self._blocker(a) is None]
+            if creates:
+                self.journal.pending(creates)
+                self.journal.flush()
+                announced.update((a.kind, a.ref_id) for a in creates)
+            for a in actions:
+                if not waits[(a.kind, a.ref_id)]:
+                    make_ready(a)
+
+        total = done.records_total
+        with cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="casavi-write") as pool:
+            in_flight: dict[cf.Future[Any], Action] = {}
+
+            def fill() -> None:
+                nonlocal admitted
+                while not self.result.aborted:
+                    while (admitted < len(groups) and admitted - done.first_open < max_ahead
+                           and len(ready) + len(in_flight) < cap):
+                        admitted += 1  # first, so that make_ready sees the group as started
+                        admit(admitted - 1)
+                    if len(in_flight) >= cap or not ready:
+                        return
+                    if self.should_stop():
+                        self.result.stopped = True
+                        return
+                    action = heapq.heappop(ready)[3]
+                    in_flight[pool.submit(_perform, self.writer, action)] = action
+
+            fill()
+            while in_flight:
+                finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    action = in_flight.pop(fut)
+                    self._settle(action, fut)
+                    if not isinstance(fut.exception(), OperatorError):  # written, or failed: settled
+                        release((action.kind, action.ref_id))
+                self._emit("write", "records", done.records_done, total)
+                if not self.result.stopped:
+                    fill()
         self.journal.flush()
 
     def _settle(self, action: Action, fut: cf.Future[Any]) -> None:
@@ -182,6 +306,7 @@ class _Runner:
                 if done == CREATE and getattr(fut.result(), "created", None) is False:
                     done = UPDATE  # casavi had it already (a create repeated after a crash)
             self.result.outcomes.append(Outcome(action.kind, action.ref_id, done, True, *src))
+            self.completion.settled(action, True)
         elif isinstance(exc, RecordError):
             if action.action == ARCHIVE and _is_gone(exc):
                 self.journal.forgotten(action)
@@ -194,6 +319,7 @@ class _Runner:
             self.failed_keys[(action.kind, action.ref_id)] = exc.reason
             self.result.outcomes.append(Outcome(action.kind, action.ref_id, action.action, False, *src,
                                                 error=exc.as_dict()))
+            self.completion.settled(action, False)
         elif isinstance(exc, OperatorError):
             if self.result.aborted is None:
                 self.result.aborted = exc
@@ -211,19 +337,34 @@ def apply_plan(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     blocked: Iterable[tuple[str, str, str]] = (),
+    write_order: str = "property",
+    lookup: Lookup | None = None,
+    max_ahead: int | None = None,
 ) -> ApplyResult:
     """Carry out ``plan``. ``blocked`` lists (kind, ref_id, reason) that failed before apply
-    (mapping errors), so their dependents are skipped too."""
-    runner = _Runner(writer, journal, concurrency, progress, should_stop)
+    (mapping errors), so their dependents are skipped too. ``lookup`` finds what records the run
+    does not write reference (to place, say, a contract of an unchanged unit with its property).
+    ``max_ahead``: how many properties may be under way at once (default 2 x concurrency)."""
+    if write_order not in WRITE_ORDERS:
+        raise ValueError(f"write_order must be one of {WRITE_ORDERS}, not {write_order!r}")
+    writes = [a for a in plan.actions if a.action in (CREATE, UPDATE, RESTORE)]
+    groups = group_actions(writes, order, lookup)
+    completion = Completion(groups)
+    runner = _Runner(writer, journal, concurrency, progress, should_stop, completion)
+    runner.result.write_order = write_order
+    runner.result.properties_total = completion.properties_total
+    runner.result.properties_done = completion.done
     for kind, ref_id, reason in blocked:
         runner.failed_keys[(kind, ref_id)] = reason
-    by_kind: dict[str, list[Action]] = {}
+    if write_order == "property":
+        runner.run_groups(groups, order, max_ahead or 2 * runner.concurrency)
+    else:
+        for kind in order:
+            runner.run_phase("write", kind, [a for a in writes if a.kind == kind])
     archives: dict[str, list[Action]] = {}
     for a in plan.actions:
-        (archives if a.action == ARCHIVE else by_kind).setdefault(a.kind, []).append(a)
-    for kind in order:
-        writes = [a for a in by_kind.get(kind, []) if a.action in (CREATE, UPDATE, RESTORE)]
-        runner.run_phase("write", kind, writes)
+        if a.action == ARCHIVE:
+            archives.setdefault(a.kind, []).append(a)
     for kind in reversed(order):
         runner.run_phase("archive", kind, archives.get(kind, []))
     journal.flush()

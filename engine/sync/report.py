@@ -75,7 +75,24 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "timings": prepared.timings if prepared else {},
         "coverage": prepared.coverage if prepared else {},
         "calls": calls or {},
+        "properties": property_completion(result, started),
     }
+
+
+def property_completion(result: ApplyResult | None, started: dt.datetime) -> dict[str, Any]:
+    """When each property the run wrote to became complete (all its records settled), in the order
+    they did, and the first / median / 90th percentile of those times (seconds since the start)."""
+    if result is None:
+        return {}
+    rows = [p.as_dict(started) for p in result.properties_done]
+    times = sorted(r["afterS"] for r in rows)
+
+    def quantile(q: float) -> float | None:
+        return times[min(len(times) - 1, int(q * len(times)))] if times else None
+
+    return {"writeOrder": result.write_order, "total": result.properties_total, "complete": len(rows),
+            "firstCompleteS": times[0] if times else None, "medianCompleteS": quantile(0.5),
+            "p90CompleteS": quantile(0.9), "completed": rows}
 
 
 def problem_line(p: dict[str, Any]) -> str:
@@ -122,6 +139,13 @@ def run_summary(report: dict[str, Any]) -> list[str]:
     for kind, row in report["counts"].items():
         parts = [f"{k} {v}" for k, v in row.items() if v and not k.startswith("planned_")]
         lines.append(f"  {kind:<17} " + (", ".join(parts) if parts else "nothing to do"))
+    props = report.get("properties") or {}
+    if props.get("total"):
+        line = f"  properties        {props['complete']} of {props['total']} complete"
+        if props.get("firstCompleteS") is not None:
+            line += (f"; the first after {props['firstCompleteS']:.1f} s, half of them after "
+                     f"{props['medianCompleteS']:.1f} s")
+        lines.append(line)
     for g in report["guard"]:
         lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
     problems = report["mapErrors"] + report["writeFailures"]

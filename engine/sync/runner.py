@@ -45,6 +45,7 @@ class SyncOptions:
     run_date: dt.date | None = None
     full: bool = False  # read all of SCALARA even when an incremental read would do
     incremental: IncrementalPolicy = field(default_factory=IncrementalPolicy)
+    write_order: str = "property"  # "kind": all properties, then all contacts, ... (for comparison)
 
 
 @dataclass
@@ -246,8 +247,15 @@ def run_apply(prepared: Prepared, writer: Writer, journal: Any, options: SyncOpt
     for a in prepared.plan.adopt:
         journal.written(a)
     journal.flush()
+    outputs = prepared.mapped.outputs
+
+    def lookup(kind: str, ref_id: str) -> tuple[tuple[tuple[str, str], ...], Mapping[str, Any]] | None:
+        out = outputs.get(kind, {}).get(ref_id)
+        return (out.depends_on, out.payload) if out is not None else None
+
     return apply_plan(prepared.plan, writer, journal, order=prepared.order, concurrency=options.concurrency,
-                      progress=progress, should_stop=should_stop, blocked=blocked_from_errors(prepared))
+                      progress=progress, should_stop=should_stop, blocked=blocked_from_errors(prepared),
+                      write_order=options.write_order, lookup=lookup)
 
 
 def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: OperatorError | None,
