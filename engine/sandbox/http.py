@@ -19,6 +19,7 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +44,10 @@ class Counters:
     answered; requests the fault layer answered instead (429, injected 5xx, drops) are not writes.
     Control paths (``/sandbox/...``) and requests the App declares non-writes (casavi's
     ``POST /v2/authenticate``) are never writes.
+
+    ``start_log()`` also keeps a request log: (monotonic time, method, path, status) of every
+    request the App answered, in the order the answers were produced (tests read the order in
+    which a sync wrote; off by default, it grows with every request).
     """
 
     def __init__(self) -> None:
@@ -52,6 +57,16 @@ class Counters:
         self._writes = 0
         self._successful_writes = 0
         self._connections = 0
+        self._log: list[tuple[float, str, str, int]] | None = None
+
+    def start_log(self) -> None:
+        with self._lock:
+            self._log = []
+
+    def log(self) -> list[tuple[float, str, str, int]]:
+        """The request log since ``start_log()`` (empty when it was never started)."""
+        with self._lock:
+            return list(self._log or [])
 
     def connection_opened(self) -> None:
         with self._lock:
@@ -62,8 +77,10 @@ class Counters:
         with self._lock:
             return self._connections
 
-    def record(self, method: str, resource: str, status: int, *, write: bool) -> None:
+    def record(self, method: str, resource: str, status: int, *, write: bool, path: str | None = None) -> None:
         with self._lock:
+            if self._log is not None and path is not None:
+                self._log.append((time.monotonic(), method, path, status))
             self._by_resource[(method, resource)] += 1
             self._by_status[status] += 1
             if write:
@@ -104,6 +121,8 @@ class Counters:
             self._writes = 0
             self._successful_writes = 0
             self._connections = 0
+            if self._log is not None:
+                self._log.clear()
 
 
 def _default_error_body(status: int, code: str, message: str) -> Any:
@@ -332,7 +351,7 @@ class ServerHandle:
         truncate = decision.malformed and response.status == 200 and not isinstance(
             response.body, bytes | bytearray) and response.body is not None
         # Count before answering, so a client that got its answer always sees it counted.
-        self.counters.record(method, resource, response.status, write=write)
+        self.counters.record(method, resource, response.status, write=write, path=path)
         if write:
             self.faults.record_write(200 <= response.status < 300)
         handler.send(response, truncate=truncate)

@@ -46,6 +46,7 @@ class SyncOptions:
     full: bool = False  # read all of SCALARA even when an incremental read would do
     incremental: IncrementalPolicy = field(default_factory=IncrementalPolicy)
     write_order: str = "property"  # "kind": all properties, then all contacts, ... (for comparison)
+    max_ahead: int | None = None  # properties under way at once (default 2 x concurrency)
 
 
 @dataclass
@@ -255,7 +256,7 @@ def run_apply(prepared: Prepared, writer: Writer, journal: Any, options: SyncOpt
 
     return apply_plan(prepared.plan, writer, journal, order=prepared.order, concurrency=options.concurrency,
                       progress=progress, should_stop=should_stop, blocked=blocked_from_errors(prepared),
-                      write_order=options.write_order, lookup=lookup)
+                      write_order=options.write_order, lookup=lookup, max_ahead=options.max_ahead)
 
 
 def outcome_of(result: ApplyResult | None, prepared: Prepared | None, aborted: OperatorError | None,
