@@ -198,3 +198,44 @@ def test_a_rejected_unit_skips_only_its_contracts_and_the_next_run_retries_them(
     again = quota.run()
     assert again.report["writeFailures"] == []
     assert again.report["counts"]["contracts"].get("create", 0) == len(skipped)
+
+
+# -- what the operator sees ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
+    from engine.sandbox import FaultConfig, Sandbox
+    from tests.test_plan_cmd import invoke
+
+    with Sandbox(properties=2, seed=4, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as sb:
+        env = {"CASAVI_SYNC_STATE": str(tmp_path / "state.db"), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
+               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+        invoke(env, "tenant", "add", "--key", sb.casavi_key, "--secret-stdin", input=sb.casavi_secret)
+        invoke(env, "tenant", "activate")
+        invoke(env, "connect", "--no-initial-import", "--token-stdin", input=sb.generate_scalara_token())
+        yield sb, env
+
+
+def test_progress_and_the_run_summary_count_complete_properties(cli_env: tuple[Any, dict[str, str]]) -> None:
+    import json
+
+    from tests.test_plan_cmd import invoke
+
+    sb, env = cli_env
+    names = sorted(p["name"] for p in sb.scalara.dataset()["properties"].values())
+    result = invoke(env, "run", "--log-format", "json")
+    events = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    writing = [ev for ev in events if ev.get("msg") == "progress" and ev.get("phase") == "write"]
+    assert writing and all(ev["kind"] == "records" for ev in writing)  # one count for all kinds
+    last = writing[-1]["properties"]
+    assert last["done"] == last["total"] == 2 and last["current"] is None
+    assert any((ev["properties"]["current"] or {}).get("name") in names for ev in writing)
+    end = next(ev for ev in events if ev.get("event") == "run.end")
+    assert end["properties"]["complete"] == 2 and end["properties"]["firstCompleteS"] > 0
+
+    data = sb.scalara.dataset()
+    unit = next(u for u in sorted(data["units"]) if data["units"][u]["buildingId"] in data["buildings"])
+    sb.scalara.update_record("units", unit, {"label": "Neubau"})  # a unit's change: its property, complete
+    text = invoke(env, "run", "--write-order", "kind").output
+    assert "properties        1 of 1 complete; the first after" in text

@@ -76,8 +76,12 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
               help="json: print the run report.")
 @click.option("--date", "run_date", metavar="YYYY-MM-DD", help="Pretend today is this date (for today()/active()).")
 @click.option("--full", is_flag=True, help="Read all of SCALARA, not only what changed since the last run.")
+@click.option("--write-order", type=click.Choice(["property", "kind"]), default="property", show_default=True,
+              help="property: each property complete (units, contacts, contracts, ...) before the next; "
+                   "kind: all properties, then all contacts, ... (the older order, for comparison).")
 @handle_errors
-def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, full: bool, **kwargs: Any) -> None:
+def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, full: bool, write_order: str,
+        **kwargs: Any) -> None:
     """Make casavi equal to what the mappings produce from SCALARA.
 
     Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
@@ -85,16 +89,16 @@ def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, fu
     """
     ctx = OperatorContext.from_kwargs(kwargs)
     code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
-                      trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full)
+                      trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full, write_order=write_order)
     raise SystemExit(code)
 
 
 def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
                run_date: dt.date | None = None, trigger: str = "manual", fmt: str = "text",
-               should_stop: Any = None, full: bool = False) -> int:
+               should_stop: Any = None, full: bool = False, write_order: str = "property") -> int:
     """One run for ``ctx.tenant``; prints the summary and returns the exit code."""
     outcome = sync_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date,
-                          trigger=trigger, should_stop=should_stop, full=full)
+                          trigger=trigger, should_stop=should_stop, full=full, write_order=write_order)
     return report_outcome(ctx, outcome, fmt)
 
 
@@ -111,6 +115,10 @@ def report_outcome(ctx: OperatorContext, outcome: Any, fmt: str = "text") -> int
         fields = {"event": "run.end", "tenant": r["tenant"], "outcome": r["outcome"], "run_id": r["runId"],
                   "trigger": r["trigger"], "counts": total_counts(r["counts"]), "duration_s": r["durationS"],
                   "failures": len(r["mapErrors"]) + len(r["writeFailures"]), "report": str(outcome.report_path)}
+        props = r.get("properties") or {}
+        if props.get("total"):
+            fields["properties"] = {k: props.get(k) for k in ("complete", "total", "firstCompleteS",
+                                                              "medianCompleteS", "p90CompleteS")}
         text = "\n".join(run_summary(r)[:1])
         if r["outcome"] == "clean":
             ctx.console.info(text, **fields)
@@ -128,7 +136,8 @@ def report_outcome(ctx: OperatorContext, outcome: Any, fmt: str = "text") -> int
 
 def sync_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
                 run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None,
-                full: bool = False) -> Any:
+                full: bool = False, write_order: str = "property") -> Any:
     """One run for ``ctx.tenant``, printing nothing but progress; returns the session's RunOutcome."""
     return runs.start_run(ctx, trigger=trigger, allow_archive=allow_archive, reconcile=reconcile,
-                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop, full=full)
+                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop, full=full,
+                          write_order=write_order)

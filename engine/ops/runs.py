@@ -25,8 +25,10 @@ TRIGGERS = ("manual", "initial", "schedule", "reconcile")
 
 
 def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool = False,
-                 run_date: dt.date | None = None, full: bool = False) -> SyncOptions:
-    """``full``: read all of SCALARA even when an incremental read would do (engine.sync.extract)."""
+                 run_date: dt.date | None = None, full: bool = False,
+                 write_order: str = "property") -> SyncOptions:
+    """``full``: read all of SCALARA even when an incremental read would do (engine.sync.extract).
+    ``write_order``: "property" (each property complete before the next) or "kind" (the older order)."""
     from engine.sync.extract import IncrementalPolicy
     from engine.sync.runner import SyncOptions
 
@@ -34,13 +36,19 @@ def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool =
     return SyncOptions(allow_archive=allow_archive, reconcile=reconcile, archive_max_share=ctx.max_archive_share,
                        archive_floor=ctx.archive_floor, concurrency=config.casavi.write_concurrency,
                        run_date=run_date, full=full,
-                       incremental=IncrementalPolicy.from_config(config.scalara.incremental))
+                       incremental=IncrementalPolicy.from_config(config.scalara.incremental),
+                       write_order=write_order)
 
 
 def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = False, reconcile: bool = False,
               run_date: dt.date | None = None, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None, full: bool = False) -> RunOutcome:
+              should_stop: Callable[[], bool] | None = None, full: bool = False,
+              write_order: str = "property") -> RunOutcome:
     """One sync of ``ctx.tenant`` under its run lock; returns the outcome (report included).
+
+    Writes go property by property (``write_order="kind"``: the older kind-by-kind order); the
+    progress callback's ``detail`` says how many properties are complete and which is current,
+    and the report's ``properties`` when each became complete.
 
     Raises StateError (naming the holder) when another run holds the tenant's lock, and the
     operator errors of loading mappings, config and the connection; errors during the run are
@@ -51,7 +59,8 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
 
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r}")
-    options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date, full=full)
+    options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date, full=full,
+                           write_order=write_order)
     mset = ctx.mapping_set()
     with ctx.store() as store:
         scalara, casavi = ctx.clients(store)
