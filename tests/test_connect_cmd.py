@@ -247,6 +247,8 @@ def test_tenant_add_with_casavi_unreachable_saves_with_a_warning(cli: Cli) -> No
                  env={"CASAVI_SYNC_CASAVI_URL": f"http://127.0.0.1:{port}"})
     assert result.exit_code == 0, result.output
     assert "could not check the key pair with casavi" in result.output and "saved unchecked" in result.output
+    assert f"POST http://127.0.0.1:{port}/" in result.output  # the URL it tried
+    assert f"reachable at http://127.0.0.1:{port} " in result.output
     from engine.state import StateStore
 
     with StateStore.open(cli.state) as store:
@@ -268,3 +270,27 @@ def test_tenant_add_takes_the_key_from_stdin_or_the_environment_and_warns_about_
     one_line_error(missing, "no casavi API key given", "--key-stdin")
     for text in (by_stdin.output, by_env.output, by_arg.output):
         assert cli.sb.casavi_secret not in text
+
+
+def test_tenant_add_without_a_secret_names_the_secret_option(cli: Cli) -> None:
+    result = cli("tenant", "add", "a5", "--key", cli.sb.casavi_key)  # no secret, no terminal
+    one_line_error(result, "no casavi API secret given", "--secret-stdin", "CASAVI_SYNC_CASAVI_SECRET")
+    assert "--token-stdin" not in result.output and "--key-stdin" not in result.output.split("error:")[1]
+
+
+def test_invalid_mappings_hint_names_the_folder_to_validate(cli: Cli, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import MAPPINGS_DIR
+
+    cli.tenant()
+    broken = tmp_path / "my mappings"
+    shutil.copytree(MAPPINGS_DIR, broken)
+    units = broken / "units.yaml"
+    units.write_text(units.read_text(encoding="utf-8").replace("    source: units\n", "     source: units\n", 1),
+                     encoding="utf-8")
+    result = cli("plan", "--mappings", str(broken))
+    assert result.exit_code == 3
+    assert f"run `casavi-sync validate '{broken}'` for details" in result.output
+    from_env = cli("plan", env={"CASAVI_SYNC_MAPPINGS": str(broken)})
+    assert f"run `casavi-sync validate '{broken}'` for details" in from_env.output

@@ -200,7 +200,7 @@ def test_429_pauses_the_shared_limiter() -> None:
 def test_retries_exhausted_on_writes() -> None:
     client, fake, _ = make()
     fake.fail(6, (502, {}, b"<html>bad gateway</html>"), when=lambda r: r.method == "PUT")
-    with pytest.raises(NetworkError, match=r"casavi: PUT /v2/units/u-1 failed after 6 attempt\(s\); last: HTTP 502"):
+    with pytest.raises(NetworkError, match=r"casavi: PUT https://api.mycasavi.com/v2/units/u-1 failed after 6 attempt\(s\); last: HTTP 502"):
         client.put("units", "u-1", {"name": "x"})
 
 

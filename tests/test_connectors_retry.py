@@ -148,3 +148,22 @@ def test_non_retryable_status_goes_to_the_parser_once() -> None:
     retrier, stats = _retrier(clock)
     assert retrier.run("GET", "/t", _responses(404), lambda r: r.status_code) == 404  # type: ignore[arg-type]
     assert stats["retries"] == 0 and clock.sleeps == []
+
+
+def test_unreachable_service_names_the_url_it_tried_without_credentials() -> None:
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=2, base_delay_s=0.5, max_delay_s=3, retry_after_cap_s=10,
+                         jitter="none", retry_statuses=frozenset({502}))
+    limiter = RateLimiter(1000, 1000, clock=clock, sleep=clock.sleep)
+    retrier = Retrier("casavi", policy, limiter, Stats(), sleep=clock.sleep, clock=clock,
+                      base_url="https://user:pw@casavi.internal:8443/api/?x=1")
+
+    def send() -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(NetworkError) as info:
+        retrier.run("POST", "/v2/authenticate", send, lambda r: r)
+    message = str(info.value)
+    assert "POST https://casavi.internal:8443/api/v2/authenticate failed after 2 attempt(s)" in message
+    assert "reachable at https://casavi.internal:8443/api " in message and "CASAVI_SYNC_CASAVI_URL" in message
+    assert "pw" not in message and "user" not in message and "x=1" not in message

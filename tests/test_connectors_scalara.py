@@ -164,7 +164,8 @@ def test_retries_exhausted_names_service_method_path_and_last_status() -> None:
     with pytest.raises(NetworkError) as info:
         client.get("units", "u0001")
     message = str(info.value)
-    assert message.startswith("SCALARA: GET /units/u0001 failed after 6 attempt(s); last: HTTP 503")
+    assert message.startswith("SCALARA: GET https://api.scalara.de/export/v1/units/u0001 failed after 6 attempt(s); "
+                              "last: HTTP 503")
     assert SCALARA_TOKEN not in message
     assert len(fake.requests) == 6 and len(clock.sleeps) == 5
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]

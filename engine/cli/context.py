@@ -102,7 +102,7 @@ def handle_errors(func: F) -> F:
             for d in exc.diagnostics[:20]:
                 say(d.message, f"{d.location()}: {d.severity}: {d.message}", severity=d.severity,
                     location=d.location())
-            invalid = "the mappings are invalid; run `casavi-sync validate` for details"
+            invalid = f"the mappings are invalid; run `{validate_command(exc, kwargs.get('mappings_path'))}` for details"
             say(invalid, invalid)
             raise SystemExit(EXIT_ABORTED) from None
         except CasaviSyncError as exc:
@@ -140,3 +140,15 @@ def parse_date_option(value: str | None) -> dt.date | None:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def validate_command(exc: SpecError, given: Any = None) -> str:
+    """``casavi-sync validate <the folder that failed>``: the mapping set named by --mappings, else
+    the folder of the files the diagnostics are about (a tenant's set, $CASAVI_SYNC_MAPPINGS)."""
+    import shlex
+
+    where = str(given) if given else ""
+    if not where:
+        folders = sorted({str(Path(d.file).parent) for d in exc.diagnostics if d.file})
+        where = folders[0] if len(folders) == 1 else (os.path.commonpath(folders) if folders else "")
+    return f"casavi-sync validate {shlex.quote(where)}" if where else "casavi-sync validate"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import shlex
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -103,7 +104,8 @@ def map_command(mapping: str, input_path: Path, mapping_paths: tuple[Path, ...],
         for diag in exc.diagnostics:
             where = f"{diag.location()}: {diag.path}" if diag.path != "$" else diag.location()
             click.echo(f"{where}: {diag.message}", err=True)
-        _fail("the mapping files have problems; run `casavi-sync validate` for details", 1)
+        given = " ".join(shlex.quote(str(p)) for p in paths)
+        _fail(f"the mapping files have problems; run `casavi-sync validate {given}` for details", 1)
     if mapping not in mset.mappings:
         close = difflib.get_close_matches(mapping, list(mset.mappings), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

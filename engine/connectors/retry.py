@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -139,8 +139,9 @@ class Retrier:
 
     def __init__(self, service: str, policy: RetryPolicy, limiter: RateLimiter, stats: Stats, *,
                  sleep: Sleep = time.sleep, clock: Clock = time.time,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, base_url: str = "") -> None:
         self.service = service
+        self.base_url = _public_url(base_url)  # for messages: where the requests went
         self.policy = policy
         self.limiter = limiter
         self.stats = stats
@@ -196,10 +197,26 @@ class Retrier:
                         attempt, attempts - 1, delay)
             if delay > 0:
                 self._sleep(delay)
-        raise NetworkError(
-            f"{self.service}: {method} {path} failed after {attempts} attempt(s); last: {last}. "
-            f"Check that the service is reachable and the base URL is right, then run again."
-        )
+        if self.base_url:
+            where = f"{self.base_url}{path if path.startswith('/') else '/' + path}"
+            hint = (f"Check that {self.service} is reachable at {self.base_url} and that this is its base URL "
+                    f"(connector config, or CASAVI_SYNC_{self.service.upper()}_URL), then run again.")
+        else:
+            where = path
+            hint = "Check that the service is reachable and the base URL is right, then run again."
+        raise NetworkError(f"{self.service}: {method} {where} failed after {attempts} attempt(s); last: {last}. "
+                           + hint)
+
+
+def _public_url(url: str) -> str:
+    """``url`` without user info or query (never a credential in a message), no trailing slash."""
+    if not url:
+        return ""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return ""
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None)).rstrip("/")
 
 
 class _SideConfig(Protocol):
@@ -218,8 +235,10 @@ def pacing(service: str, cfg: _SideConfig, *, sleep: Sleep, clock: Clock,
     """One client's counters, rate limiter and retrier, from its side of the connector config."""
     stats = Stats()
     limiter = RateLimiter(cfg.rate_limit.rate_per_s, cfg.rate_limit.burst, clock=clock, sleep=sleep)
-    extra = {"rng": rng} if rng is not None else {}
-    return stats, limiter, Retrier(service, cfg.retry, limiter, stats, sleep=sleep, clock=clock, **extra)
+    extra: dict[str, Any] = {"rng": rng} if rng is not None else {}
+    base_url = str(getattr(cfg, "base_url", "") or "")
+    return stats, limiter, Retrier(service, cfg.retry, limiter, stats, sleep=sleep, clock=clock, base_url=base_url,
+                                   **extra)
 
 
 def http_timeout(cfg: _SideConfig) -> httpx.Timeout:
