@@ -9,9 +9,12 @@ Exit codes: 0 after Ctrl-C / SIGTERM, 2 bad option, 3 cannot start (e.g. port in
 
 from __future__ import annotations
 
+import shlex
 import signal
+import tempfile
 import threading
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -45,6 +48,22 @@ def _side_faults(side: str, options: dict[str, Any]) -> Any:
     if side == "casavi" and options["outage_after_writes"] is not None:
         config = replace(config, outage_after_writes=options["outage_after_writes"])
     return config
+
+
+def _preview_environment(box: Any, token: str) -> str:
+    """The environment another shell needs to preview against this sandbox, ready to paste.
+
+    The state file is a fresh one of its own, so a preview never touches a deployment's state.
+    """
+    state = Path(tempfile.mkdtemp(prefix="casavi-sync-preview-")) / "state.db"
+    pairs = [("CASAVI_SYNC_SCALARA_URL", box.scalara_url), ("CASAVI_SYNC_CASAVI_URL", box.casavi_url),
+             ("CASAVI_SYNC_SCALARA_TOKEN", token), ("CASAVI_SYNC_CASAVI_KEY", box.casavi_key),
+             ("CASAVI_SYNC_CASAVI_SECRET", box.casavi_secret), ("CASAVI_SYNC_STATE", str(state))]
+    lines = ["", "In another shell (copy-paste; sandbox credentials only, a state file of its own):"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in pairs]
+    lines += ["casavi-sync tenant add && casavi-sync tenant activate && casavi-sync connect --no-initial-import",
+              "casavi-sync plan --details --mappings mappings    # docs/consultant-guide.md: the preview loop", ""]
+    return "\n".join(lines)
 
 
 def _describe(config: Any) -> str:
@@ -124,6 +143,7 @@ def sandbox(**options: Any) -> None:
         click.echo(f"  key     {box.casavi_key}")
         click.echo(f"  secret  {box.casavi_secret}")
         click.echo(f"  faults  {_describe(box.casavi_faults)}")
+        click.echo(_preview_environment(box, token))
         click.echo("Serving until Ctrl-C.")
         while not stop.wait(0.2):
             pass
