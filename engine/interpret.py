@@ -119,9 +119,11 @@ class _Skip(Exception):
 class _Failure(Exception):
     """A reason that is already phrased for the user (the field is added by the caller)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "record_failed", **info: Any) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # what kind of problem, for the customer's notice (catalog/notice.de.yaml)
+        self.info = info
 
 
 class _RefMissing(Exception):
@@ -187,10 +189,11 @@ class _Run:
         return idx
 
     def error(self, plan: MappingPlan, rule: RulePlan, sid: str | None, reason: str, *,
-              target_id: str | None = None, field_name: str | None = None) -> None:
+              target_id: str | None = None, field_name: str | None = None, code: str = "record_failed",
+              info: dict[str, Any] | None = None) -> None:
         err = RecordError(reason=reason, source_id=None if sid is None else str(sid), resource=rule.source,
                           target_id=target_id, field=field_name,
-                          details={"mapping": plan.name, "rule": rule.name})
+                          details={"mapping": plan.name, "rule": rule.name, "code": code, **(info or {})})
         self.errors.setdefault(plan.name, []).append((sid, err))
         if not rule.for_each and sid is not None:
             self.failed[plan.name].setdefault(sid, reason)
@@ -210,7 +213,8 @@ class _Run:
             source = self.source(rule.source)
             stats.read += len(source)
             for _ in range(self.malformed.get(rule.source, 0)):
-                self.error(plan, rule, None, f"a {what} record without an id (or not an object) was left out")
+                self.error(plan, rule, None, f"a {what} record without an id (or not an object) was left out",
+                           code="no_id")
             for rec in source:
                 sid = str(rec["id"])
                 try:
@@ -228,7 +232,7 @@ class _Run:
                     else:
                         contexts = [ctx]
                 except _Failure as exc:
-                    self.error(plan, rule, sid, exc.reason)
+                    self.error(plan, rule, sid, exc.reason, code=exc.code, info=exc.info)
                     continue
                 except Exception as exc:
                     self.error(plan, rule, sid, f"{what} {sid}: {describe_error(exc)}")
@@ -238,11 +242,12 @@ class _Run:
                         rid = idfn(item_ctx)
                     except Exception as exc:
                         self.error(plan, rule, sid, f"id: {describe_error(exc)} (in `{rule.id.source}`)",
-                                   field_name="id")
+                                   field_name="id", code="bad_reference_id")
                         continue
                     if type(rid) is not str or not REFERENCE_ID.match(rid):
                         self.error(plan, rule, sid, f"id: `{rule.id.source}` gave {rid!r}, not a casavi "
-                                   "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id")
+                                   "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id",
+                                   code="bad_reference_id")
                         continue
                     other = seen.get(rid)
                     if other is not None:
@@ -250,7 +255,8 @@ class _Run:
                             items.append((rule, item_ctx, rid, sid))  # merged in the fields phase
                             continue
                         self.error(plan, rule, sid, f"same reference id as {singular(other[0])} {other[1]} "
-                                   f"('{rid}')", target_id=rid)
+                                   f"('{rid}')", target_id=rid, code="duplicate_reference_id",
+                                   info={"other": other[1]})
                         continue
                     seen[rid] = (rule.source, sid, rule.name)
                     if not rule.for_each:
@@ -272,9 +278,11 @@ class _Run:
             if hit is None and lk.required:
                 if key is None:
                     raise _Failure(f"{what} {rec['id']}: `{lk.key.source}` is null, so there is no "
-                                   f"{singular(lk.resource)} (lookup '{lk.name}' is required)")
+                                   f"{singular(lk.resource)} (lookup '{lk.name}' is required)",
+                                   code="lookup_null", lookup=lk.name, target=lk.resource)
                 raise _Failure(f"{what} {rec['id']}: no {singular(lk.resource)} with {lk.match} "
-                               f"{key!r} (lookup '{lk.name}' is required)")
+                               f"{key!r} (lookup '{lk.name}' is required)",
+                               code="lookup_missing", lookup=lk.name, target=lk.resource)
             ctx[lk.name] = hit
         return ctx
 
@@ -388,12 +396,14 @@ class _Run:
                 continue
             except Exception:
                 name, exc = _locate(evs, ctx)
-                self.error(plan, rule, sid, self._reason(rule, sid, name, exc), target_id=ref_id, field_name=name)
+                reason, code, info = self._reason(rule, sid, name, exc)
+                self.error(plan, rule, sid, reason, target_id=ref_id, field_name=name, code=code, info=info)
                 continue
             if required or one_of:
                 problem = _missing_required(payload, required, one_of)
                 if problem is not None:
-                    self.error(plan, rule, sid, problem[1], target_id=ref_id, field_name=problem[0])
+                    self.error(plan, rule, sid, problem[1], target_id=ref_id, field_name=problem[0],
+                               code="required_empty")
                     continue
             deps: tuple[tuple[str, str], ...] = deps_of(payload) if deps_of is not None else ()
             assumed = check_assumed and any(d in self.assumed for d in deps)
@@ -433,20 +443,24 @@ class _Run:
             parts.append(f"{f.name!r}: {src}")
         return "{" + ", ".join(parts) + "}"
 
-    def _reason(self, rule: RulePlan, sid: str, name: str, exc: BaseException) -> str:
+    def _reason(self, rule: RulePlan, sid: str, name: str, exc: BaseException) -> tuple[str, str, dict[str, Any]]:
+        """The reason of a failed field, and its problem code and facts for the customer's notice."""
         what = f"{singular(rule.source)} {sid}"
         if isinstance(exc, _RefMissing):
             target = self.mset.mappings[exc.ref.mapping]
-            other = singular(next(r.source for r in target.rules if not r.for_each))
+            source = next(r.source for r in target.rules if not r.for_each)
+            other = singular(source)
+            info: dict[str, Any] = {"target": source, "targetId": exc.sid}
             if exc.sid is None:
                 return (f"{name}: `{exc.ref.source.source}` is null, so {what} refers to no {other} "
-                        f"(ref {exc.ref.mapping})")
+                        f"(ref {exc.ref.mapping})", "ref_null", info)
             if exc.failed_reason is not None:
-                return f"{what} depends on failed {other} {exc.sid} ({exc.failed_reason})"
-            return f"{what} refers to {other} {exc.sid}, which the {exc.ref.mapping} mapping did not produce"
+                return f"{what} depends on failed {other} {exc.sid} ({exc.failed_reason})", "depends_on_failed", info
+            return (f"{what} refers to {other} {exc.sid}, which the {exc.ref.mapping} mapping did not produce",
+                    "ref_missing", info)
         if isinstance(exc, _Failure):
-            return f"{name}: {exc.reason}"
-        return f"{name}: {describe_error(exc)}"
+            return f"{name}: {exc.reason}", exc.code, exc.info
+        return f"{name}: {describe_error(exc)}", "record_failed", {}
 
     # -- data protection
     def protect(self, plan: MappingPlan) -> None:
@@ -490,7 +504,8 @@ def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
             return f.default.root(ctx) if isinstance(f.default, Expr) else copy.deepcopy(f.default)
         if f.on_missing == "skip":
             raise _Skip
-        raise _Failure(f"unknown code {code!r} from `{f.code.source}`; allowed: {allowed}")
+        raise _Failure(f"unknown code {code!r} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
+                       value=code if code is None or type(code) is str else code_text(code))
 
     if not has_exprs and not mutable:
         def simple(ctx: Any) -> Any:

@@ -127,6 +127,7 @@ class Server:
         self._pool: cf.ThreadPoolExecutor | None = None
         self._running: dict[str, _Running] = {}
         self._busy_logged: dict[str, int] = {}
+        self.heartbeat: Callable[[], None] | None = None  # called every pass of the loop (liveness)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> Server:
@@ -176,6 +177,8 @@ class Server:
         while not self.stopping:
             try:
                 self.tick()
+                if self.heartbeat is not None:
+                    self.heartbeat()
             except OperatorError as exc:  # e.g. the state file busy for too long: try again next tick
                 self.log.error(f"scheduler tick failed: {exc}; retrying in {self.options.tick_s:g} s",
                                event="serve.error")

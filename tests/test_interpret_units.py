@@ -89,7 +89,9 @@ def test_outputs_know_their_source_and_dependencies() -> None:
     assert out.depends_on == (("properties", "p-p1"),)
     assert out.payload == {"propertyId": "p-p1", "name": "1"}
     (err,) = result.errors
-    assert err.details == {"mapping": "units", "rule": "u"}
+    # the problem code and its facts feed the customer's data-quality notice
+    assert err.details == {"mapping": "units", "rule": "u", "code": "ref_missing", "target": "properties",
+                           "targetId": "p9"}
     assert err.target_id == "u-u2"
     assert err.as_dict()["reason"] == "unit u2 refers to property p9, which the properties mapping did not produce"
 

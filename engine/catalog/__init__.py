@@ -37,3 +37,8 @@ def casavi_kinds() -> dict[str, Any]:
 def reference_id_rule() -> dict[str, Any]:
     rule: dict[str, Any] = _load("casavi.yaml")["reference_id"]
     return rule
+
+
+def notice_catalog(language: str = "de") -> dict[str, Any]:
+    """The texts of the customer's data-quality notice (``notice.<language>.yaml``)."""
+    return _load(f"notice.{language}.yaml")

@@ -12,6 +12,7 @@ from engine.cli import (
     init_cmd,
     keys_cmd,
     map_cmd,
+    observe_cmd,
     sandbox_cmd,
     serve_cmd,
     status_cmd,
@@ -22,4 +23,4 @@ from engine.cli import (
 )
 from engine.cli.base import main
 
-__all__ = ["demo_cmd", "explain_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "sandbox_cmd", "serve_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd"]
+__all__ = ["demo_cmd", "explain_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "observe_cmd", "sandbox_cmd", "serve_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd"]

@@ -15,6 +15,13 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
+from engine.cli.observe_cmd import (
+    alert_options,
+    metrics_options,
+    observe_config,
+    readiness_checks,
+    store_opener,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +57,8 @@ def schedule_from_kwargs(kwargs: dict[str, Any]) -> Any:
 @operator_options
 @guard_options
 @schedule_options
+@metrics_options
+@alert_options
 @click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
               envvar="CASAVI_SYNC_PARALLEL", show_envvar=True, help="Most tenants synced at the same time.")
 @click.option("--tick", "tick_s", type=click.FloatRange(0.05, 3600), default=30.0, hidden=True,
@@ -67,10 +76,12 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
     Exit codes: 0 stopped by a signal, 3 could not start (another serve holds this state file,
     invalid mappings or connector config, unreadable state).
     """
+    from engine.observe.wiring import Observability
     from engine.ops.runs import scheduled_runner
     from engine.serve import ServeOptions, Server
 
     schedule = schedule_from_kwargs(kwargs)
+    observe = observe_config(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
     # Fail at start, not at 04:00: the mappings and connector config must load.
     ctx.connector_config()
@@ -82,7 +93,12 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with server:
+        with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
+                           loop_tick_s=tick_s) as obs, server:
+            server.heartbeat = obs.health.tick
+            if obs.url:
+                ctx.console.info(f"metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz and "
+                                 f"{obs.url}/readyz", event="serve.metrics", url=obs.url)
             server.serve_forever()
     finally:
         for sig, handler in previous.items():

@@ -20,6 +20,7 @@ from engine.cli.context import (
     operator_options,
     parse_date_option,
 )
+from engine.cli.observe_cmd import alert_options
 from engine.ops import runs
 
 
@@ -79,6 +80,7 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
 @click.option("--write-order", type=click.Choice(["property", "kind"]), default="property", show_default=True,
               help="property: each property complete (units, contacts, contracts, ...) before the next; "
                    "kind: all properties, then all contacts, ... (the older order, for comparison).")
+@alert_options
 @handle_errors
 def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, full: bool, write_order: str,
         **kwargs: Any) -> None:
@@ -87,9 +89,15 @@ def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, fu
     Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
     mass-archive guard held archives back, 3 aborted (auth, network, config, state).
     """
+    from engine.cli.observe_cmd import observe_config, store_opener
+    from engine.observe.wiring import Observability
+
+    observe = observe_config(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
-    code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
-                      trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full, write_order=write_order)
+    with Observability(observe, store_opener(ctx)):  # alerts of this run, when a webhook is configured
+        code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
+                          trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full,
+                          write_order=write_order)
     raise SystemExit(code)
 
 

@@ -164,7 +164,9 @@ class Retrier:
         last = "no attempt made"
         attempts = self.policy.max_attempts
         for attempt in range(1, attempts + 1):
-            self.limiter.acquire()
+            waited = self.limiter.acquire()
+            if waited > 0:
+                self.stats.incr("limiter_wait_ms", round(waited * 1000))
             self.stats.incr("requests")
             throttled_for: float | None = None
             try:

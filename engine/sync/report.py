@@ -76,6 +76,7 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "coverage": prepared.coverage if prepared else {},
         "calls": calls or {},
         "properties": property_completion(result, started),
+        "subjects": _subjects(prepared, result),
     }
 
 
@@ -93,6 +94,17 @@ def property_completion(result: ApplyResult | None, started: dt.datetime) -> dic
     return {"writeOrder": result.write_order, "total": result.properties_total, "complete": len(rows),
             "firstCompleteS": times[0] if times else None, "medianCompleteS": quantile(0.5),
             "p90CompleteS": quantile(0.9), "completed": rows}
+
+
+def _subjects(prepared: Prepared | None, result: ApplyResult | None) -> dict[str, Any]:
+    """Names of the failed records (for the customer's notice): SCALARA facts, then casavi payloads."""
+    from engine.observe.notice import payload_facts
+
+    subjects: dict[str, Any] = dict(prepared.subjects) if prepared else {}
+    if prepared is not None and result is not None and result.failed:
+        for key, facts in payload_facts(result.failed, prepared.plan.actions).items():
+            subjects.setdefault(key, facts)
+    return subjects
 
 
 def problem_line(p: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from engine.compile import MappingSet, ObjectField, RefField
 from engine.coverage import compute_coverage
 from engine.errors import OperatorError
 from engine.interpret import MapResult, map_records
+from engine.observe.notice import subject_facts
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
 from engine.sync.extract import Extraction, IncrementalPolicy, StopRequested
 from engine.sync.plan import Desired, Known, Plan, build_plan
@@ -62,6 +63,7 @@ class Prepared:
     coverage: dict[str, Any] = field(default_factory=dict)  # value-map misses, empty-field shares
     extraction: Extraction | None = None  # how SCALARA was read (None: a plain full read)
     skipped_mapping: bool = False  # nothing changed since a clean run: nothing was mapped
+    subjects: dict[str, dict[str, str]] = field(default_factory=dict)  # failed records' names, for the notice
 
 
 def source_resources(mset: MappingSet) -> list[str]:
@@ -160,7 +162,8 @@ def _map_error_rows(mset: MappingSet, mapped: MapResult) -> list[dict[str, Any]]
     for e in mapped.errors:
         mapping = e.details.get("mapping") if e.details else None
         kind = mset.mappings[mapping].target if isinstance(mapping, str) and mapping in mset.mappings else None
-        rows.append({"stage": "map", "kind": kind, "mapping": mapping, **e.as_dict()})
+        problem = {k: v for k, v in (e.details or {}).items() if k not in ("mapping", "rule")}
+        rows.append({"stage": "map", "kind": kind, "mapping": mapping, **e.as_dict(), "problem": problem})
     return rows
 
 
@@ -194,6 +197,7 @@ def prepare(
 
     t1 = time.perf_counter()
     mapped = map_records(mset, records, run_date=options.run_date)
+    subjects = subject_facts(records, _failed_sources(mapped))
     del records
     coverage = compute_coverage(mset, mapped)
     timings["map_s"] = time.perf_counter() - t1
@@ -221,7 +225,8 @@ def prepare(
         allow_archive=options.allow_archive,
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
-    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage, extraction)
+    return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage, extraction,
+                    subjects=subjects)
 
 
 def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extraction: Extraction,
@@ -235,6 +240,18 @@ def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extract
     plan = Plan(kinds=order, unchanged=unchanged)
     mapped = MapResult(outputs={}, errors=[], stats={})
     return Prepared(plan, mapped, extraction.counts, False, order, timings, {}, extraction, skipped_mapping=True)
+
+
+def _failed_sources(mapped: MapResult) -> list[tuple[str, str]]:
+    """The SCALARA records that failed to map, and the ones they depend on (named in the notice)."""
+    out: list[tuple[str, str]] = []
+    for e in mapped.errors:
+        if e.resource and e.source_id:
+            out.append((e.resource, e.source_id))
+        target, target_id = (e.details or {}).get("target"), (e.details or {}).get("targetId")
+        if isinstance(target, str) and isinstance(target_id, str):
+            out.append((target, target_id))
+    return out
 
 
 def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:

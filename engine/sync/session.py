@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.compile import MappingSet
 from engine.errors import OperatorError, RecordError
+from engine.observe.hooks import run_finished
 from engine.state import StateStore
 from engine.state.sources import SourceCursor
 from engine.sync.apply import ApplyResult, Progress, Writer
@@ -171,6 +172,7 @@ def run_for_tenant(
                          str(error) if error else None)
         if prepared is not None and result is not None:
             store.record_outcomes(run_id, _outcome_rows(prepared, result))
+        run_finished(report)  # metrics and alerts, when this process has them
         return RunOutcome(run_id, outcome, report, report_path, prepared, result, error)
 
 

@@ -1,0 +1,158 @@
+"""Observability options shared by serve/run (metrics endpoint, alert webhook) and `casavi-sync notice`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from engine.cli.base import main
+from engine.cli.context import EXIT_OK, OperatorContext, handle_errors, operator_options
+from engine.errors import ConfigError, StateError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SECRET_ENV = "CASAVI_SYNC_ALERT_SECRET"
+
+
+def alert_options(func: F) -> F:
+    """--alert-webhook and --alert-secret-file (the secret never on the command line)."""
+    opts = [
+        click.option("--alert-webhook", "alert_webhook", envvar="CASAVI_SYNC_ALERT_WEBHOOK", show_envvar=True,
+                     metavar="URL", help="POST signed JSON alerts here (run aborted, new failures, guard held, "
+                     f"recovered). The signing secret comes from ${SECRET_ENV} or --alert-secret-file."),
+        click.option("--alert-secret-file", "alert_secret_file", envvar="CASAVI_SYNC_ALERT_SECRET_FILE",
+                     show_envvar=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="File holding the webhook signing secret."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def metrics_options(func: F) -> F:
+    opts = [
+        click.option("--metrics-address", "metrics_address", envvar="CASAVI_SYNC_METRICS_ADDRESS",
+                     show_envvar=True, metavar="HOST:PORT",
+                     help="Serve Prometheus metrics and /healthz, /readyz here (e.g. 127.0.0.1:9464)."),
+        click.option("--metrics-path", "metrics_path", envvar="CASAVI_SYNC_METRICS_PATH", show_envvar=True,
+                     default="/metrics", show_default=True, help="Path of the metrics endpoint."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def observe_config(kwargs: dict[str, Any]) -> Any:
+    """The ObserveConfig of the popped options (secret from the environment or its file)."""
+    from engine.observe.wiring import ObserveConfig
+
+    url = kwargs.pop("alert_webhook", None)
+    secret_file = kwargs.pop("alert_secret_file", None)
+    secret = None
+    if url:
+        if secret_file is not None:
+            try:
+                secret = secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the alert secret file {secret_file}: {exc.strerror}") from None
+        else:
+            secret = os.environ.get(SECRET_ENV, "").strip()
+        if not secret:
+            raise ConfigError(f"--alert-webhook needs a signing secret: set {SECRET_ENV} or --alert-secret-file")
+    address = kwargs.pop("metrics_address", None)
+    path = kwargs.pop("metrics_path", "/metrics") or "/metrics"
+    if not path.startswith("/"):
+        raise ConfigError(f"--metrics-path must start with '/', not {path!r}")
+    return ObserveConfig(address or None, path, url or None, secret)
+
+
+def store_opener(ctx: OperatorContext) -> Callable[[], AbstractContextManager[Any]]:
+    def open_store() -> AbstractContextManager[Any]:
+        return ctx.store()
+    return open_store
+
+
+def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
+    def state() -> None:
+        with ctx.store() as store:
+            store.list_tenants()
+
+    def mappings() -> None:
+        ctx.mapping_set()
+
+    def config() -> None:
+        ctx.connector_config()
+
+    return {"state store": state, "mappings": mappings, "connector config": config}
+
+
+def _reports(ctx: OperatorContext, run_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from engine.observe.wiring import previous_report_reader
+
+    with ctx.store() as store:
+        store.tenant(ctx.tenant)
+        runs = [r for r in store.runs(ctx.tenant, limit=200) if r.finished_at and r.report_path]
+    if run_id is not None:
+        runs = [r for r in runs if r.id <= run_id]
+        if not runs or runs[0].id != run_id:
+            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' has no report; see casavi-sync history")
+    if not runs:
+        raise StateError(f"tenant '{ctx.tenant}' has no finished run with a report yet; run a sync first")
+    latest = runs[0]
+    try:
+        report = json.loads(Path(str(latest.report_path)).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read the report of run {latest.id} ({latest.report_path}): {exc}") from None
+
+    @contextmanager
+    def opener() -> Iterator[Any]:
+        with ctx.store() as s:
+            yield s
+
+    previous = previous_report_reader(opener)(ctx.tenant, latest.id)
+    return report, dict(previous) if previous else None
+
+
+@main.command()
+@operator_options
+@click.option("--run", "run_id", type=int, help="The notice of this run (default: the latest).")
+@click.option("--format", "fmt", type=click.Choice(["text", "html", "json"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the notice to this file (owner-only) instead of standard output.")
+@click.option("--timezone", "zone", default="Europe/Berlin", show_default=True, help="Zone of the date shown.")
+@handle_errors
+def notice(run_id: int | None, fmt: str, output: Path | None, zone: str, **kwargs: Any) -> None:
+    """The customer's data-quality notice (German): what to fix in SCALARA, and where.
+
+    One line per SCALARA record that could not be transferred because of its data, with the menu
+    path in SCALARA; new items (not in the run before) are marked NEU. Exit 0.
+    """
+    from engine.observe.notice import build_notice, render_html, render_text
+    from engine.schedule import load_zone
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    tz: dt.tzinfo = load_zone(zone)
+    report, previous = _reports(ctx, run_id)
+    doc = build_notice(report, previous)
+    if fmt == "json":
+        text = json.dumps(doc.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "html":
+        text = render_html(doc, zone=tz)
+    else:
+        text = render_text(doc, zone=tz)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(output, 0o600)
+        ctx.console.info(f"notice written to {output} ({len(doc.items)} item(s), {doc.new_count} new)")
+    raise SystemExit(EXIT_OK)
