@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.observe.health import Health
 from engine.observe.server import ObserveServer, parse_address
 from engine.observe.webhook import SIGNATURE_HEADER, events_for, verify_signature
-from engine.observe.wiring import ObserveConfig, Observability
+from engine.observe.wiring import Observability, ObserveConfig
 from engine.state import StateStore
 from tests.conftest import World, make_world
 
