@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from engine.errors import CasaviSyncError, OperatorError
 from engine.schedule import Schedule
-from engine.state import StateStore
+from engine.state import StateStore, describe_location
 
 BUSY = "busy"      # another process holds the tenant's run lock: retried at the next tick
 FAILED = "failed"  # the run could not start (bad mappings or config, missing credentials)
@@ -113,7 +113,7 @@ class Server:
     Entering takes the state file's serve lock (StateError if another ``serve`` holds it).
     """
 
-    def __init__(self, state_path: Path, options: ServeOptions, runner: Runner, log: Log, *,
+    def __init__(self, state_path: Path | str, options: ServeOptions, runner: Runner, log: Log, *,
                  clock: Clock = _utc_now) -> None:
         self.state_path = state_path
         self.options = options
@@ -265,7 +265,7 @@ class Server:
         store, schedule, now = self.store, self.options.schedule, self.clock()
         names = [t.name for t in store.list_tenants() if t.activated and store.get_connection(t.name) is not None]
         self.log.info(f"serve started: {schedule.describe()}; up to {self.options.parallel} run(s) in parallel; "
-                      f"{len(names)} tenant(s) scheduled", event="serve.start", state=str(self.state_path),
+                      f"{len(names)} tenant(s) scheduled", event="serve.start", state=describe_location(self.state_path),
                       tenants=names, parallel=self.options.parallel)
         for name in names:
             when = schedule.next_run(name, store.last_scheduled_day(name), now)

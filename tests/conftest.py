@@ -219,3 +219,53 @@ def make_world(tmp_path: Path, *, properties: int = 1, seed: int = 5, casavi_fau
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     yield from make_world(tmp_path)
+
+
+# -- state backends: SQLite (default run) and a real PostgreSQL (the ``cluster`` group) ---------------
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for the whole session (tests/pgserver.py)."""
+    import os
+
+    from tests.pgserver import PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql package)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PgServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        from engine.state.pg import close_pools
+
+        close_pools()
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty database of the session's cluster.
+
+    A database has no folder for the secrets key: the test's key file is named explicitly (never
+    the real ~/.local/state one), and a SQLite state of the same test shares it.
+    """
+    monkeypatch.setenv("CASAVI_SYNC_SECRET_KEY_FILE", str(tmp_path / "secret.key"))
+    return str(pg_server.create_database())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.cluster)])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a state-store test keeps its state: a SQLite file, or (cluster group) a PostgreSQL database.
+
+    The PostgreSQL database is migrated here, as `casavi-sync state migrate` would do.
+    """
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    url = str(request.getfixturevalue("pg_url"))
+    from engine.state import StateStore
+
+    StateStore.open(url, migrate=True).close()
+    return url

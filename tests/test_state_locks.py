@@ -92,15 +92,31 @@ class Child:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Path:
-    path = tmp_path / "state.db"
-    with StateStore.open(path) as store:
+def state(state_location: Path | str) -> Path | str:
+    """Both backends: a SQLite file, and a PostgreSQL database in the ``cluster`` group."""
+    with StateStore.open(state_location) as store:
         store.add_tenant("acme", "key-00001234", "secret-5678")
-    return path
+    return state_location
+
+
+def is_pg(state: Path | str | str) -> bool:
+    return isinstance(state, str)
+
+
+def sqlite_only(state: Path | str | str) -> None:
+    if is_pg(state):
+        pytest.skip("SQLite's pid-based liveness; PostgreSQL uses server-side session locks")
+
+
+def wait_until_free(store: StateStore, tenant: str) -> None:
+    """PostgreSQL notices a killed client's closed socket within milliseconds, not at once."""
+    deadline = time.monotonic() + 10
+    while store.lock_holder(tenant) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture
-def children(state: Path) -> Iterator[list[Child]]:
+def children(state: Path | str) -> Iterator[list[Child]]:
     started: list[Child] = []
     yield started
     for child in started:
@@ -108,7 +124,7 @@ def children(state: Path) -> Iterator[list[Child]]:
             child.kill()
 
 
-def test_a_lock_is_exclusive_within_one_process_and_released_by_close(state: Path) -> None:
+def test_a_lock_is_exclusive_within_one_process_and_released_by_close(state: Path | str) -> None:
     with StateStore.open(state) as store:
         with store.acquire_lock("acme", "manual") as lock:
             assert lock.held and lock.tenant == "acme" and lock.taken_over is None
@@ -122,7 +138,7 @@ def test_a_lock_is_exclusive_within_one_process_and_released_by_close(state: Pat
         store.acquire_lock("acme", "manual").release()
 
 
-def test_another_process_holding_the_lock_is_named_then_released(state: Path, children: list[Child]) -> None:
+def test_another_process_holding_the_lock_is_named_then_released(state: Path | str, children: list[Child]) -> None:
     child = Child(state)
     children.append(child)
     assert child.ask("lock acme schedule") == "locked"
@@ -142,7 +158,7 @@ def test_another_process_holding_the_lock_is_named_then_released(state: Path, ch
     child.stop()
 
 
-def test_processes_racing_for_the_lock_get_exactly_one_winner(state: Path, children: list[Child]) -> None:
+def test_processes_racing_for_the_lock_get_exactly_one_winner(state: Path | str, children: list[Child]) -> None:
     racers = [Child(state) for _ in range(3)]
     children.extend(racers)
     for child in racers:
@@ -153,7 +169,7 @@ def test_processes_racing_for_the_lock_get_exactly_one_winner(state: Path, child
         child.stop()
 
 
-def test_a_sigkilled_holder_is_stale_and_its_run_becomes_interrupted(state: Path, children: list[Child]) -> None:
+def test_a_sigkilled_holder_is_stale_and_its_run_becomes_interrupted(state: Path | str, children: list[Child]) -> None:
     child = Child(state)
     children.append(child)
     assert child.ask("lock acme manual") == "locked"
@@ -162,6 +178,7 @@ def test_a_sigkilled_holder_is_stale_and_its_run_becomes_interrupted(state: Path
         run = store.get_run(run_id)
         assert run is not None and run.outcome == "running"
         child.kill()
+        wait_until_free(store, "acme")
         run = store.get_run(run_id)
         assert run is not None and run.outcome == "interrupted" and run.finished_at is None  # seen, not yet recorded
         with store.acquire_lock("acme", "manual") as lock:
@@ -173,7 +190,7 @@ def test_a_sigkilled_holder_is_stale_and_its_run_becomes_interrupted(state: Path
 
 
 @pytest.mark.slow
-def test_sigkill_in_the_middle_of_writing_never_damages_the_file(state: Path, children: list[Child]) -> None:
+def test_sigkill_in_the_middle_of_writing_never_damages_the_file(state: Path | str, children: list[Child]) -> None:
     for delay in (0.05, 0.13, 0.31):
         child = Child(state)
         children.append(child)
@@ -181,9 +198,10 @@ def test_sigkill_in_the_middle_of_writing_never_damages_the_file(state: Path, ch
         assert child.ask() == "flooding"
         time.sleep(delay)
         child.kill()
-        raw = sqlite3.connect(state)
-        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        raw.close()
+        if not is_pg(state):
+            raw = sqlite3.connect(state)
+            assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            raw.close()
         with StateStore.open(state) as store:
             records = store.records("acme")
             assert len(records) >= 400 and len(records) % 100 == 0  # pending commits whole chunks
@@ -192,7 +210,8 @@ def test_sigkill_in_the_middle_of_writing_never_damages_the_file(state: Path, ch
             assert all(r.payload is None or r.payload["n"] == int(r.payload_hash or -1) for r in records.values())
 
 
-def test_a_lock_from_another_host_is_respected_until_broken(state: Path) -> None:
+def test_a_lock_from_another_host_is_respected_until_broken(state: Path | str) -> None:
+    sqlite_only(state)
     raw = sqlite3.connect(state)
     raw.execute("INSERT INTO locks (name, tenant, pid, hostname, started_at, purpose, nonce) "
                 "VALUES ('tenant:acme', 'acme', 4242, 'elsewhere', '2026-03-01T06:00:00.000Z', 'schedule', 'n')")
@@ -206,7 +225,8 @@ def test_a_lock_from_another_host_is_respected_until_broken(state: Path) -> None
         store.acquire_lock("acme", "manual").release()
 
 
-def test_a_recycled_pid_does_not_keep_a_lock(state: Path) -> None:
+def test_a_recycled_pid_does_not_keep_a_lock(state: Path | str) -> None:
+    sqlite_only(state)
     raw = sqlite3.connect(state)  # our own (live) pid, but a different process start time
     raw.execute("INSERT INTO locks (name, tenant, pid, hostname, proc_start, started_at, purpose, nonce) "
                 "VALUES ('tenant:acme', 'acme', ?, ?, '1', '2026-03-01T06:00:00.000Z', 'manual', 'n')",
@@ -217,16 +237,22 @@ def test_a_recycled_pid_does_not_keep_a_lock(state: Path) -> None:
         assert lock.taken_over is not None and lock.taken_over.pid == os.getpid()
 
 
-def test_serve_lock_refuses_a_second_serve_and_dies_with_its_process(state: Path, children: list[Child]) -> None:
+def test_serve_lock_refuses_a_second_serve_and_dies_with_its_process(state: Path | str, children: list[Child]) -> None:
     child = Child(state)
     children.append(child)
     assert child.ask("serve") == "serving"
-    assert Path(f"{state}.serve.lock").stat().st_mode & 0o077 == 0
+    if not is_pg(state):
+        assert Path(f"{state}.serve.lock").stat().st_mode & 0o077 == 0
     with StateStore.open(state) as store:
         with pytest.raises(StateError) as info:
             store.acquire_serve_lock()
-        assert str(info.value).startswith(f"casavi-sync serve is already running on {state} (pid {child.pid} on host ")
-        child.kill()  # SIGKILL: no cleanup at all; the kernel drops the flock
+        assert str(info.value).startswith(f"casavi-sync serve is already running on {store.where} (pid {child.pid} "
+                                          "on host ")
+        child.kill()  # SIGKILL: no cleanup at all; the kernel drops the flock (PostgreSQL: the session lock)
+        if is_pg(state):
+            deadline = time.monotonic() + 10
+            while store._pg_lock_held("serve") and time.monotonic() < deadline:
+                time.sleep(0.02)
         with store.acquire_serve_lock() as serve:
             assert serve.held and serve.info.pid == os.getpid()
             with pytest.raises(StateError, match="already running"):
@@ -235,6 +261,19 @@ def test_serve_lock_refuses_a_second_serve_and_dies_with_its_process(state: Path
             pass
 
 
-def test_serve_lock_and_tenant_locks_are_independent(state: Path) -> None:
+def test_a_dead_machines_lock_is_free_at_once_on_postgresql(state: Path | str) -> None:
+    """A row left by a machine that died holds nothing: the server-side session lock went with it."""
+    if not is_pg(state):
+        pytest.skip("PostgreSQL only (SQLite respects another host's row until broken)")
+    with StateStore.open(state) as store:
+        with store._write() as db:
+            db.execute("INSERT INTO locks (name, tenant, pid, hostname, started_at, purpose, nonce) VALUES "
+                       "('tenant:acme', 'acme', 4242, 'elsewhere', '2026-03-01T06:00:00.000Z', 'schedule', 'n')")
+        assert store.lock_holder("acme") is None
+        with store.acquire_lock("acme", "manual") as lock:
+            assert lock.taken_over is not None and lock.taken_over.hostname == "elsewhere"
+
+
+def test_serve_lock_and_tenant_locks_are_independent(state: Path | str) -> None:
     with StateStore.open(state) as store, store.acquire_serve_lock(), store.acquire_lock("acme", "schedule"):
         assert store.lock_holder("acme") is not None

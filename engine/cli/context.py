@@ -42,9 +42,9 @@ def guard_options(func: F) -> F:
 def operator_options(func: F) -> F:
     """--state, --tenant, --config, --mappings, --quiet, --log-format."""
     opts = [
-        click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                     envvar="CASAVI_SYNC_STATE", show_envvar=True,
-                     help="State file (default: $XDG_STATE_HOME/casavi-sync/state.db)."),
+        click.option("--state", "state_path", metavar="PATH|URL", envvar="CASAVI_SYNC_STATE", show_envvar=True,
+                     help="State file (default: $XDG_STATE_HOME/casavi-sync/state.db), or a PostgreSQL "
+                          "database: postgresql://user@host/db (password from ~/.pgpass or PGPASSWORD)."),
         click.option("--tenant", default=DEFAULT_TENANT, show_default=True, envvar="CASAVI_SYNC_TENANT",
                      help="casavi customer account (tenant) to work on."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -70,11 +70,11 @@ class OperatorContext(Context):
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> OperatorContext:
-        from engine.state import default_state_path
+        from engine.state import state_location
 
         console = Console(quiet=kwargs.pop("quiet", False), log_format=kwargs.pop("log_format", "text"))
-        state = kwargs.pop("state_path", None) or default_state_path()
-        return cls(Path(state), kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
+        state = state_location(kwargs.pop("state_path", None) or None)
+        return cls(state, kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
                    kwargs.pop("mappings_path", None), console=console,
                    max_archive_share=kwargs.pop("max_archive_share", 0.10),
                    archive_floor=kwargs.pop("archive_floor", 0))

@@ -217,7 +217,7 @@ def report(run_id: int, fmt: str, **kwargs: Any) -> None:
     with ctx.store() as store:
         run = store.get_run(run_id)
     if run is None:
-        click.echo(f"error: there is no run {run_id} in {ctx.state_path}; `casavi-sync history` lists the runs",
+        click.echo(f"error: there is no run {run_id} in {ctx.state_display}; `casavi-sync history` lists the runs",
                    err=True)
         raise SystemExit(EXIT_USAGE)
     path = Path(run.report_path) if run.report_path else None

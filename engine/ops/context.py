@@ -21,7 +21,7 @@ DEFAULT_TENANT = "default"
 
 @dataclass
 class Context:
-    state_path: Path
+    state_path: Path | str  # a SQLite file, or a postgresql:// URL (show it with ``state_display``)
     tenant: str = DEFAULT_TENANT
     config_path: Path | None = None
     mappings_path: Path | None = None
@@ -35,7 +35,16 @@ class Context:
 
     @property
     def report_dir(self) -> Path:
-        return self.state_path.parent / "reports" / self.tenant
+        from engine.state import reports_dir
+
+        return reports_dir(self.state_path, self.env) / self.tenant
+
+    @property
+    def state_display(self) -> str:
+        """The state's location, safe to print (a PostgreSQL URL loses its password)."""
+        from engine.state import describe_location
+
+        return describe_location(self.state_path)
 
     @contextmanager
     def store(self, *, must_exist: bool = True) -> Iterator[Any]:
@@ -43,8 +52,8 @@ class Context:
         from engine.secrets import SecretBox
         from engine.state import StateStore
 
-        if must_exist and not self.state_path.exists():
-            raise StateError(f"no state file at {self.state_path}; register a tenant first (casavi-sync tenant "
+        if must_exist and isinstance(self.state_path, Path) and not self.state_path.exists():
+            raise StateError(f"no state file at {self.state_display}; register a tenant first (casavi-sync tenant "
                              f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
         # The key that decrypts the stored secrets comes from this context's environment (the demo's is empty).
         store = StateStore.open(self.state_path, secrets=SecretBox.for_state(self.state_path, self.env))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 
 from engine.errors import ConfigError, StateError
 from engine.secrets import SecretBox
-from engine.state.db import translate_errors
+from engine.state import db as sqlite_db
+from engine.state import pg
+from engine.state.sql import POSTGRESQL, Conn
 
 Clock = Callable[[], dt.datetime]
 Params = Sequence[Any]
@@ -49,13 +50,16 @@ def iso(moment: dt.datetime) -> str:
 class StoreBase:
     """Shared state of the mixins that make up ``StateStore``."""
 
-    _db: sqlite3.Connection | None
-    path: Path
+    _db: Conn | None
+    path: Path | str
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock, box: SecretBox | None = None) -> None:
+    def __init__(self, db: Conn, path: Path | str, clock: Clock, box: SecretBox | None = None) -> None:
+        """``path``: the SQLite file, or the PostgreSQL URL (kept private; ``where`` is safe to show)."""
         self._db = db
         self._box = box if box is not None else SecretBox.for_state(path)
         self.path = path
+        self.postgres = db.dialect == POSTGRESQL
+        self.where = pg.describe(str(path)) if self.postgres else str(path)
         self._clock = clock
         self._batch_depth = 0
         self._queue: list[tuple[str, Params]] = []
@@ -66,10 +70,16 @@ class StoreBase:
     # -- basics -------------------------------------------------------------------------------
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Conn:
         if self._db is None:
-            raise StateError(f"the state store {self.path} is closed")
+            raise StateError(f"the state store {self.where} is closed")
         return self._db
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        """Database failures as one-line ``StateError``s, in the backend's words."""
+        if self.postgres:
+            return pg.translate_errors(str(self.path))
+        return sqlite_db.translate_errors(Path(self.path))
 
     @property
     def closed(self) -> bool:
@@ -82,18 +92,18 @@ class StoreBase:
         return self._clock().astimezone(dt.UTC).date()
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Conn]:
         """Reads see every queued mark: flush first."""
         self._flush()
-        with translate_errors(self.path):
+        with self._errors():
             yield self.db
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Conn]:
         """One committed transaction (flushing queued marks first, so order is kept)."""
         self._flush()
         db = self.db
-        with translate_errors(self.path):
+        with self._errors():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -141,7 +151,7 @@ class StoreBase:
             return
         queue, self._queue = self._queue, []
         db = self.db
-        with translate_errors(self.path):
+        with self._errors():
             db.execute("BEGIN IMMEDIATE")
             try:
                 start = 0
@@ -165,6 +175,29 @@ class StoreBase:
 
     def _unseal(self, stored: str | None) -> str | None:
         return None if stored is None else self._box.unseal(stored)
+
+    # -- liveness (PostgreSQL: the server knows which sessions hold which lock) ----------------
+
+    def _pg_lock_held(self, name: str) -> bool:
+        from engine.state.sql import PgConn
+
+        db = self.db
+        assert isinstance(db, PgConn)
+        with self._errors():
+            return pg.lock_held(db, name)
+
+    def _tenant_locked_fn(self) -> Callable[[str], bool] | None:
+        """None on SQLite (pid checks decide); on PostgreSQL: is the tenant's run lock held?"""
+        if not self.postgres:
+            return None
+        seen: dict[str, bool] = {}
+
+        def locked(tenant: str) -> bool:
+            if tenant not in seen:
+                seen[tenant] = self._pg_lock_held(f"tenant:{tenant}")
+            return seen[tenant]
+
+        return locked
 
     # -- tenants ------------------------------------------------------------------------------
 

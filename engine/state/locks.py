@@ -7,6 +7,11 @@ pid now belongs to a different process, judged by the kernel's start time) is st
 over, and the dead holder's unfinished runs are recorded as interrupted. A row from *another*
 host cannot be checked and is respected until ``break_lock`` removes it.
 
+PostgreSQL - the row stays (it names the holder for ``status``), but liveness is a session
+advisory lock taken on the store's connection (engine/state/pg.py): the server drops it when the
+holder's connection ends, on whatever machine it died, so a SIGKILLed worker's tenant is free for
+another worker at once and no operator has to break a lock. The serve lock is one too.
+
 Serve lock - ``fcntl.flock`` on the side file ``<state>.serve.lock``. The kernel drops a flock when
 its process dies, even by SIGKILL, so a crashed ``serve`` never blocks the next one; the DB row
 under the name "serve" is only there to say who holds it. (flock is per host: two machines
@@ -24,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.errors import StateError
+from engine.state import pg
 from engine.state.base import StoreBase
 from engine.state.db import HOSTNAME, process_alive, process_start, tight_umask
 from engine.state.models import LockInfo
@@ -40,6 +46,7 @@ def _info(row: tuple[Any, ...]) -> LockInfo:
 
 
 def _alive(row: tuple[Any, ...]) -> bool:
+    """SQLite: the holder on this host must still be the same process; another host is presumed alive."""
     return row[3] != HOSTNAME or process_alive(int(row[2]), row[6])
 
 
@@ -64,6 +71,7 @@ class _Lock:
         if not store.closed:
             with store._write() as db:
                 db.execute("DELETE FROM locks WHERE name = ? AND nonce = ?", (self.info.name, self._nonce))
+            store._pg_unlock(self.info.name)
 
     def _release_extra(self) -> None:
         pass
@@ -97,7 +105,7 @@ class RunLock(_Lock):
 
 
 class ServeLock(_Lock):
-    def __init__(self, store: LocksMixin, info: LockInfo, nonce: str, fd: int) -> None:
+    def __init__(self, store: LocksMixin, info: LockInfo, nonce: str, fd: int | None) -> None:
         super().__init__(store, info, nonce)
         self._fd: int | None = fd
 
@@ -115,23 +123,63 @@ class ServeLock(_Lock):
 class LocksMixin(StoreBase):
     _held: set[_Lock]
 
+    # -- PostgreSQL session locks ---------------------------------------------------------------
+    def _pg_try_lock(self, name: str) -> bool:
+        if any(lock.info.name == name for lock in self._held):
+            return False  # session locks are re-entrant; ours must not be
+        from engine.state.sql import PgConn
+
+        db = self.db
+        assert isinstance(db, PgConn)
+        with self._errors():
+            return pg.try_lock(db, name)
+
+    def _pg_unlock(self, name: str) -> None:
+        if not self.postgres or self.closed:
+            return
+        from engine.state.sql import PgConn
+
+        db = self.db
+        assert isinstance(db, PgConn)
+        with contextlib.suppress(StateError), self._errors():
+            pg.unlock(db, name)
+
+    def _row_alive(self, row: tuple[Any, ...]) -> bool:
+        if self.postgres:
+            return self._pg_lock_held(str(row[0]))
+        return _alive(row)
+
+    def _busy(self, tenant: str, name: str) -> StateError:
+        holder = self._live_row(name, check=False)
+        if holder is None:
+            return StateError(f"tenant '{tenant}' is already being synced by another process")
+        return StateError(f"tenant '{tenant}' is already being synced by pid {holder.pid} on host "
+                          f"{holder.hostname} since {holder.started_at} ({holder.purpose})")
+
+    # -- run locks ------------------------------------------------------------------------------
     def acquire_lock(self, tenant: str, purpose: str) -> RunLock:
         """Take the tenant's run lock or raise StateError naming the live holder."""
         self._require_tenant(tenant)
         name, nonce, now, pid = f"tenant:{tenant}", secrets.token_hex(8), self.now(), os.getpid()
-        with self._write() as db:
-            row = db.execute(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE name = ?", (name,)).fetchone()
-            stale = None
-            if row is not None:
-                holder = _info(row)
-                if _alive(row):
-                    raise StateError(f"tenant '{tenant}' is already being synced by pid {holder.pid} on host "
-                                     f"{holder.hostname} since {holder.started_at} ({holder.purpose})")
-                stale = holder
-                db.execute("DELETE FROM locks WHERE name = ?", (name,))
-            interrupted = interrupt_dead_runs(db, tenant, now)
-            db.execute(f"INSERT INTO locks ({_LOCK_COLUMNS}, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (name, tenant, pid, HOSTNAME, now, purpose, process_start(pid), nonce))
+        if self.postgres and not self._pg_try_lock(name):
+            raise self._busy(tenant, name)
+        try:
+            with self._write() as db:
+                row = db.execute(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE name = ?", (name,)).fetchone()
+                stale = None
+                if row is not None:
+                    holder = _info(row)
+                    if not self.postgres and _alive(row):
+                        raise StateError(f"tenant '{tenant}' is already being synced by pid {holder.pid} on host "
+                                         f"{holder.hostname} since {holder.started_at} ({holder.purpose})")
+                    stale = holder
+                    db.execute("DELETE FROM locks WHERE name = ?", (name,))
+                interrupted = interrupt_dead_runs(db, tenant, now, all_dead=self.postgres)
+                db.execute(f"INSERT INTO locks ({_LOCK_COLUMNS}, nonce) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (name, tenant, pid, HOSTNAME, now, purpose, process_start(pid), nonce))
+        except BaseException:
+            self._pg_unlock(name)
+            raise
         lock = RunLock(self, LockInfo(name, tenant, pid, HOSTNAME, now, purpose), nonce, stale, interrupted)
         self._held.add(lock)
         return lock
@@ -151,6 +199,8 @@ class LocksMixin(StoreBase):
 
     def acquire_serve_lock(self) -> ServeLock:
         """Refuse a second ``serve`` on the same state file (flock: released by the kernel on any death)."""
+        if self.postgres:
+            return self._acquire_pg_serve_lock()
         side = Path(f"{self.path}.serve.lock")
         try:
             with tight_umask():
@@ -177,10 +227,29 @@ class LocksMixin(StoreBase):
         self._held.add(lock)
         return lock
 
+    def _acquire_pg_serve_lock(self) -> ServeLock:
+        """PostgreSQL: one ``serve`` per database, a session lock the server drops when serve dies."""
+        if not self._pg_try_lock(SERVE):
+            holder = self._live_row(SERVE, check=False)
+            who = f" (pid {holder.pid} on host {holder.hostname} since {holder.started_at})" if holder else ""
+            raise StateError(f"casavi-sync serve is already running on {self.where}{who}")
+        nonce, now, pid = secrets.token_hex(8), self.now(), os.getpid()
+        try:
+            with self._write() as db:
+                db.execute("DELETE FROM locks WHERE name = ?", (SERVE,))
+                db.execute(f"INSERT INTO locks ({_LOCK_COLUMNS}, nonce) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+                           (SERVE, pid, HOSTNAME, now, "serve", process_start(pid), nonce))
+        except BaseException:
+            self._pg_unlock(SERVE)
+            raise
+        lock = ServeLock(self, LockInfo(SERVE, None, pid, HOSTNAME, now, "serve"), nonce, None)
+        self._held.add(lock)
+        return lock
+
     def _live_row(self, name: str, check: bool = True) -> LockInfo | None:
         with self._read() as db:
             row = db.execute(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE name = ?", (name,)).fetchone()
-        if row is None or (check and not _alive(row)):
+        if row is None or (check and not self._row_alive(row)):
             return None
         return _info(row)
 

@@ -22,15 +22,18 @@ from typing import Any
 from engine.state.base import StoreBase
 from engine.state.models import RecordState, canonical_json, record_state_from_row
 
-_UNSETTLED = "CASE WHEN status IN ('pending', 'failed') THEN previous_status ELSE status END"
-_KEEP_SOURCE = ("source_resource = COALESCE(excluded.source_resource, source_resource), "
-                "source_id = COALESCE(excluded.source_id, source_id)")
+# Columns of the existing row are qualified (``records.x``): PostgreSQL finds a bare name ambiguous
+# next to ``excluded``; SQLite accepts both.
+_UNSETTLED = ("CASE WHEN records.status IN ('pending', 'failed') THEN records.previous_status "
+              "ELSE records.status END")
+_KEEP_SOURCE = ("source_resource = COALESCE(excluded.source_resource, records.source_resource), "
+                "source_id = COALESCE(excluded.source_id, records.source_id)")
 
 SQL_PENDING = (
     "INSERT INTO records (tenant, kind, ref_id, status, source_resource, source_id, updated_run, updated_at) "
     "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (tenant, kind, ref_id) DO UPDATE SET "
     f"previous_status = {_UNSETTLED}, status = 'pending', {_KEEP_SOURCE}, "
-    "updated_run = COALESCE(excluded.updated_run, updated_run), updated_at = excluded.updated_at"
+    "updated_run = COALESCE(excluded.updated_run, records.updated_run), updated_at = excluded.updated_at"
 )
 SQL_WRITTEN = (
     "INSERT INTO records (tenant, kind, ref_id, payload_hash, payload, status, source_resource, source_id, "

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.state.base import StoreBase
 from engine.state.db import HOSTNAME, process_alive, process_start
 from engine.state.models import INTERRUPTED, RUN_OUTCOMES, RUN_TRIGGERS, RUNNING, Outcome, RunInfo
+from engine.state.sql import Conn
 
 _RUN_COLUMNS = ("id, tenant, trigger, started_at, finished_at, outcome, counts, report_path, error, pid, "
                 "hostname, proc_start, tally")
@@ -29,10 +29,14 @@ def _alive(hostname: str | None, pid: int | None, start: str | None) -> bool:
     return pid is not None and process_alive(pid, start)
 
 
-def _run(row: tuple[Any, ...]) -> RunInfo:
+def _run(row: tuple[Any, ...], tenant_locked: Callable[[str], bool] | None = None) -> RunInfo:
+    """``tenant_locked`` (PostgreSQL): an unfinished run is running while its tenant's lock is held."""
     outcome = row[5]
     if outcome is None:
-        outcome = RUNNING if _alive(row[10], row[9], row[11]) else INTERRUPTED
+        alive = _alive(row[10], row[9], row[11])
+        if tenant_locked is not None:  # another host's run is known to be alive only by its lock
+            alive = tenant_locked(row[1]) or (row[10] == HOSTNAME and alive)
+        outcome = RUNNING if alive else INTERRUPTED
     tally: dict[str, int] = json.loads(row[12] or "{}")
     counts: dict[str, Any] = json.loads(row[6]) if row[6] else dict(tally)
     return RunInfo(id=row[0], tenant=row[1], trigger=row[2], started_at=row[3], finished_at=row[4],
@@ -40,13 +44,17 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
                    hostname=row[10], outcome_counts=tally)
 
 
-def interrupt_dead_runs(db: sqlite3.Connection, tenant: str, now: str) -> list[int]:
-    """Record as interrupted every unfinished run of ``tenant`` whose process on this host is gone."""
+def interrupt_dead_runs(db: Conn, tenant: str, now: str, all_dead: bool = False) -> list[int]:
+    """Record as interrupted every unfinished run of ``tenant`` whose process on this host is gone.
+
+    ``all_dead``: the caller holds the tenant's server-side lock (PostgreSQL), so no other
+    process on any host can be running the tenant: every unfinished run is dead.
+    """
     dead = [
         (run_id, pid)
         for run_id, pid, hostname, start in db.execute(
             "SELECT id, pid, hostname, proc_start FROM runs WHERE tenant = ? AND outcome IS NULL", (tenant,))
-        if not _alive(hostname, pid, start)
+        if all_dead or not _alive(hostname, pid, start)
     ]
     for run_id, pid in dead:
         db.execute("UPDATE runs SET outcome = ?, finished_at = ?, error = COALESCE(error, ?) WHERE id = ?",
@@ -62,12 +70,10 @@ class RunsMixin(StoreBase):
         self._require_tenant(tenant)
         pid = os.getpid()
         with self._write() as db:
-            cur = db.execute(
-                "INSERT INTO runs (tenant, trigger, started_at, pid, hostname, proc_start) VALUES (?, ?, ?, ?, ?, ?)",
-                (tenant, trigger, self.now(), pid, HOSTNAME, process_start(pid)))
-            run_id = cur.lastrowid
-        assert run_id is not None
-        return int(run_id)
+            row = db.execute(
+                "INSERT INTO runs (tenant, trigger, started_at, pid, hostname, proc_start) VALUES (?, ?, ?, ?, ?, ?) "
+                "RETURNING id", (tenant, trigger, self.now(), pid, HOSTNAME, process_start(pid))).fetchone()
+        return int(row[0])
 
     def finish_run(self, run_id: int, outcome: str, counts: dict[str, Any], report_path: str | None,
                    error: str | None = None) -> None:
@@ -109,12 +115,12 @@ class RunsMixin(StoreBase):
         with self._read() as db:
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = ? ORDER BY id DESC LIMIT ?",
                               (tenant, max(0, int(limit)))).fetchall()
-        return [_run(row) for row in rows]
+        return [_run(row, self._tenant_locked_fn()) for row in rows]
 
     def get_run(self, run_id: int) -> RunInfo | None:
         with self._read() as db:
             row = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        return _run(row, self._tenant_locked_fn()) if row else None
 
     def run_outcomes(self, run_id: int) -> list[Outcome]:
         with self._read() as db:

@@ -16,41 +16,55 @@ from types import TracebackType
 
 from engine.errors import StateError
 from engine.secrets import SecretBox
+from engine.state import pg
 from engine.state.base import Clock, utc_now
 from engine.state.db import connect, tight_umask, tighten_mode, translate_errors
 from engine.state.locks import LocksMixin, _Lock
-from engine.state.migrations import migrate, user_version
+from engine.state.migrations import LATEST_VERSION, migrate, user_version
 from engine.state.records import RecordsMixin
 from engine.state.runs import RunsMixin
 from engine.state.sealed import SecretsMixin
 from engine.state.sources import SourcesMixin
+from engine.state.sql import Conn, PgConn, SqliteConn
 from engine.state.tenants import TenantsMixin
 
 
 class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin, SourcesMixin):
     """Tenants, connections, per-record sync state, run history and locks in one SQLite file."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock, box: SecretBox | None = None) -> None:
+    def __init__(self, db: Conn, path: Path | str, clock: Clock, box: SecretBox | None = None) -> None:
         super().__init__(db, path, clock, box)
         self._held: set[_Lock] = set()
 
     @classmethod
     def open(cls, path: str | Path, *, clock: Clock | None = None, secrets: SecretBox | None = None,
-             check_secrets: bool = True) -> StateStore:
-        """Open (creating it 0600, with parent directories 0700) and migrate the state file.
+             check_secrets: bool = True, migrate: bool | None = None) -> StateStore:
+        """Open the state: a SQLite file (a path) or a PostgreSQL database (a ``postgresql://`` URL).
+
+        SQLite: the file is created 0600 (parent directories 0700) and migrated on open
+        (``migrate`` defaults to True there: the embedded default needs no extra step).
+        PostgreSQL: ``migrate`` defaults to False - schema changes are an explicit step
+        (``casavi-sync state migrate``), because a fleet must not migrate under running workers; an
+        older schema is refused with that instruction.
 
         ``clock`` returns an aware ``datetime`` (tests pass e.g. ``sandbox_clock.now``).
         ``secrets`` encrypts and decrypts the stored secrets (default: the key configured for
-        ``path``, see engine/secrets.py). Raises StateError for a damaged, foreign or newer file;
-        such files are left untouched. Raises ``SecretKeyError`` when the key does not decrypt the
+        ``path``, see engine/secrets.py). Raises StateError for a damaged, foreign or newer store;
+        such stores are left untouched. Raises ``SecretKeyError`` when the key does not decrypt the
         stored secrets (``check_secrets=False`` is for ``rotate-key --forget-unreadable`` only).
         """
+        if pg.is_url(path):
+            return cls._open_postgres(str(path).strip(), clock, bool(migrate), secrets, check_secrets)
         where = Path(path).expanduser()
         with tight_umask():
-            db = connect(where)
+            raw = connect(where)
+            db = SqliteConn(raw)
             try:
                 with translate_errors(where):
-                    migrate(db)
+                    if migrate is False:
+                        check_version(db, str(where))
+                    else:
+                        _migrate(db)
                 store = cls(db, where, clock or utc_now, secrets)
                 store.ensure_default_tenant()
                 if check_secrets:
@@ -60,6 +74,31 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin
                 db.close()
                 raise
         tighten_mode(where)
+        return store
+
+    @classmethod
+    def _open_postgres(cls, url: str, clock: Clock | None, migrate_now: bool, secrets: SecretBox | None,
+                       check_secrets: bool) -> StateStore:
+        db = pg.borrow(url)
+        try:
+            with pg.translate_errors(url):
+                version = user_version(db)
+                if version > LATEST_VERSION:
+                    raise StateError(f"{pg.describe(url)} was written by a newer casavi-sync (state schema "
+                                     f"v{version}, this release knows up to v{LATEST_VERSION}); upgrade "
+                                     "casavi-sync to use it")
+                if migrate_now:
+                    _migrate(db)
+                else:
+                    check_version(db, pg.describe(url))
+            store = cls(db, url, clock or utc_now, secrets)
+            store.ensure_default_tenant()
+            if check_secrets:
+                store.verify_secrets()
+                store.seal_plaintext_secrets()
+        except BaseException:
+            pg.give_back(url, db)
+            raise
         return store
 
     @property
@@ -72,6 +111,9 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin
 
         Safe while syncs run in other processes; refuses to overwrite an existing file.
         """
+        if self.postgres:
+            raise StateError(f"{self.where} is a PostgreSQL database: back it up with pg_dump, or copy it to a "
+                             "SQLite file with casavi-sync state copy")
         target = Path(destination).expanduser()
         if target.exists():
             raise StateError(f"{target} already exists; choose a new backup file name")
@@ -85,7 +127,9 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin
             copy = sqlite3.connect(str(target))
             try:
                 with translate_errors(target):
-                    self.db.backup(copy)
+                    db = self.db
+                    assert isinstance(db, SqliteConn)
+                    db.raw.backup(copy)
                     copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
             finally:
                 copy.close()
@@ -101,7 +145,10 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin
             self._release_all_locks()
         finally:
             db, self._db = self._db, None
-            db.close()
+            if isinstance(db, PgConn):
+                pg.give_back(str(self.path), db)
+            else:
+                db.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -111,4 +158,19 @@ class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin
         self.close()
 
     def __repr__(self) -> str:
-        return f"StateStore({str(self.path)!r}{', closed' if self._db is None else ''})"
+        return f"StateStore({self.where!r}{', closed' if self._db is None else ''})"
+
+
+_migrate = migrate
+
+
+def check_version(db: Conn, where: str) -> None:
+    """Refuse a store whose schema this release does not run on (older: migrate it first)."""
+    version = user_version(db)
+    if version > LATEST_VERSION:
+        raise StateError(f"{where} was written by a newer casavi-sync (state schema v{version}, this release "
+                         f"knows up to v{LATEST_VERSION}); upgrade casavi-sync to use it")
+    if version < LATEST_VERSION:
+        what = "has no casavi-sync schema yet" if version == 0 else f"is at state schema v{version}"
+        raise StateError(f"{where} {what} (this release needs v{LATEST_VERSION}); apply the migrations "
+                         "first: casavi-sync state migrate")

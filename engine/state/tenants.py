@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 from typing import Any
 
 from engine.errors import ConfigError, StateError
@@ -42,7 +41,7 @@ def check_tenant_name(name: str) -> None:
 
 
 class TenantsMixin(StoreBase):
-    def _tenant(self, row: sqlite3.Row | tuple[Any, ...]) -> Tenant:
+    def _tenant(self, row: tuple[Any, ...]) -> Tenant:
         return Tenant(name=row[0], activated=bool(row[1]), activated_at=row[2], created_at=row[3],
                       casavi_key_fingerprint=fingerprint(self._unseal(row[4])))
 
@@ -118,7 +117,11 @@ class TenantsMixin(StoreBase):
         self._require_tenant(name)
         with self._write() as db:
             row = db.execute("SELECT pid, hostname, proc_start FROM locks WHERE tenant = ?", (name,)).fetchone()
-            if row and (row[1] != HOSTNAME or process_alive(int(row[0]), row[2])):
+            if self.postgres:
+                alive = row is not None and self._pg_lock_held(f"tenant:{name}")
+            else:
+                alive = row is not None and (row[1] != HOSTNAME or process_alive(int(row[0]), row[2]))
+            if row and alive:
                 raise StateError(f"tenant '{name}' is being synced by pid {row[0]} on host {row[1]}; "
                                  "stop that run before removing the tenant")
             db.execute("DELETE FROM tenants WHERE name = ?", (name,))
