@@ -394,3 +394,15 @@ def test_the_policy_comes_from_the_connector_config(tmp_path: Path) -> None:
     cfg.write_text("scalara:\n  incremental: {full_every_days: -1}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="full_every_days"):
         load_connector_config(cfg, env={})
+
+
+def test_a_connection_to_another_scalara_account_starts_with_a_full_read(rig: Rig) -> None:
+    store = rig.side("a").store
+    store.save_connection("default", "scl_" + "a" * 40, "account-1")
+    rig.run("a")
+    store.save_connection("default", "scl_" + "b" * 40, "account-1")  # a new token, same account
+    assert store.source_cursor("default") is not None
+    store.save_connection("default", "scl_" + "c" * 40, "account-2")
+    assert store.source_cursor("default") is None
+    rig.advance(0.01)
+    assert rig.run("a").report["extraction"]["mode"] == "full"

@@ -152,6 +152,10 @@ class TenantsMixin(StoreBase):
             first_save = first is not None and first[0] is None
             if first_save:
                 db.execute("UPDATE tenants SET first_connected_at = ? WHERE name = ?", (now, tenant))
+            before = db.execute("SELECT account_id FROM connections WHERE tenant = ?", (tenant,)).fetchone()
+            if before is not None and before[0] != account_id:
+                # another SCALARA account: the source snapshot is not its data; the next run reads fully
+                db.execute("DELETE FROM source_cursors WHERE tenant = ?", (tenant,))
             db.execute(
                 "INSERT INTO connections (tenant, scalara_token, account_id, connected_since, token_updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET "
