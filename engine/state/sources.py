@@ -2,9 +2,12 @@
 
 Why: an incremental run asks SCALARA only for what changed since the cursor, merges that into
 this snapshot and maps the merged records -- the same input a full read would have given, so the
-result is the same too. The snapshot and the cursor move together, in one transaction, and only
-after a run's writes were applied: a crash before that leaves both where they were, and the next
-run reads the same changes again (never past records not yet applied).
+result is the same too. The records are stored right after the read (``stage_sources``: the run
+need not hold them until its writes are done) and mark the snapshot unsettled; the cursor moves
+only after the run's writes were applied (``commit_cursor``). A crash in between leaves the
+cursor where it was: the next run reads the same changes again and, the snapshot being
+unsettled, maps everything rather than trusting "nothing changed" -- never past records not yet
+applied.
 
 Plain SQL (``INSERT ... ON CONFLICT``, ``DELETE``) that SQLite and PostgreSQL both speak.
 """
@@ -108,25 +111,41 @@ class SourcesMixin(StoreBase):
                 "SELECT resource, COUNT(*) FROM source_records WHERE tenant = ? GROUP BY resource ORDER BY resource",
                 (tenant,))}
 
-    def commit_sources(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
-        """Store what a run read and move the cursor, in one transaction (after the run's writes)."""
+    def stage_sources(self, tenant: str, commit: SourceCommit) -> None:
+        """Store what a run read, before it maps and writes, and mark the snapshot unsettled.
+
+        Called right after the read, so the records need not stay in memory until the writes are
+        done. The cursor does not move: a crash from here on leaves it where it was, and the next
+        run (seeing the snapshot unsettled) maps everything again instead of trusting "no change".
+        """
         self._require_tenant(tenant)
-        now = self.now()
         with self._write() as db:
-            previous = db.execute("SELECT full_read_at FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
             if commit.full:
                 db.execute("DELETE FROM source_records WHERE tenant = ?", (tenant,))
             for resource, records in commit.replace.items():
                 if not commit.full:
                     db.execute("DELETE FROM source_records WHERE tenant = ? AND resource = ?", (tenant, resource))
-                db.executemany(SQL_UPSERT, [(tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records])
+                db.executemany(SQL_UPSERT, ((tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records))
             for resource, records in commit.upserts.items():
-                db.executemany(SQL_UPSERT, [(tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records])
+                db.executemany(SQL_UPSERT, ((tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records))
             for resource, ids in commit.deletes.items():
-                db.executemany(SQL_DELETE, [(tenant, resource, rid) for rid in ids])
+                db.executemany(SQL_DELETE, ((tenant, resource, rid) for rid in ids))
+            db.execute("UPDATE source_cursors SET settled = 0 WHERE tenant = ?", (tenant,))
+
+    def commit_cursor(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
+        """After the run's writes: move the cursor (and the rest of its row) past what was read."""
+        self._require_tenant(tenant)
+        now = self.now()
+        with self._write() as db:
+            previous = db.execute("SELECT full_read_at FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
             full_read_at = now if commit.full or previous is None else previous[0]
             db.execute(SQL_CURSOR, (tenant, commit.cursor, full_read_at, commit.mapping_hash,
                                     json.dumps(list(commit.resources)), mapped_date, int(settled), now))
+
+    def commit_sources(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
+        """``stage_sources`` and ``commit_cursor`` at once (a caller with nothing to apply in between)."""
+        self.stage_sources(tenant, commit)
+        self.commit_cursor(tenant, commit, mapped_date=mapped_date, settled=settled)
 
     def forget_sources(self, tenant: str) -> None:
         """Drop the snapshot and the cursor: the next run reads everything."""

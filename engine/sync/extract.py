@@ -94,8 +94,10 @@ class Extraction:
     changed: dict[str, int] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    commit: SourceCommit | None = None         # stored by the session after the writes
+    commit: SourceCommit | None = None         # stored by the session (engine.state.sources)
     previous: SourceCursor | None = None
+    skipped: bool = False                      # nothing changed since a settled run: nothing to map
+    carried: list[dict[str, Any]] = field(default_factory=list)  # that run's mapping errors, still true
 
     @property
     def unchanged(self) -> bool:
@@ -103,7 +105,7 @@ class Extraction:
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason, "since": self.since, "changed": self.changed,
-                "deleted": self.deleted, "warnings": self.warnings}
+                "deleted": self.deleted, "warnings": self.warnings, "skippedMapping": self.skipped}
 
 
 # -- the mapping set's fingerprint -------------------------------------------------------------
@@ -347,6 +349,7 @@ def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list
                             warnings=warnings, commit=commit, previous=previous)
     if nothing and may_skip(previous):
         extraction.counts = {res: 0 for res in resources}
+        extraction.skipped = True
         return extraction
     records: dict[str, list[Record]] = {}
     for res in resources:

@@ -237,7 +237,7 @@ def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extract
     for (kind, _), state in known.items():
         if state.status == "written":
             unchanged[kind] = unchanged.get(kind, 0) + 1
-    plan = Plan(kinds=order, unchanged=unchanged)
+    plan = Plan(kinds=order, unchanged=unchanged, errors=list(extraction.carried))
     mapped = MapResult(outputs={}, errors=[], stats={})
     return Prepared(plan, mapped, extraction.counts, False, order, timings, {}, extraction, skipped_mapping=True)
 

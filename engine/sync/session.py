@@ -85,8 +85,12 @@ class RunOutcome:
 
 def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: ArchiveReader,
                     options: SyncOptions, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> Prepared:
-    """Read SCALARA (fully or what changed, see engine.sync.extract), map and plan; writes nothing."""
+                    should_stop: Callable[[], bool] | None = None, *, stage: bool = False) -> Prepared:
+    """Read SCALARA (fully or what changed, see engine.sync.extract), map and plan.
+
+    Writes nothing, unless ``stage`` (a real run): then what was read is stored in the state
+    store's source snapshot right away (engine.state.sources.stage_sources).
+    """
     known = known_records(store, tenant)
     run_date = _run_date(options)
     unsettled = any(k.status in ("pending", "failed") for k in known.values())
@@ -101,8 +105,23 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
     extraction = extract(store, tenant, scalara, mset, source_resources(mset), policy=options.incremental,
                          full=options.full, reconcile=options.reconcile, now=now, may_skip=may_skip,
                          progress=progress, should_stop=should_stop)
+    if extraction.skipped:
+        extraction.carried = _last_map_errors(store, tenant)
+    if stage and extraction.commit is not None and extraction.records is not None:
+        store.stage_sources(tenant, extraction.commit)
+        extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
                    time.perf_counter() - t0)
+
+
+def _last_map_errors(store: StateStore, tenant: str) -> list[dict[str, Any]]:
+    """The mapping errors of the last settled run: an unchanged input still has them."""
+    last = next((r for r in store.runs(tenant, limit=10) if r.outcome in ("clean", "partial")), None)
+    if last is None:
+        return []
+    return [{"stage": "map", "kind": o.kind or None, "targetId": o.ref_id or None, "resource": o.source_resource,
+             "sourceId": o.source_id, "reason": o.error or "", "carried": True}
+            for o in store.run_outcomes(last.id) if o.action == "error"]
 
 
 def _run_date(options: SyncOptions) -> str:
@@ -110,12 +129,16 @@ def _run_date(options: SyncOptions) -> str:
 
 
 def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, options: SyncOptions,
-                      outcome: str) -> None:
+                      outcome: str, result: ApplyResult | None = None) -> None:
     """After the writes: store what was read and move the cursor (never before, never when aborted)."""
     extraction = prepared.extraction
     if extraction is None or extraction.commit is None or outcome not in ("clean", "partial"):
         return
-    store.commit_sources(tenant, extraction.commit, mapped_date=_run_date(options), settled=outcome == "clean")
+    # settled: rerunning on the same input would change nothing -- only mapping errors, which an
+    # unchanged run carries over; not after write failures (retried) or held archives (re-asked)
+    plan = prepared.plan
+    settled = outcome == "clean" or not (plan.guard_trips or plan.held_archives or (result and result.failed))
+    store.commit_cursor(tenant, extraction.commit, mapped_date=_run_date(options), settled=bool(settled))
 
 
 def run_for_tenant(
@@ -143,7 +166,8 @@ def run_for_tenant(
         error: OperatorError | None = None
         stopped = False
         try:
-            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress, should_stop)
+            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress, should_stop,
+                                       stage=True)
             journal = StateJournal(store, tenant, run_id)
             with store.batch():
                 result = run_apply(prepared, writer, journal, options, progress, should_stop)
@@ -167,7 +191,7 @@ def run_for_tenant(
             report_path = report_dir / f"run-{run_id:06d}.json"
             write_report(report_path, report)
         if prepared is not None and result is not None:
-            commit_extraction(store, tenant, prepared, options, outcome)
+            commit_extraction(store, tenant, prepared, options, outcome, result)
         store.finish_run(run_id, outcome, report["counts"], str(report_path) if report_path else None,
                          str(error) if error else None)
         if prepared is not None and result is not None:
