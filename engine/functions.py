@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 RUN_DATE: contextvars.ContextVar[_dt.date | None] = contextvars.ContextVar("RUN_DATE", default=None)
+# While a sync maps, a one-element list: the earliest later date on which a date function could
+# answer differently for the records seen (``today()``: the next day; ``active()``: the next
+# validFrom or validTo + 1). Until then, the same records map to the same payloads.
+HORIZON: contextvars.ContextVar[list[_dt.date] | None] = contextvars.ContextVar("HORIZON", default=None)
 
 REFERENCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -153,16 +157,37 @@ def format_date(value: Any, pattern: Any) -> str | None:
     return _parse_date(value, "format_date").strftime(_text(pattern))
 
 
+def _run_day() -> _dt.date:
+    return RUN_DATE.get() or _dt.date.today()
+
+
+def _changes_on(day: _dt.date) -> None:
+    horizon = HORIZON.get()
+    if horizon is not None and day < horizon[0]:
+        horizon[0] = day
+
+
 def today() -> str:
-    run_date = RUN_DATE.get()
-    return (run_date or _dt.date.today()).isoformat()
+    now = _run_day()
+    if HORIZON.get() is not None:
+        _changes_on(now + _dt.timedelta(days=1))
+    return now.isoformat()
 
 
 def active(valid_from: Any, valid_to: Any) -> bool:
-    now = _parse_date(today(), "active")
-    if valid_from is not None and _parse_date(valid_from, "active") > now:
-        return False
-    return not (valid_to is not None and _parse_date(valid_to, "active") < now)
+    now = _run_day()
+    if valid_from is not None:
+        start = _parse_date(valid_from, "active")
+        if start > now:
+            _changes_on(start)
+            return False
+    if valid_to is not None:
+        end = _parse_date(valid_to, "active")
+        if end < now:
+            return False
+        if end < _dt.date.max:
+            _changes_on(end + _dt.timedelta(days=1))
+    return True
 
 
 def date_cmp(a: Any, b: Any) -> int:

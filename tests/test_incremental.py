@@ -409,3 +409,39 @@ def test_a_connection_to_another_scalara_account_starts_with_a_full_read(rig: Ri
     assert store.source_cursor("default") is None
     rig.advance(0.01)
     assert rig.run("a").report["extraction"]["mode"] == "full"
+
+
+def test_an_unchanged_day_maps_nothing_until_a_date_could_change_the_output(rig: Rig) -> None:
+    role = sorted(data(rig)["property-roles"])[0]
+    rig.scalara.update_record("property-roles", role, {"validFrom": None, "validTo": rig.clock.today().isoformat()})
+    rig.run("a")
+    second = rig.run("a")  # the first run may be partial (planted bad records): its errors are carried over
+    stable = rig.side("a").store.source_cursor("default").stable_until
+    assert stable == (rig.clock.today() + dt.timedelta(days=1)).isoformat()  # the role ends tonight
+    same_day = rig.run("a")
+    assert same_day.report["extraction"]["skippedMapping"] is True
+    assert rig.last_stats["scalara"]["pages"] == len(RESOURCES) and rig.last_stats["casavi"].get("writes", 0) == 0
+    reasons = sorted(e["reason"] for e in second.report["mapErrors"])
+    assert sorted(e["reason"] for e in same_day.report["mapErrors"]) == reasons and same_day.outcome == second.outcome
+    rig.advance(1)  # the role has ended: the run must map, and the responsibility goes
+    next_day = rig.run("a")
+    assert next_day.report["extraction"]["skippedMapping"] is False
+    gone = next_day.prepared.plan.actions + next_day.prepared.plan.held_archives  # (the guard may hold it)
+    assert [a.kind for a in gone] == ["responsibilities"]
+
+
+def test_date_functions_report_when_their_answer_could_change() -> None:
+    from engine.functions import HORIZON, RUN_DATE, active, today
+
+    day = dt.date(2026, 11, 27)
+    run, horizon = RUN_DATE.set(day), HORIZON.set([dt.date.max])
+    try:
+        assert active("2026-01-01", None) and HORIZON.get() == [dt.date.max]      # open-ended: never
+        assert active("2026-01-01", "2026-12-31") and HORIZON.get() == [dt.date(2027, 1, 1)]
+        assert not active("2026-12-05", None) and HORIZON.get() == [dt.date(2026, 12, 5)]
+        assert not active(None, "2026-11-26") and HORIZON.get() == [dt.date(2026, 12, 5)]  # over for good
+        assert today() == "2026-11-27" and HORIZON.get() == [dt.date(2026, 11, 28)]
+    finally:
+        HORIZON.reset(horizon)
+        RUN_DATE.reset(run)
+    assert HORIZON.get() is None and active("2026-01-01", None)

@@ -192,7 +192,12 @@ V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2)
+V3 = Migration(
+    "source cursor: the date until which the mapped output cannot change by date alone",
+    ("ALTER TABLE source_cursors ADD COLUMN stable_until TEXT",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -30,9 +30,10 @@ SQL_UPSERT = (
 SQL_DELETE = "DELETE FROM source_records WHERE tenant = ? AND resource = ? AND id = ?"
 SQL_CURSOR = (
     "INSERT INTO source_cursors (tenant, cursor, full_read_at, mapping_hash, resources, mapped_date, settled, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET cursor = excluded.cursor, "
-    "full_read_at = excluded.full_read_at, mapping_hash = excluded.mapping_hash, resources = excluded.resources, "
-    "mapped_date = excluded.mapped_date, settled = excluded.settled, updated_at = excluded.updated_at"
+    "updated_at, stable_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant) DO UPDATE SET "
+    "cursor = excluded.cursor, full_read_at = excluded.full_read_at, mapping_hash = excluded.mapping_hash, "
+    "resources = excluded.resources, mapped_date = excluded.mapped_date, settled = excluded.settled, "
+    "updated_at = excluded.updated_at, stable_until = excluded.stable_until"
 )
 
 
@@ -46,6 +47,7 @@ class SourceCursor:
     resources: tuple[str, ...]  # resources the snapshot holds
     mapped_date: str | None     # run date (YYYY-MM-DD) of the last committed run
     settled: bool               # that run was clean: an unchanged day needs no mapping at all
+    stable_until: str | None = None  # first date on which a date function could map differently
 
 
 @dataclass
@@ -74,11 +76,11 @@ class SourcesMixin(StoreBase):
     def source_cursor(self, tenant: str) -> SourceCursor | None:
         self._require_tenant(tenant)
         with self._read() as db:
-            row = db.execute("SELECT cursor, full_read_at, mapping_hash, resources, mapped_date, settled "
+            row = db.execute("SELECT cursor, full_read_at, mapping_hash, resources, mapped_date, settled, stable_until "
                              "FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
         if row is None:
             return None
-        return SourceCursor(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], bool(row[5]))
+        return SourceCursor(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], bool(row[5]), row[6])
 
     def source_records(self, tenant: str, resource: str) -> dict[str, Record]:
         """The snapshot of one resource: id -> record as SCALARA sent it, in id order."""
@@ -132,20 +134,28 @@ class SourcesMixin(StoreBase):
                 db.executemany(SQL_DELETE, ((tenant, resource, rid) for rid in ids))
             db.execute("UPDATE source_cursors SET settled = 0 WHERE tenant = ?", (tenant,))
 
-    def commit_cursor(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
-        """After the run's writes: move the cursor (and the rest of its row) past what was read."""
+    def commit_cursor(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool,
+                      stable_until: str | None = None) -> None:
+        """After the run's writes: move the cursor (and the rest of its row) past what was read.
+
+        ``stable_until`` None keeps the stored one (a run that mapped nothing learnt nothing new).
+        """
         self._require_tenant(tenant)
         now = self.now()
         with self._write() as db:
-            previous = db.execute("SELECT full_read_at FROM source_cursors WHERE tenant = ?", (tenant,)).fetchone()
+            previous = db.execute("SELECT full_read_at, stable_until FROM source_cursors WHERE tenant = ?",
+                                  (tenant,)).fetchone()
             full_read_at = now if commit.full or previous is None else previous[0]
+            if stable_until is None and previous is not None:
+                stable_until = previous[1]
             db.execute(SQL_CURSOR, (tenant, commit.cursor, full_read_at, commit.mapping_hash,
-                                    json.dumps(list(commit.resources)), mapped_date, int(settled), now))
+                                    json.dumps(list(commit.resources)), mapped_date, int(settled), now, stable_until))
 
-    def commit_sources(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool) -> None:
+    def commit_sources(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool,
+                       stable_until: str | None = None) -> None:
         """``stage_sources`` and ``commit_cursor`` at once (a caller with nothing to apply in between)."""
         self.stage_sources(tenant, commit)
-        self.commit_cursor(tenant, commit, mapped_date=mapped_date, settled=settled)
+        self.commit_cursor(tenant, commit, mapped_date=mapped_date, settled=settled, stable_until=stable_until)
 
     def forget_sources(self, tenant: str) -> None:
         """Drop the snapshot and the cursor: the next run reads everything."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,7 +43,6 @@ Record = dict[str, Any]
 Progress = Callable[[str, str, int, int], None]
 
 FULL, INCREMENTAL = "full", "incremental"
-_DATE_FUNCTIONS = re.compile(r"\b(today|active)\s*\(")
 
 
 class StopRequested(Exception):
@@ -97,6 +95,8 @@ class Extraction:
     commit: SourceCommit | None = None         # stored by the session (engine.state.sources)
     previous: SourceCursor | None = None
     skipped: bool = False                      # nothing changed since a settled run: nothing to map
+    stable_until: str | None = None            # set by the mapping: see engine.functions.HORIZON
+    pages: dict[str, int] = field(default_factory=dict)  # SCALARA pages read per resource
     carried: list[dict[str, Any]] = field(default_factory=list)  # that run's mapping errors, still true
 
     @property
@@ -105,7 +105,8 @@ class Extraction:
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason, "since": self.since, "changed": self.changed,
-                "deleted": self.deleted, "warnings": self.warnings, "skippedMapping": self.skipped}
+                "deleted": self.deleted, "warnings": self.warnings, "skippedMapping": self.skipped,
+                "pages": self.pages}
 
 
 # -- the mapping set's fingerprint -------------------------------------------------------------
@@ -144,14 +145,6 @@ def mapping_fingerprint(mset: MappingSet) -> str:
     parts: list[str] = []
     _walk(mset, parts, set())
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
-
-
-def uses_run_date(mset: MappingSet) -> bool:
-    """True when an expression reads the run date (``today()``, ``active()``): its output may
-    change from one day to the next with no change in SCALARA."""
-    parts: list[str] = []
-    _walk(mset, parts, set())
-    return any(p.startswith("E:") and _DATE_FUNCTIONS.search(p) for p in parts)
 
 
 # -- timestamps --------------------------------------------------------------------------------
@@ -223,7 +216,8 @@ def full_reason(policy: IncrementalPolicy, previous: SourceCursor | None, *, ful
 
 
 def read_full(reader: Reader, resources: Iterable[str], progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, list[Record]], str | None]:
+              should_stop: Callable[[], bool] | None = None,
+              pages: dict[str, int] | None = None) -> tuple[dict[str, list[Record]], str | None]:
     """Every record of every resource, and the newest ``updatedAt`` among them."""
     records: dict[str, list[Record]] = {}
     newest: str | None = None
@@ -234,6 +228,8 @@ def read_full(reader: Reader, resources: Iterable[str], progress: Progress | Non
             if should_stop is not None and should_stop():
                 raise StopRequested
             rows.extend(page)
+            if pages is not None:
+                pages[res] = pages.get(res, 0) + 1
             for rec in page:
                 stamp = rec.get("updatedAt") if isinstance(rec, dict) else None
                 at = parse_stamp(stamp)
@@ -251,6 +247,7 @@ class _Delta:
     unkeyed: list[Any] = field(default_factory=list)
     ignored_since: int = 0  # live records older than asked for: the server ignored updatedSince
     newest: str | None = None
+    pages: int = 0
 
 
 def _read_changes(reader: Any, res: str, since: str, progress: Progress | None,
@@ -280,6 +277,7 @@ def _read_changes(reader: Any, res: str, since: str, progress: Progress | None,
             if before is None or (_later(before[0], stamp) == stamp and parse_stamp(stamp) is not None):
                 delta.latest[key] = (stamp, value)
         n += len(page)
+        delta.pages += 1
         if progress:
             progress("extract", res, n, 0)
     return delta
@@ -308,12 +306,13 @@ def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, re
         except ConfigError as exc:
             warnings.append(f"SCALARA rejected the incremental read ({exc}); this run reads everything")
             reason = "SCALARA rejected updatedSince/includeDeleted (400)"
-    records, newest = read_full(reader, resources, progress, should_stop)
+    pages: dict[str, int] = {}
+    records, newest = read_full(reader, resources, progress, should_stop, pages)
     commit = SourceCommit(tuple(resources), newest, fingerprint, full=True,
                           replace={res: [r for r in rows if isinstance(r, dict) and _key(r) is not None]
                                    for res, rows in records.items()})
     return Extraction(records, {k: len(v) for k, v in records.items()}, FULL, reason, warnings=warnings,
-                      commit=commit, previous=previous)
+                      commit=commit, previous=previous, pages=pages)
 
 
 def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list[str], previous: SourceCursor,
@@ -346,7 +345,8 @@ def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list
     unkeyed = any(d.unkeyed for d in deltas.values())
     nothing = not ignored and not unkeyed and not any(changed.values()) and not any(deleted.values())
     extraction = Extraction(None, {}, INCREMENTAL, "", since=since, changed=changed, deleted=deleted,
-                            warnings=warnings, commit=commit, previous=previous)
+                            warnings=warnings, commit=commit, previous=previous,
+                            pages={res: d.pages for res, d in deltas.items()})
     if nothing and may_skip(previous):
         extraction.counts = {res: 0 for res in resources}
         extraction.skipped = True

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from engine.compile import MappingSet, ObjectField, RefField
 from engine.coverage import compute_coverage
 from engine.errors import OperatorError
+from engine.functions import HORIZON
 from engine.interpret import MapResult, map_records
 from engine.observe.notice import subject_facts
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
@@ -196,7 +197,13 @@ def prepare(
     timings["extract_s"] = extraction_s if extraction is not None else time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    mapped = map_records(mset, records, run_date=options.run_date)
+    horizon = HORIZON.set([dt.date.max])
+    try:
+        mapped = map_records(mset, records, run_date=options.run_date)
+        if extraction is not None:
+            extraction.stable_until = (HORIZON.get() or [dt.date.max])[0].isoformat()
+    finally:
+        HORIZON.reset(horizon)
     subjects = subject_facts(records, _failed_sources(mapped))
     del records
     coverage = compute_coverage(mset, mapped)

@@ -20,7 +20,7 @@ from engine.observe.hooks import run_finished
 from engine.state import StateStore
 from engine.state.sources import SourceCursor
 from engine.sync.apply import ApplyResult, Progress, Writer
-from engine.sync.extract import extract, parse_stamp, uses_run_date
+from engine.sync.extract import extract, parse_stamp
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
 from engine.sync.runner import (
@@ -94,11 +94,14 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
     known = known_records(store, tenant)
     run_date = _run_date(options)
     unsettled = any(k.status in ("pending", "failed") for k in known.values())
-    date_bound = uses_run_date(mset)
 
     def may_skip(previous: SourceCursor) -> bool:
-        return (previous.settled and not unsettled and not options.reconcile
-                and (previous.mapped_date == run_date or not date_bound))
+        """Nothing changed in SCALARA: may the run skip mapping? Only after a settled run whose
+        output cannot have changed by date alone (active()/today() flip no earlier than stable_until)."""
+        if not previous.settled or unsettled or options.reconcile or previous.mapped_date is None:
+            return False
+        return previous.mapped_date == run_date or (
+            previous.stable_until is not None and previous.mapped_date <= run_date < previous.stable_until)
 
     t0 = time.perf_counter()
     now = parse_stamp(store.now()) or dt.datetime.now(dt.UTC)
@@ -138,7 +141,8 @@ def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, option
     # unchanged run carries over; not after write failures (retried) or held archives (re-asked)
     plan = prepared.plan
     settled = outcome == "clean" or not (plan.guard_trips or plan.held_archives or (result and result.failed))
-    store.commit_cursor(tenant, extraction.commit, mapped_date=_run_date(options), settled=bool(settled))
+    store.commit_cursor(tenant, extraction.commit, mapped_date=_run_date(options), settled=bool(settled),
+                        stable_until=extraction.stable_until)
 
 
 def run_for_tenant(
