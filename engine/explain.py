@@ -41,6 +41,7 @@ from engine.expr import Expr, describe_error, is_truthy
 from engine.functions import RUN_DATE
 from engine.interpret import MapResult, map_records, singular
 from engine.sync.plan import Desired, Known, build_plan, change_text
+from engine.timefmt import human_time
 
 __all__ = ["explain_record", "render_text"]
 
@@ -416,7 +417,7 @@ def render_text(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  referenced by {', '.join(out['referencedBy'])}" + (f" (+{more} more)" if more else ""))
     for state in doc.get("state", []):
         lines.append(f"state {state['kind']}/{state['id']}: {state['status']}, hash "
-                     f"{(state['payloadHash'] or '-')[:12]}, updated {state['updatedAt'] or '-'}"
+                     f"{(state['payloadHash'] or '-')[:12]}, updated {human_time(state['updatedAt'])}"
                      + (f", error: {state['error']}" if state.get("error") else ""))
     for d in doc.get("decisions", []):
         target = f"{d['kind']}/{d['id']}" if d["kind"] else "this record"

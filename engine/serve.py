@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from engine.errors import CasaviSyncError, OperatorError
 from engine.schedule import Schedule
 from engine.state import StateStore, describe_location
+from engine.timefmt import human_time
 
 BUSY = "busy"      # another process holds the tenant's run lock: retried at the next tick
 FAILED = "failed"  # the run could not start (bad mappings or config, missing credentials)
@@ -270,7 +271,7 @@ class Server:
         for name in names:
             when = schedule.next_run(name, store.last_scheduled_day(name), now)
             local = when.astimezone(schedule.zone)
-            text = "now" if when <= now else f"{local:%Y-%m-%d %H:%M %Z}"
+            text = "now" if when <= now else human_time(when, schedule.zone)
             self.log.info(f"tenant '{name}': next run {text}", event="schedule.next", tenant=name,
                           next_run=local.isoformat(timespec="seconds"))
 

@@ -126,7 +126,9 @@ def test_token_of_another_scalara_account_is_refused(cli: Cli) -> None:
     env = _account_endpoint_config(cli)
     first = cli("connect", "--no-initial-import", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n",
                 env=env)
-    assert first.exit_code == 0 and "SCALARA account demo" in first.output
+    assert first.exit_code == 0 and "'demo'" in first.output
+    account = first.output.split("SCALARA account ", 1)[1].split(" ", 1)[0]
+    assert f"SCALARA account {account}" in cli("status").output  # the same account in connect and status
     other = cli.sb.generate_scalara_token("other")
     one_line_error(cli("connect", "--token-stdin", input=other + "\n", env=env), "account 'other'", "disconnect")
 

@@ -43,6 +43,17 @@ def test_demo_explains_itself_and_runs_the_scheduler(tmp_path: Path) -> None:
         triggers = [r.trigger for r in store.runs("default")]
     assert sorted(triggers) == ["initial", "manual", "schedule"]
     assert "write calls to casavi: 0" in out
+    # what a person reads afterwards: one time format, counts with unchanged
+    human = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET|CEST)"
+    history = CliRunner().invoke(main, ["history", "--state", str(state)]).output
+    rows = [line for line in history.splitlines()[1:] if line.strip()]
+    assert len(rows) == 3 and all(re.search(human, row) for row in rows), history
+    assert all("unchanged" in row for row in rows[:2]), history  # the scheduled and the idle run
+    status = CliRunner().invoke(main, ["status", "--state", str(state)]).output
+    assert re.search(r"last run      #3 \(manual\) " + human + r": partial; .*unchanged \d+", status), status
+    assert "T" not in re.sub(r"[A-Za-z]{2,}", "", status.split("tenant default", 1)[1])  # no ISO stamps
+    report = CliRunner().invoke(main, ["report", "2", "--state", str(state)]).output
+    assert re.match("started " + human, report), report
     # every report path printed exists after the demo ended
     printed = re.findall(r"(/\S+?run-\d+\.json)", out)
     assert len(printed) == 3

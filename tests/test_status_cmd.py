@@ -70,7 +70,7 @@ def test_status_text_covers_every_tenant(state: Path) -> None:
     blocks = {b.splitlines()[0]: b for b in out.split("\n\n")[1:]}
     assert sorted(blocks) == ["tenant alpha", "tenant bravo", "tenant charlie", "tenant default"]
     alpha = blocks["tenant alpha"]
-    assert "SCALARA token …wxyz, account acct-7" in alpha
+    assert "SCALARA token …wxyz, SCALARA account acct-7" in alpha
     assert "last run      #2 (schedule)" in alpha and "partial; update 1, unchanged 1, error 1" in alpha
     assert "(when `casavi-sync serve` is running)" in alpha     # today's run is marked: next is tomorrow
     assert "next run      not scheduled: not activated (casavi-sync tenant activate bravo)" in blocks["tenant bravo"]

@@ -163,6 +163,7 @@ def _scheduled_run(ctx: OperatorContext) -> dict[str, Any]:
     from engine.ops.runs import scheduled_runner
     from engine.schedule import Schedule
     from engine.serve import ServeOptions, Server
+    from engine.timefmt import human_time
 
     schedule = Schedule()
     with ctx.store() as store:
@@ -170,8 +171,8 @@ def _scheduled_run(ctx: OperatorContext) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     slot = schedule.next_run(ctx.tenant, last, now)
     clock_at = max(now, slot + dt.timedelta(seconds=1))
-    click.echo(f"   the scheduler's clock reads {clock_at.astimezone(schedule.zone):%Y-%m-%d %H:%M %Z}; "
-               f"tenant '{ctx.tenant}' is due at {slot.astimezone(schedule.zone):%H:%M %Z}")
+    click.echo(f"   the scheduler's clock reads {human_time(clock_at, schedule.zone)}; "
+               f"tenant '{ctx.tenant}' is due at {human_time(slot, schedule.zone)}")
     log = _SchedulerLog()
     with Server(ctx.state_path, ServeOptions(schedule, parallel=1), scheduled_runner(ctx), log,
                 clock=lambda: clock_at) as server:

@@ -18,6 +18,7 @@ import click
 from engine.cli.base import main
 from engine.cli.context import EXIT_ABORTED, EXIT_USAGE, OperatorContext, handle_errors, operator_options
 from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
+from engine.timefmt import human_time, parse_stamp
 
 ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
 
@@ -34,17 +35,11 @@ def _tenants(ctx: OperatorContext, store: Any) -> list[Any]:
 
 
 def _parse(stamp: str | None) -> dt.datetime | None:
-    if not stamp:
-        return None
-    try:
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return parse_stamp(stamp)
 
 
 def _local(stamp: str | None, zone: dt.tzinfo) -> str:
-    moment = _parse(stamp)
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" if moment else "-"
+    return human_time(stamp, zone)
 
 
 def _duration(run: Any) -> float | None:
@@ -57,10 +52,23 @@ def _changes(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {counts[k]}" for k in keys) or "-"
 
 
+def run_counts(run: Any) -> dict[str, int]:
+    """What a run did, ``unchanged`` included: the changed and failed records it recorded one by one,
+    plus the unchanged ones its report counted (they have no rows of their own)."""
+    from engine.serve import total_counts
+
+    counts = dict(run.outcome_counts or {})
+    per_kind = run.counts if isinstance(run.counts, dict) else {}
+    unchanged = total_counts({k: v for k, v in per_kind.items() if isinstance(v, dict)}).get("unchanged", 0)
+    if unchanged:
+        counts["unchanged"] = unchanged
+    return counts
+
+
 def _run_doc(run: Any) -> dict[str, Any]:
     return {"runId": run.id, "tenant": run.tenant, "trigger": run.trigger, "startedAt": run.started_at,
             "finishedAt": run.finished_at, "durationS": _duration(run), "outcome": run.outcome,
-            "changes": run.outcome_counts, "error": run.error, "reportPath": run.report_path}
+            "changes": run_counts(run), "error": run.error, "reportPath": run.report_path}
 
 
 # -- status -------------------------------------------------------------------------------------------
@@ -107,7 +115,7 @@ def _status_lines(doc: dict[str, Any], zone: dt.tzinfo) -> list[str]:
     if conn is None:
         lines.append("  connected     no")
     else:
-        account = f", account {conn['accountId']}" if conn["accountId"] else ""
+        account = f", SCALARA account {conn['accountId']}" if conn["accountId"] else ""
         lines.append(f"  connected     since {_local(conn['connectedSince'], zone)}, SCALARA token "
                      f"{conn['tokenFingerprint']}{account}")
     last = doc["lastRun"]
@@ -193,7 +201,7 @@ def history(limit: int, fmt: str, zone: str, **kwargs: Any) -> None:
     for r in runs:
         took = _duration(r)
         click.echo(f"{r.id:>6}  {r.tenant:<{width}}  {r.trigger:<9}  {_local(r.started_at, tz):<23}  "
-                   f"{(f'{took:.1f} s' if took is not None else '-'):>8}  {r.outcome:<11}  {_changes(r.outcome_counts)}")
+                   f"{(f'{took:.1f} s' if took is not None else '-'):>8}  {r.outcome:<11}  {_changes(run_counts(r))}")
 
 
 # -- report ---------------------------------------------------------------------------------------------
@@ -203,16 +211,19 @@ def history(limit: int, fmt: str, zone: str, **kwargs: Any) -> None:
 @operator_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: the stored report file as written by the run.")
+@_zone_option
 @handle_errors
-def report(run_id: int, fmt: str, **kwargs: Any) -> None:
+def report(run_id: int, fmt: str, zone: str, **kwargs: Any) -> None:
     """Show the report of one run (ids as `history` lists them).
 
     Exit codes: 0, 2 no run with that id, 3 the report file exists but cannot be read, or the
     state cannot be read. A run without a report file (it was interrupted, or the file was
     deleted) is shown from the run history, with a note.
     """
+    from engine.schedule import load_zone
     from engine.sync.report import run_summary
 
+    tz = load_zone(zone)
     ctx = OperatorContext.from_kwargs(kwargs)
     with ctx.store() as store:
         run = store.get_run(run_id)
@@ -238,13 +249,13 @@ def report(run_id: int, fmt: str, **kwargs: Any) -> None:
     if text is None:
         why = f"its report file {path} is gone" if path else "the run left no report file"
         click.echo(f"run {run.id} ({run.trigger}) for tenant '{run.tenant}': {run.outcome}; started "
-                   f"{run.started_at}, finished {run.finished_at or '-'}")
-        click.echo(f"  changes: {_changes(run.outcome_counts)}")
+                   f"{human_time(run.started_at, tz)}, finished {human_time(run.finished_at, tz)}")
+        click.echo(f"  changes: {_changes(run_counts(run))}")
         if run.error:
             click.echo(f"  error: {run.error}")
         click.echo(f"  ({why}; this is what the run history holds)")
         return
-    click.echo(f"started {doc.get('startedAt')}")
+    click.echo(f"started {human_time(doc.get('startedAt'), tz)}")
     for line in run_summary(doc):
         click.echo(line)
     click.echo(f"report: {path}")

@@ -18,6 +18,7 @@ from engine.cli.context import DEFAULT_TENANT, EXIT_ABORTED, OperatorContext, ha
 from engine.errors import ConfigError
 from engine.ops import connection
 from engine.ops.connection import SCALARA_MENU
+from engine.timefmt import human_time
 
 TOKEN_ENV = "CASAVI_SYNC_SCALARA_TOKEN"
 KEY_ENV, SECRET_ENV = "CASAVI_SYNC_CASAVI_KEY", "CASAVI_SYNC_CASAVI_SECRET"
@@ -126,12 +127,16 @@ def tenant_list(**kwargs: Any) -> None:
         for t in store.list_tenants():
             conn = store.get_connection(t.name)
             click.echo(f"{t.name:<20} {'activated' if t.activated else 'not activated':<14} "
-                       + (f"connected since {conn.connected_since} (token {conn.token_fingerprint})"
+                       + (f"connected since {human_time(conn.connected_since)} (token {conn.token_fingerprint})"
                           if conn else "not connected"))
 
 
 def announce_saved(ctx: OperatorContext, saved: connection.TokenSaved) -> None:
-    account = saved.account_name or saved.account_id      # known only from a configured account endpoint
+    # the account as `status` shows it (the state keeps its id), its name once beside it; both known
+    # only from a configured account endpoint
+    account = saved.account_id or saved.account_name
+    if saved.account_id and saved.account_name and saved.account_name != saved.account_id:
+        account = f"{saved.account_id} '{saved.account_name}'"
     ctx.console.info(f"token saved for tenant '{saved.tenant}' ("
                      + (f"SCALARA account {account}, " if account else "")
                      + f"token {saved.token_fingerprint or '?'})")
