@@ -78,6 +78,7 @@ class Rig:
         self.mset = _SHARED["mset"]
         self.sides: dict[str, Side] = {}
         self.tamper: Tamper | None = None
+        self.locations: dict[str, str] = {}
         self.last_stats: dict[str, Any] = {}
 
     def side(self, name: str) -> Side:
@@ -87,7 +88,11 @@ class Rig:
         if name not in self.sides:
             app = CasaviApp(self.clock)
             key, secret = app.default_credentials or ("", "")
-            store = StateStore.open(self.tmp / f"{name}.db", clock=self.clock.now)
+            where = self.locations.get(name)
+            if where is None:
+                store = StateStore.open(self.tmp / f"{name}.db", clock=self.clock.now)
+            else:  # a PostgreSQL URL (the cluster group)
+                store = StateStore.open(where, clock=self.clock.now, migrate=True)
             store.add_tenant("default", key, secret)
             store.activate_tenant("default")
             self.sides[name] = Side(store, app, key, secret)

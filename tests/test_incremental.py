@@ -445,3 +445,23 @@ def test_date_functions_report_when_their_answer_could_change() -> None:
         HORIZON.reset(horizon)
         RUN_DATE.reset(run)
     assert HORIZON.get() is None and active("2026-01-01", None)
+
+
+@pytest.mark.cluster
+def test_incremental_runs_on_a_postgresql_state(tmp_path: Path, pg_url: str) -> None:
+    rig = Rig(tmp_path, properties=1, seed=11)
+    rig.locations["pg"] = pg_url
+    try:
+        rig.run("pg")
+        rig.run("lite")
+        changer = Changer(rig, random.Random(11))
+        for _ in range(3):
+            rig.advance(1)
+            changer.day(5)
+            inc = rig.run("pg")
+            rig.run("lite", full=True)
+            assert inc.report["extraction"]["mode"] == "incremental"
+            assert rig.casavi_state("pg") == rig.casavi_state("lite")
+            assert rig.store_state("pg")["sources"] == rig.store_state("lite")["sources"]
+    finally:
+        rig.close()
