@@ -84,13 +84,17 @@ def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
         with ctx.store() as store:
             store.list_tenants()
 
+    def secrets_key() -> None:
+        with ctx.store() as store:
+            store.verify_secrets()  # the configured key decrypts every stored token and key pair
+
     def mappings() -> None:
         ctx.mapping_set()
 
     def config() -> None:
         ctx.connector_config()
 
-    return {"state store": state, "mappings": mappings, "connector config": config}
+    return {"state store": state, "secrets key": secrets_key, "mappings": mappings, "connector config": config}
 
 
 def _reports(ctx: OperatorContext, run_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
