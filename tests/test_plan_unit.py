@@ -108,3 +108,101 @@ def test_absent_and_null_are_different_and_every_update_has_a_line() -> None:
                                   "casavi's copy differs)"]
     unknown = Action("units", "u-1", "update", {"a": 1}, "h2", "units", "1", reason="changed")
     assert update_lines(unknown) == ["a: (absent) -> 1"]
+
+
+def _estate(props: int = 10) -> dict[tuple[str, str], Row]:
+    """``props`` properties with two units each, one owner contact per unit and its contract."""
+    known: dict[tuple[str, str], Row] = {}
+    for p in range(props):
+        known[("properties", f"p-{p}")] = Row("written", {"name": f"P {p}"}, "properties", f"p{p}")
+        for u in range(2):
+            uid, cid = f"u-{p}-{u}", f"c-{p}-{u}"
+            known[("units", uid)] = Row("written", {"propertyId": f"p-{p}", "name": uid}, "units", uid)
+            known[("contacts", cid)] = Row("written", {"lastName": cid}, "contacts", cid)
+            known[("contracts", f"own-{uid}")] = Row("written", {"type": "OWNER", "unitId": uid, "contactId": cid,
+                                                                  "startDate": "2020-01-01"}, "ownerships", uid)
+    return known
+
+
+def _desired_except(known: dict[tuple[str, str], Row], gone: set[tuple[str, str]]) -> list[Desired]:
+    return [Desired(k, r, dict(row.payload or {}), row.source_resource or "", row.source_id or "")
+            for (k, r), row in known.items() if (k, r) not in gone]
+
+
+def test_a_held_property_holds_its_units_and_their_contracts_and_contacts() -> None:
+    """Issue 9, item 2: 2 of 10 properties (20%) trip the guard for properties; the units of p-0
+    (2 of 20), their contacts and contracts would pass on their own, but they are tied to it."""
+    known = _estate()
+    gone = {key for key in known if key[1].startswith(("p-0", "p-1", "u-0-", "c-0-", "own-u-0-"))}
+    plan = build_plan(_desired_except(known, gone), known, kinds=KINDS, archive_max_share=0.15)
+    assert [a for a in plan.actions if a.action == "archive"] == []
+    assert {(a.kind, a.ref_id) for a in plan.held_archives} == gone
+    trips = {g.kind: g.reason for g in plan.guard_trips}
+    assert "properties" in trips and "more than the allowed" in trips["properties"]
+    assert "tied to held records" in trips["units"] and "properties p-" in trips["units"]
+    assert "tied to held records" in trips["contracts"]
+    unit = next(a for a in plan.held_archives if a.ref_id == "u-0-0")
+    assert unit.reason.startswith("held: tied to properties p-0")
+
+
+def test_held_contracts_keep_their_unit_and_contact() -> None:
+    """The guard holds contracts (3 of 20 = 15%); their units and contacts must stay active too."""
+    known = _estate()
+    gone = {("contracts", "own-u-0-0"), ("contracts", "own-u-0-1"), ("contracts", "own-u-1-0"),
+            ("units", "u-0-0"), ("contacts", "c-0-0")}
+    plan = build_plan(_desired_except(known, gone), known, kinds=KINDS)
+    assert [a for a in plan.actions if a.action == "archive"] == []
+    assert {(a.kind, a.ref_id) for a in plan.held_archives} == gone
+
+
+def test_a_record_still_referred_to_is_never_archived() -> None:
+    known = _estate(1)
+    desired = _desired_except(known, {("properties", "p-0")})
+    plan = build_plan(desired, known, kinds=KINDS, allow_archive=True)
+    assert plan.actions == [] and [a.ref_id for a in plan.held_archives] == ["p-0"]
+    assert "still referred to by" in plan.guard_trips[0].reason
+
+
+def test_an_archive_waits_for_the_records_that_referred_to_it() -> None:
+    """A unit's archive depends on its contract's archive and on the update that re-points another
+    contract elsewhere: if either fails at apply time, the unit stays active this run."""
+    from engine.errors import RecordError
+    from engine.sync.apply import apply_plan
+
+    known = _estate(2)
+    gone = {("units", "u-0-0"), ("contracts", "own-u-0-0")}
+    desired = _desired_except(known, gone)
+    moved = next(d for d in desired if d.ref_id == "own-u-0-1")
+    desired[desired.index(moved)] = Desired("contracts", "own-u-0-1", {**moved.payload, "unitId": "u-1-0"},
+                                            moved.source_resource, moved.source_id)
+    known[("contracts", "own-u-0-1")] = Row("written", {**moved.payload, "unitId": "u-0-0"}, "ownerships", "u-0-1")
+    plan = build_plan(desired, known, kinds=KINDS, allow_archive=True)
+    unit_archive = next(a for a in plan.actions if a.ref_id == "u-0-0")
+    assert set(unit_archive.depends_on) == {("contracts", "own-u-0-0"), ("contracts", "own-u-0-1")}
+
+    class Writer:
+        def __init__(self, failing: str) -> None:
+            self.failing, self.calls = failing, []
+
+        def _call(self, name: str, ref: str) -> None:
+            self.calls.append((name, ref))
+            if ref == self.failing:
+                raise RecordError(reason="casavi refused it")
+
+        def put(self, kind: str, ref: str, payload: Any) -> None:
+            self._call("put", ref)
+
+        def archive(self, kind: str, ref: str) -> None:
+            self._call("archive", ref)
+
+        put_responsibility = delete_responsibility = restore = None  # type: ignore[assignment]
+
+    class Journal:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    for failing in ("own-u-0-0", "own-u-0-1", "nothing"):
+        writer = Writer(failing)
+        result = apply_plan(plan, writer, Journal(), order=KINDS, concurrency=1)
+        unit_done = ("archive", "u-0-0") in writer.calls
+        assert unit_done == (failing == "nothing"), (failing, result.outcomes)

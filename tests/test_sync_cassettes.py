@@ -152,9 +152,14 @@ def test_nothing_is_archived_when_scalara_returns_no_records_of_a_kind(world: Wo
     for pid in sorted_ids(world, "property-roles"):
         world.sandbox.scalara.delete_record("property-roles", pid)
     report = world.run().report
-    assert [g["kind"] for g in report["guard"]] == ["responsibilities"]
-    assert "no records" in report["guard"][0]["reason"]
+    guard = {g["kind"]: g["reason"] for g in report["guard"]}
+    assert "no records" in guard["responsibilities"]
     assert by_kind(report, "archive").get("responsibilities", 0) == 0
+    # the contacts only these responsibilities referred to stay too: a held responsibility must not
+    # list an archived contact (issue 9, item 2)
+    assert set(guard) <= {"responsibilities", "contacts"}
+    assert by_kind(report, "archive").get("contacts", 0) == 0
+    assert "tied to held records (responsibilities resp-" in guard.get("contacts", "tied to held records (responsibilities resp-")
 
 
 def test_one_bad_record_among_good_ones(world: World) -> None:

@@ -295,6 +295,7 @@ class _Runner:
         exc = fut.exception()
         src = (action.source_resource, action.source_id)
         if exc is None:
+            self.failed_keys.pop((action.kind, action.ref_id), None)   # e.g. a mapping error, now archived
             done = action.action
             if action.action == ARCHIVE:
                 if action.kind == RESPONSIBILITIES:

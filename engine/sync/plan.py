@@ -15,7 +15,9 @@ Decisions per desired record (kind, reference id)::
     otherwise                             -> unchanged
 
 A state row whose record is no longer produced is archived (responsibilities: deleted), unless
-its SCALARA record failed to map this time (then it is left alone) or the guard trips.
+its SCALARA record failed to map this time (then it is left alone) or it is held: by the guard, or
+because it is tied to a held record (``engine.sync.archives``: no active record may refer to an
+archived one).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from engine.sync.archives import KindHold, plan_archives, references
 
 CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, ERROR, SKIPPED = (
     "create", "update", "restore", "archive", "unchanged", "error", "skipped",
@@ -190,19 +194,27 @@ def build_plan(
     errored_sources: Iterable[tuple[str, str]] = (),
     current: Mapping[tuple[str, str], dict[str, Any]] | None = None,
     empty_kinds: Iterable[str] = (),
+    kind_holds: Mapping[str, KindHold] | None = None,
     archive_max_share: float = 0.10,
     archive_floor: int = 0,
     allow_archive: bool = False,
 ) -> Plan:
-    """Decide every record's action. ``current`` is casavi's state when reconciling (else None)."""
+    """Decide every record's action. ``current`` is casavi's state when reconciling (else None).
+
+    ``empty_kinds``: kinds made from a SCALARA resource that returned no records; ``kind_holds``:
+    other kinds whose archives are held as a whole, with the reason (an incomplete read).
+    """
     plan = Plan(kinds=tuple(kinds))
     plan.errors = list(map_errors)
     unchanged: dict[str, int] = dict.fromkeys(kinds, 0)
     seen: set[tuple[str, str]] = set()
+    referenced: dict[tuple[str, str], tuple[str, str]] = {}
 
     for d in desired:
         key = (d.kind, d.ref_id)
         seen.add(key)
+        for target in references(d.kind, d.payload):
+            referenced.setdefault(target, key)
         h = payload_hash(d.payload)
         state = known.get(key)
         live = current.get(key) if current is not None else None
@@ -215,8 +227,11 @@ def build_plan(
         else:
             plan.actions.append(decided)
 
-    _plan_archives(plan, known, seen, set(errored_sources), current, set(empty_kinds),
-                   archive_max_share, archive_floor, allow_archive)
+    holds = {kind: KindHold("SCALARA returned no records for this kind; nothing is archived")
+             for kind in empty_kinds}
+    holds.update(kind_holds or {})
+    plan_archives(plan, known, seen, set(errored_sources), current, referenced=referenced, kind_holds=holds,
+                  max_share=archive_max_share, floor=archive_floor, allow_archive=allow_archive)
     plan.unchanged = unchanged
     return plan
 
@@ -250,76 +265,3 @@ def _decide(d: Desired, h: str, state: Known | None, live: dict[str, Any] | None
     if state.payload_hash != h:
         return act(UPDATE, "changed", state.payload)
     return None
-
-
-def _plan_archives(
-    plan: Plan,
-    known: Mapping[tuple[str, str], Known],
-    seen: set[tuple[str, str]],
-    errored_sources: set[tuple[str, str]],
-    current: Mapping[tuple[str, str], dict[str, Any]] | None,
-    empty_kinds: set[str],
-    max_share: float,
-    floor: int,
-    allow_archive: bool,
-) -> None:
-    candidates: dict[str, list[Action]] = {}
-    existing: dict[str, int] = {}
-    kept: list[tuple[str, str, Known]] = []  # not produced, but their SCALARA record failed to map
-    for (kind, ref_id), state in known.items():
-        if state.status == "archived":
-            continue
-        existing[kind] = existing.get(kind, 0) + 1
-        if (kind, ref_id) in seen:
-            continue
-        if current is not None and (kind, ref_id) not in current:
-            continue  # already gone from casavi
-        if (state.source_resource, state.source_id) in errored_sources:
-            kept.append((kind, ref_id, state))  # leave casavi's copy alone ... (see below)
-            continue
-        candidates.setdefault(kind, []).append(
-            Action(kind, ref_id, ARCHIVE, None, None, state.source_resource, state.source_id,
-                   before=state.payload, reason="no longer produced from SCALARA"))
-    _archive_dependents(candidates, kept)
-    for kind in plan.kinds:
-        items = candidates.get(kind, [])
-        if not items:
-            continue
-        total = existing.get(kind, 0)
-        reason = ""
-        if kind in empty_kinds:
-            reason = "SCALARA returned no records for this kind; nothing is archived"
-        elif total and len(items) > floor and len(items) / total > max_share:
-            reason = (f"would archive {len(items)} of {total} ({len(items) / total:.0%}), "
-                      f"more than the allowed {max_share:.0%}")
-        if reason and not allow_archive:
-            plan.guard_trips.append(GuardTrip(kind, len(items), total, reason))
-            plan.held_archives.extend(items)
-        else:
-            plan.actions.extend(items)
-
-
-def _archive_dependents(candidates: dict[str, list[Action]], kept: list[tuple[str, str, Known]]) -> None:
-    """... unless a record it refers to is archived now: a contract never stays active on an
-    archived unit or contact (e.g. an ownership still pointing at a unit deleted in SCALARA)."""
-    from engine.catalog import casavi_kinds
-
-    ref_fields = {kind: [(name, spec["references"]) for name, spec in model["fields"].items()
-                         if spec.get("references")] for kind, model in casavi_kinds().items()}
-    gone = {(a.kind, a.ref_id) for items in candidates.values() for a in items}
-    changed = True
-    while changed and kept:
-        changed = False
-        for entry in list(kept):
-            kind, ref_id, state = entry
-            payload = state.payload or {}
-            hit = next(((target, str(payload.get(name))) for name, target in ref_fields.get(kind, [])
-                        if (target, str(payload.get(name))) in gone), None)
-            if hit is None:
-                continue
-            kept.remove(entry)
-            gone.add((kind, ref_id))
-            changed = True
-            candidates.setdefault(kind, []).append(
-                Action(kind, ref_id, ARCHIVE, None, None, state.source_resource, state.source_id,
-                       before=payload, reason=f"refers to {hit[0]} {hit[1]}, which is archived"))

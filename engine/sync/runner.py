@@ -21,8 +21,10 @@ from engine.functions import HORIZON
 from engine.interpret import MapResult, map_records
 from engine.observe.notice import subject_facts
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
+from engine.sync.archives import KindHold, affected_kinds
 from engine.sync.extract import Extraction, IncrementalPolicy, StopRequested
 from engine.sync.plan import Desired, Known, Plan, build_plan
+from engine.sync.screen import screen_ids
 
 __all__ = ["Prepared", "StopRequested", "SyncOptions", "extract", "prepare", "run_apply", "source_resources"]
 
@@ -194,6 +196,8 @@ def prepare(
     else:
         records, counts = extraction.records, extraction.counts
         extraction.records = None  # the mapper's copy is the only one left
+    screened = screen_ids(records)
+    records = screened.records
     timings["extract_s"] = extraction_s if extraction is not None else time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -224,10 +228,15 @@ def prepare(
             empty_kinds.add(plan_.target)
     errored_sources = {(e.resource, e.source_id) for e in mapped.errors if e.resource and e.source_id}
     errored: set[tuple[str, str]] = {(str(r), str(s)) for r, s in errored_sources}
+    incomplete = {kind: KindHold(f"SCALARA sent {', '.join(f'{n} {r} record(s)' for r, n in screened.incomplete.items())} "
+                                 f"without a usable id: the read is incomplete, nothing made from it is archived",
+                                 overridable=False)
+                  for kind in affected_kinds(mset, screened.incomplete)}
+    errors = [{"stage": "extract", "kind": None, "mapping": None, **e.as_dict()} for e in screened.errors]
     plan = build_plan(
-        desired, known, kinds=order, map_errors=_map_error_rows(mset, mapped),
+        desired, known, kinds=order, map_errors=errors + _map_error_rows(mset, mapped),
         errored_sources=errored,
-        current=current, empty_kinds=empty_kinds,
+        current=current, empty_kinds=empty_kinds, kind_holds=incomplete,
         archive_max_share=options.archive_max_share, archive_floor=options.archive_floor,
         allow_archive=options.allow_archive,
     )

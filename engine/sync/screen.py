@@ -1,0 +1,67 @@
+"""Screen SCALARA records before mapping: every record needs an id of the contract's form.
+
+A record whose ``id`` is missing, null, not a string, or not of the form the SCALARA catalog gives
+(``type: uuid`` -> a UUID) cannot be matched to what casavi got from it before: it is a per-record
+error, left out of the run. And the read that contained it is not a complete picture of its
+resource, so nothing made from that resource is archived in this run (``incomplete``).
+
+    screened = screen_ids(records)
+    screened.records          # the usable ones, per resource
+    screened.errors           # one RecordError per unusable record
+    screened.incomplete       # resources with at least one unusable record
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import RecordError
+from engine.text import clip
+
+_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "uuid": (re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"), "a UUID"),
+    "string": (re.compile(r"^\S(?:.*\S)?$", re.S), "a non-blank string"),
+}
+
+
+@dataclass
+class Screened:
+    records: dict[str, list[dict[str, Any]]]
+    errors: list[RecordError] = field(default_factory=list)
+    incomplete: dict[str, int] = field(default_factory=dict)   # resource -> unusable records
+
+
+def id_form(resource: str) -> tuple[re.Pattern[str], str]:
+    """The pattern and the wording of ``resource``'s id, from the SCALARA catalog."""
+    from engine.catalog import scalara_resources
+
+    spec = scalara_resources().get(resource, {}).get("fields", {}).get("id", {})
+    return _FORMS.get(str(spec.get("type", "string")), _FORMS["string"])
+
+
+def screen_ids(records: Mapping[str, list[dict[str, Any]]]) -> Screened:
+    out = Screened({})
+    for resource, rows in records.items():
+        pattern, wording = id_form(resource)
+        good: list[dict[str, Any]] = []
+        for n, rec in enumerate(rows, 1):
+            rid = rec.get("id", _MISSING) if isinstance(rec, dict) else _MISSING
+            if isinstance(rid, str) and pattern.match(rid):
+                good.append(rec)
+                continue
+            what = ("has no id" if rid is _MISSING else "has id null" if rid is None
+                    else f"has id {clip(repr(rid), 80)}, not {wording}")
+            out.errors.append(RecordError(
+                reason=f"SCALARA {resource} record #{n} of this read {what}; it is left out, and nothing made "
+                       f"from {resource} is archived in this run",
+                source_id=rid if isinstance(rid, str) else None, resource=resource, field="id",
+                details={"stage": "extract"}))
+            out.incomplete[resource] = out.incomplete.get(resource, 0) + 1
+        out.records[resource] = good if len(good) != len(rows) else rows
+    return out
+
+
+_MISSING: Any = object()
