@@ -126,7 +126,7 @@ def _run_with(world: World, reader: Any) -> Any:
     _, casavi = world.clients()
     with casavi:
         return run_for_tenant(world.store, world.tenant, world.mset, reader, casavi,
-                              SyncOptions(run_date=RUN_DATE, concurrency=4, allow_archive=True),
+                              SyncOptions(run_date=RUN_DATE, concurrency=4, allow_archive=True, full=True),
                               report_dir=world.tmp / "reports")
 
 

@@ -133,9 +133,13 @@ def _run_date(options: SyncOptions) -> str:
 
 def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, options: SyncOptions,
                       outcome: str, result: ApplyResult | None = None) -> None:
-    """After the writes: store what was read and move the cursor (never before, never when aborted)."""
+    """After the writes: store what was read and move the cursor (never before, never when aborted).
+
+    Nor when the read had records without a usable id: it is not a complete picture, and a
+    snapshot without them would hide the records they stand for from the next incremental read.
+    """
     extraction = prepared.extraction
-    if extraction is None or extraction.commit is None or outcome not in ("clean", "partial"):
+    if extraction is None or extraction.commit is None or outcome not in ("clean", "partial") or prepared.unusable:
         return
     # settled: rerunning on the same input would change nothing -- only mapping errors, which an
     # unchanged run carries over; not after write failures (retried) or held archives (re-asked)
