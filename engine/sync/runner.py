@@ -67,7 +67,6 @@ class Prepared:
     extraction: Extraction | None = None  # how SCALARA was read (None: a plain full read)
     skipped_mapping: bool = False  # nothing changed since a clean run: nothing was mapped
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)  # failed records' names, for the notice
-    unusable: dict[str, int] = field(default_factory=dict)  # resource -> records without a usable id
 
 
 def source_resources(mset: MappingSet) -> list[str]:
@@ -243,7 +242,7 @@ def prepare(
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
     return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage, extraction,
-                    subjects=subjects, unusable=screened.incomplete)
+                    subjects=subjects)
 
 
 def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extraction: Extraction,

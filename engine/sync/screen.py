@@ -42,6 +42,17 @@ def id_form(resource: str) -> tuple[re.Pattern[str], str]:
     return _FORMS.get(str(spec.get("type", "string")), _FORMS["string"])
 
 
+def has_unusable_ids(records: Mapping[str, list[dict[str, Any]]]) -> bool:
+    """True when any record lacks an id of its resource's form (``screen_ids`` would report it)."""
+    for resource, rows in records.items():
+        pattern = id_form(resource)[0]
+        for rec in rows:
+            rid = rec.get("id") if isinstance(rec, dict) else None
+            if not (isinstance(rid, str) and pattern.match(rid)):
+                return True
+    return False
+
+
 def screen_ids(records: Mapping[str, list[dict[str, Any]]]) -> Screened:
     out = Screened({})
     for resource, rows in records.items():

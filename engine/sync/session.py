@@ -35,6 +35,7 @@ from engine.sync.runner import (
     source_resources,
     write_report,
 )
+from engine.sync.screen import has_unusable_ids
 
 
 class StateJournal:
@@ -110,6 +111,12 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
                          progress=progress, should_stop=should_stop)
     if extraction.skipped:
         extraction.carried = _last_map_errors(store, tenant)
+    if stage and extraction.commit is not None and extraction.records is not None and has_unusable_ids(
+            extraction.records):
+        # not a complete picture: a snapshot without those records would hide the ones they stand
+        # for from the next incremental read, so the next run reads everything
+        store.forget_sources(tenant)
+        extraction.commit = None
     if stage and extraction.commit is not None and extraction.records is not None:
         store.stage_sources(tenant, extraction.commit)
         extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
@@ -133,13 +140,9 @@ def _run_date(options: SyncOptions) -> str:
 
 def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, options: SyncOptions,
                       outcome: str, result: ApplyResult | None = None) -> None:
-    """After the writes: store what was read and move the cursor (never before, never when aborted).
-
-    Nor when the read had records without a usable id: it is not a complete picture, and a
-    snapshot without them would hide the records they stand for from the next incremental read.
-    """
+    """After the writes: store what was read and move the cursor (never before, never when aborted)."""
     extraction = prepared.extraction
-    if extraction is None or extraction.commit is None or outcome not in ("clean", "partial") or prepared.unusable:
+    if extraction is None or extraction.commit is None or outcome not in ("clean", "partial"):
         return
     # settled: rerunning on the same input would change nothing -- only mapping errors, which an
     # unchanged run carries over; not after write failures (retried) or held archives (re-asked)
