@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from engine.cli.console import Console
+from engine.cli.console import Console, finish_all
 from engine.errors import CasaviSyncError, SpecError
 from engine.ops.context import DEFAULT_TENANT as DEFAULT_TENANT
 from engine.ops.context import Context
@@ -91,6 +91,7 @@ def handle_errors(func: F) -> F:
         json_logs = kwargs.get("log_format") == "json"
 
         def say(message: str, plain: str | None = None, **fields: Any) -> None:
+            finish_all()  # an open progress bar ends before the error, never under it
             if json_logs:
                 Console(log_format="json").error(message, **fields)
             else:

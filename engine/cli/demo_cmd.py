@@ -114,6 +114,7 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
                 click.echo(f"     - {line}")
             _echo(story.step(5))
             prepared = runs.plan(ctx, progress=console.progress)
+            console.finish()
             _echo(story.plan_table(prepared))
             _echo(story.change_lines(prepared))
             _echo(story.failures({"mapErrors": prepared.plan.errors}, edge_cases, explained))

@@ -54,8 +54,11 @@ def explain(resource: str, scalara_id: str, input_path: Path | None, run_date: s
 
             doc = explain_record(mset, _load_records(input_path), resource, scalara_id, run_date=when)
         else:
-            doc = explain_live(ctx, resource, scalara_id, run_date=when, progress=ctx.console.progress,
-                               mset=mset)
+            try:
+                doc = explain_live(ctx, resource, scalara_id, run_date=when, progress=ctx.console.progress,
+                                   mset=mset)
+            finally:
+                ctx.console.finish()
     except RecordError as exc:
         click.echo(f"error: {exc.reason}", err=True)
         raise SystemExit(EXIT_RECORDS) from None

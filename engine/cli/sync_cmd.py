@@ -47,8 +47,11 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
     from engine.sync.report import plan_document, plan_summary
 
     ctx = OperatorContext.from_kwargs(kwargs)
-    prepared = runs.plan(ctx, reconcile=reconcile, run_date=parse_date_option(run_date),
-                         progress=ctx.console.progress, full=full)
+    try:
+        prepared = runs.plan(ctx, reconcile=reconcile, run_date=parse_date_option(run_date),
+                             progress=ctx.console.progress, full=full)
+    finally:
+        ctx.console.finish()
     if fmt == "json":
         click.echo(json.dumps(plan_document(prepared, details=details), indent=2, ensure_ascii=False, default=str))
     else:
@@ -146,6 +149,9 @@ def sync_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile:
                 run_date: dt.date | None = None, trigger: str = "manual", should_stop: Any = None,
                 full: bool = False, write_order: str = "property") -> Any:
     """One run for ``ctx.tenant``, printing nothing but progress; returns the session's RunOutcome."""
-    return runs.start_run(ctx, trigger=trigger, allow_archive=allow_archive, reconcile=reconcile,
-                          run_date=run_date, progress=ctx.console.progress, should_stop=should_stop, full=full,
-                          write_order=write_order)
+    try:
+        return runs.start_run(ctx, trigger=trigger, allow_archive=allow_archive, reconcile=reconcile,
+                              run_date=run_date, progress=ctx.console.progress, should_stop=should_stop, full=full,
+                              write_order=write_order)
+    finally:
+        ctx.console.finish()

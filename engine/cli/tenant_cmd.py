@@ -165,8 +165,11 @@ def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
         if saved.first_save and not no_initial_import:
             ctx.console.info("first connection: starting the initial import")
 
-    done = connection.connect(ctx, token, initial_import=not no_initial_import, on_saved=on_saved,
-                              progress=ctx.console.progress)
+    try:
+        done = connection.connect(ctx, token, initial_import=not no_initial_import, on_saved=on_saved,
+                                  progress=ctx.console.progress)
+    finally:
+        ctx.console.finish()
     if done.run is not None:
         raise SystemExit(report_outcome(ctx, done.run))
     if not done.saved.first_save:

@@ -237,6 +237,8 @@ def read_full(reader: Reader, resources: Iterable[str], progress: Progress | Non
                     newest, newest_at = stamp, at
             if progress:
                 progress("extract", res, len(rows), 0)
+        if progress:  # the resource is read: its real total (pages carry none)
+            progress("extract", res, len(rows), len(rows))
         records[res] = rows
     return records, newest
 
@@ -280,6 +282,8 @@ def _read_changes(reader: Any, res: str, since: str, progress: Progress | None,
         delta.pages += 1
         if progress:
             progress("extract", res, n, 0)
+    if progress:
+        progress("extract", res, n, n)
     return delta
 
 

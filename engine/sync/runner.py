@@ -114,6 +114,8 @@ def extract(reader: Reader, resources: Iterable[str], progress: Progress | None 
             rows.extend(page)
             if progress:
                 progress("extract", res, len(rows), 0)
+        if progress:  # the resource is read: its real total (pages carry none)
+            progress("extract", res, len(rows), len(rows))
         records[res] = rows
     return records, {k: len(v) for k, v in records.items()}
 
@@ -149,6 +151,8 @@ def read_casavi(reader: ArchiveReader, kinds: Iterable[str], desired: Iterable[D
             n += len(page)
             if progress:
                 progress("reconcile", kind, n, 0)
+        if progress:
+            progress("reconcile", kind, n, n)
     return current
 
 
