@@ -279,3 +279,24 @@ def test_a_long_source_line_is_cut_around_the_column() -> None:
     excerpt, caret = [t for t in text.splitlines() if t.startswith("    ")][:2]
     assert len(excerpt) < 140 and excerpt.strip().startswith("...") and excerpt.endswith("...")
     assert excerpt[len(caret) - 1] == "B"  # the caret still points at the column
+
+
+@pytest.mark.parametrize("expression, offset, says", [
+    ("join_nonempty(' ', [number, label)", 33, "expected ',' or ']' at the caret, found ')'"),
+    ("number ||", 9, "expected an expression after '||' at the caret, but the expression ends"),
+    ("coalesce(number, label", 22, "expected ')' at the caret to close the '(' at column 9"),
+    ("a.b.", 4, "expected a field name or '[' or '{' at the caret, found the end"),
+    ("[?a == ]", 7, "expected an expression after '==' at the caret, found ']'"),
+    ("{a b}", 3, "expected ':' at the caret, found 'b'"),
+    ("a b", 2, "expected an operator (. | || && == != < > ...) or the end at the caret, found 'b'"),
+    ("active(validFrom, validTo)) && true", 26, "the ')' at the caret closes nothing"),
+    ("'abc", 0, "expected a closing ' for the text in single quotes that starts at the caret"),
+    ("`1", 0, "expected a closing ` for the literal in backticks that starts at the caret"),
+])
+def test_jmespath_syntax_errors_say_what_was_expected_at_the_caret(expression: str, offset: int, says: str) -> None:
+    from engine.validate.expressions import parse
+
+    parsed, message, at = parse(expression)
+    assert parsed is None and message is not None
+    assert message.startswith("invalid expression: ") and says in message, message
+    assert at == offset
