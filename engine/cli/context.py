@@ -77,7 +77,17 @@ class OperatorContext(Context):
         return cls(state, kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
                    kwargs.pop("mappings_path", None), console=console,
                    max_archive_share=kwargs.pop("max_archive_share", 0.10),
-                   archive_floor=kwargs.pop("archive_floor", 0))
+                   archive_floor=kwargs.pop("archive_floor", 0), actor=cli_actor())
+
+
+def cli_actor() -> str:
+    """"cli:<login name>" for the audit log (the OS user who typed the command)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"cli:uid{os.getuid()}"
 
 
 def handle_errors(func: F) -> F:

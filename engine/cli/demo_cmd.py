@@ -88,7 +88,7 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
                 f"scalara:\n  base_url: {sb.scalara_url}\n  rate_limit: {{rate_per_s: 200, burst: 50}}\n"
                 f"casavi:\n  base_url: {sb.casavi_url}\n  rate_limit: {{rate_per_s: 400, burst: 50}}\n",
                 encoding="utf-8")
-            ctx = OperatorContext(state, "default", config, None, env={}, console=console)
+            ctx = OperatorContext(state, "default", config, None, env={}, actor="demo", console=console)
             reports: list[Path] = []
 
             _echo(story.step(1))

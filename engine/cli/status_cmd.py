@@ -18,9 +18,12 @@ import click
 from engine.cli.base import main
 from engine.cli.context import EXIT_ABORTED, EXIT_USAGE, OperatorContext, handle_errors, operator_options
 from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
+from engine.ops.overview import changes_text as _changes
+from engine.ops.overview import run_counts as run_counts
+from engine.ops.overview import run_doc as _run_doc
+from engine.ops.overview import run_duration as _duration
+from engine.ops.overview import tenant_status
 from engine.timefmt import human_time, parse_stamp
-
-ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
 
 
 def _tenant_explicit() -> bool:
@@ -40,72 +43,6 @@ def _parse(stamp: str | None) -> dt.datetime | None:
 
 def _local(stamp: str | None, zone: dt.tzinfo) -> str:
     return human_time(stamp, zone)
-
-
-def _duration(run: Any) -> float | None:
-    start, end = _parse(run.started_at), _parse(run.finished_at)
-    return round((end - start).total_seconds(), 1) if start and end else None
-
-
-def _changes(counts: dict[str, int]) -> str:
-    keys = [k for k in ACTION_ORDER if counts.get(k)] + sorted(k for k in counts if k not in ACTION_ORDER and counts[k])
-    return ", ".join(f"{k} {counts[k]}" for k in keys) or "-"
-
-
-def run_counts(run: Any) -> dict[str, int]:
-    """What a run did, ``unchanged`` included: the changed and failed records it recorded one by one,
-    plus the unchanged ones its report counted (they have no rows of their own)."""
-    from engine.serve import total_counts
-
-    counts = dict(run.outcome_counts or {})
-    per_kind = run.counts if isinstance(run.counts, dict) else {}
-    unchanged = total_counts({k: v for k, v in per_kind.items() if isinstance(v, dict)}).get("unchanged", 0)
-    if unchanged:
-        counts["unchanged"] = unchanged
-    return counts
-
-
-def _run_doc(run: Any) -> dict[str, Any]:
-    return {"runId": run.id, "tenant": run.tenant, "trigger": run.trigger, "startedAt": run.started_at,
-            "finishedAt": run.finished_at, "durationS": _duration(run), "outcome": run.outcome,
-            "changes": run_counts(run), "error": run.error, "reportPath": run.report_path}
-
-
-# -- status -------------------------------------------------------------------------------------------
-
-def tenant_status(store: Any, tenant: Any, schedule: Any, now: dt.datetime) -> dict[str, Any]:
-    """Everything `status` shows about one tenant, as a JSON-ready dict (no secrets)."""
-    name = tenant.name
-    conn = store.get_connection(name)
-    runs = store.runs(name, limit=1)
-    holder = store.lock_holder(name)
-    last_day = store.last_scheduled_day(name)
-    doc: dict[str, Any] = {
-        "tenant": name,
-        "activated": tenant.activated,
-        "activatedAt": tenant.activated_at,
-        "casaviKey": tenant.casavi_key_fingerprint,
-        "connection": None if conn is None else {
-            "connectedSince": conn.connected_since, "tokenFingerprint": conn.token_fingerprint,
-            "tokenUpdatedAt": conn.token_updated_at, "accountId": conn.account_id,
-            "initialImportAt": conn.initial_import_at},
-        "lastRun": _run_doc(runs[0]) if runs else None,
-        "lastScheduledDay": last_day.isoformat() if last_day else None,
-        "nextRun": None,
-        "nextRunDue": False,
-        "notScheduled": None,
-        "running": None if holder is None else {
-            "pid": holder.pid, "host": holder.hostname, "since": holder.started_at, "purpose": holder.purpose},
-    }
-    if not tenant.activated:
-        doc["notScheduled"] = f"not activated (casavi-sync tenant activate {name})"
-    elif conn is None:
-        doc["notScheduled"] = f"not connected (casavi-sync connect --tenant {name})"
-    else:
-        when = schedule.next_run(name, last_day, now)
-        doc["nextRun"] = max(when, now).astimezone(schedule.zone).isoformat(timespec="seconds")
-        doc["nextRunDue"] = when <= now
-    return doc
 
 
 def _status_lines(doc: dict[str, Any], zone: dt.tzinfo) -> list[str]:

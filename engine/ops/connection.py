@@ -108,13 +108,16 @@ def add_tenant(ctx: Context, key: str, secret: str, *, check: bool = True) -> Te
     warning = check_casavi_credentials(ctx, key, secret) if check else None
     with ctx.store(must_exist=False) as store:
         tenant = store.add_tenant(ctx.tenant, key, secret)
+        ctx.audit(store, "tenant.saved", ctx.tenant, key=tenant.casavi_key_fingerprint, checked=warning is None)
     return TenantSaved(tenant, check and warning is None, warning)
 
 
 def set_activation(ctx: Context, *, on: bool) -> Any:
     """The casavi team's switch: activate (``on``) or deactivate the interface; returns the tenant."""
     with ctx.store() as store:
-        return (store.activate_tenant if on else store.deactivate_tenant)(ctx.tenant)
+        tenant = (store.activate_tenant if on else store.deactivate_tenant)(ctx.tenant)
+        ctx.audit(store, "tenant.activated" if on else "tenant.deactivated", ctx.tenant)
+        return tenant
 
 
 def activate(ctx: Context) -> Any:
@@ -158,6 +161,9 @@ def save_token(ctx: Context, token: str) -> TokenSaved:
                               f"(casavi-sync disconnect --tenant {ctx.tenant})")
         saved = store.save_connection(ctx.tenant, token, account)
         now = store.get_connection(ctx.tenant)
+        ctx.audit(store, "token.saved" if conn is None else "token.replaced", ctx.tenant,
+                  token=now.token_fingerprint if now else None, account=name or account,
+                  firstSave=saved.first_save)
     return TokenSaved(ctx.tenant, saved.first_save, now.token_fingerprint if now else None, account, name)
 
 
@@ -185,4 +191,6 @@ def disconnect(ctx: Context) -> bool:
     with ctx.store() as store:
         store.tenant(ctx.tenant)
         removed: bool = store.delete_connection(ctx.tenant)
+        if removed:
+            ctx.audit(store, "token.removed", ctx.tenant)
     return removed

@@ -28,6 +28,7 @@ class Context:
     env: Mapping[str, str] | None = None  # None: the process environment (the demo passes {})
     max_archive_share: float = 0.10       # the mass-archive guard (run and serve)
     archive_floor: int = 0
+    actor: str = "system"                 # who acts, for the audit log: "cli:anna", "web:anna", "serve"
 
     def for_tenant(self, tenant: str) -> Any:
         """The same deployment, another tenant (keeps the subclass of a face)."""
@@ -61,6 +62,10 @@ class Context:
             yield store
         finally:
             store.close()
+
+    def audit(self, store: Any, action: str, tenant: str | None = None, **detail: Any) -> None:
+        """One audit-log entry by ``self.actor`` (never pass a secret in ``detail``)."""
+        store.audit(self.actor, action, tenant, **detail)
 
     def connector_config(self) -> Any:
         from engine.connectors import load_connector_config

@@ -8,6 +8,7 @@ total); nothing is printed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,10 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
     mset = ctx.mapping_set()
     with ctx.store() as store:
         scalara, casavi = ctx.clients(store)
+        holder = store.lock_holder(ctx.tenant)
+        if holder is None:  # a run refused for a held lock is not audited as started
+            ctx.audit(store, "run.started", ctx.tenant, trigger=trigger, allowArchive=allow_archive,
+                      reconcile=reconcile)
         with scalara, casavi:
             def stats() -> dict[str, Any]:
                 return {"scalara": scalara.stats.snapshot(), "casavi": casavi.stats.snapshot()}
@@ -105,7 +110,7 @@ def scheduled_runner(ctx: Context) -> Runner:
     from engine.serve import BUSY, RunResult, total_counts
 
     def run(tenant: str, should_stop: Callable[[], bool]) -> RunResult:
-        tctx = ctx.for_tenant(tenant)
+        tctx = dataclasses.replace(ctx.for_tenant(tenant), actor="serve")
         try:
             outcome = start_run(tctx, trigger="schedule", should_stop=should_stop)
         except StateError as exc:

@@ -197,7 +197,41 @@ V3 = Migration(
     ("ALTER TABLE source_cursors ADD COLUMN stable_until TEXT",),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3)
+V4 = Migration(
+    "web console: users, sessions, login failures, audit log",
+    (
+        """CREATE TABLE console_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            tenant TEXT,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL REFERENCES console_users(name) ON DELETE CASCADE,
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE console_login_failures (
+            subject TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX console_login_failures_by_subject ON console_login_failures (subject, at)",
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            tenant TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX audit_log_by_tenant ON audit_log (tenant, id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -18,6 +18,7 @@ from engine.errors import StateError
 from engine.secrets import SecretBox
 from engine.state import pg
 from engine.state.base import Clock, utc_now
+from engine.state.console import ConsoleMixin
 from engine.state.db import connect, tight_umask, tighten_mode, translate_errors
 from engine.state.locks import LocksMixin, _Lock
 from engine.state.migrations import LATEST_VERSION, migrate, user_version
@@ -29,7 +30,7 @@ from engine.state.sql import Conn, PgConn, SqliteConn
 from engine.state.tenants import TenantsMixin
 
 
-class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin, SourcesMixin):
+class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin, SourcesMixin, ConsoleMixin):
     """Tenants, connections, per-record sync state, run history and locks in one SQLite file."""
 
     def __init__(self, db: Conn, path: Path | str, clock: Clock, box: SecretBox | None = None) -> None:
