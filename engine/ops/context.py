@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class Context:
     max_archive_share: float = 0.10       # the mass-archive guard (run and serve)
     archive_floor: int = 0
     actor: str = "system"                 # who acts, for the audit log: "cli:anna", "web:anna", "serve"
+    shared_store: Any = field(default=None, repr=False, compare=False)  # a store this thread keeps open
 
     def for_tenant(self, tenant: str) -> Any:
         """The same deployment, another tenant (keeps the subclass of a face)."""
@@ -53,6 +54,9 @@ class Context:
         from engine.secrets import SecretBox
         from engine.state import StateStore
 
+        if self.shared_store is not None:  # a long-lived face (the console) keeps one store per thread
+            yield self.shared_store
+            return
         if must_exist and isinstance(self.state_path, Path) and not self.state_path.exists():
             raise StateError(f"no state file at {self.state_display}; register a tenant first (casavi-sync tenant "
                              f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")

@@ -38,6 +38,8 @@ def may(user: Any, permission: str, tenant: str | None = None) -> bool:
     """May ``user`` (a ConsoleUser) do ``permission`` on ``tenant`` (None: across tenants)?"""
     if user.role not in PERMISSIONS.get(permission, frozenset()):
         return False
+    if permission == "view" and tenant is None:  # lists: filtered to the user's tenant by the caller
+        return True
     return user.tenant is None or tenant == user.tenant
 
 
