@@ -51,21 +51,25 @@ class Context:
     @contextmanager
     def store(self, *, must_exist: bool = True) -> Iterator[Any]:
         """The state store; only registering a tenant (must_exist=False) may create the file."""
-        from engine.secrets import SecretBox
-        from engine.state import StateStore
-
         if self.shared_store is not None:  # a long-lived face (the console) keeps one store per thread
             yield self.shared_store
             return
         if must_exist and isinstance(self.state_path, Path) and not self.state_path.exists():
             raise StateError(f"no state file at {self.state_display}; register a tenant first (casavi-sync tenant "
                              f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
-        # The key that decrypts the stored secrets comes from this context's environment (the demo's is empty).
-        store = StateStore.open(self.state_path, secrets=SecretBox.for_state(self.state_path, self.env))
+        store = self.open_store()
         try:
             yield store
         finally:
             store.close()
+
+    def open_store(self) -> Any:
+        """A new StateStore on this deployment's file; the caller closes it."""
+        from engine.secrets import SecretBox
+        from engine.state import StateStore
+
+        # The key that decrypts the stored secrets comes from this context's environment (the demo's is empty).
+        return StateStore.open(self.state_path, secrets=SecretBox.for_state(self.state_path, self.env))
 
     def audit(self, store: Any, action: str, tenant: str | None = None, **detail: Any) -> None:
         """One audit-log entry by ``self.actor`` (never pass a secret in ``detail``)."""

@@ -113,10 +113,10 @@ def failed_records(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def mapping_health(ctx: Context) -> dict[str, Any]:
     """Which mapping set the deployment uses, whether it validates, and the last run's coverage."""
-    from engine.paths import MAPPINGS_DIR
+    from engine.paths import default_mappings
     from engine.validate import validate_paths
 
-    where = ctx.mappings_path or MAPPINGS_DIR
+    where = ctx.mappings_path or default_mappings()
     report = validate_paths([where])
     problems = [{"location": d.location(), "severity": d.severity, "message": d.message}
                 for d in report.diagnostics]

@@ -59,9 +59,7 @@ class Deployment:
         """This thread's long-lived store (a SQLite connection must stay on its thread)."""
         store = getattr(self._local, "store", None)
         if store is None or store.closed:
-            from engine.state import StateStore
-
-            store = self._local.store = StateStore.open(self.ctx.state_path)
+            store = self._local.store = self.ctx.open_store()
         return store
 
     def context(self, tenant: str | None = None, actor: str = "web", *, shared: bool = True) -> Context:
