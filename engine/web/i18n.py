@@ -66,6 +66,7 @@ DE: dict[str, str] = {
     "import_done": "Der Erstimport ist beendet.", "lock_held_elsewhere": "Ein Lauf eines anderen Prozesses "
     "hält diesen Mandanten: {purpose}, Prozess {pid} auf {host}, seit {since}.",
     "failures_known": "bekannt", "records": "Datensätze", "elapsed": "Laufzeit",
+    "properties_done": "Liegenschaften vollständig", "current": "aktuell",
 }
 
 EN: dict[str, str] = {
@@ -121,6 +122,7 @@ EN: dict[str, str] = {
     "import_done": "The initial import has finished.", "lock_held_elsewhere": "A run of another process "
     "holds this tenant: {purpose}, process {pid} on {host}, since {since}.",
     "failures_known": "known", "records": "records", "elapsed": "Elapsed",
+    "properties_done": "Properties complete", "current": "now",
 }
 
 TABLES = {"de": DE, "en": EN}

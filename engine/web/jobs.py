@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,13 +52,17 @@ class Job:
     outcome: str | None = None
     run_id: int | None = None
     error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # while writing: properties complete, the current one
     stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def progress(self, phase: str, kind: str, done: int, total: int) -> None:
-        """The engine's progress callback (phase, kind, done, total)."""
+    def progress(self, phase: str, kind: str, done: int, total: int,
+                 detail: Mapping[str, Any] | None = None, /) -> None:
+        """The engine's progress callback (phase, kind, done, total[, detail])."""
         now = time.monotonic()
         with self._lock:
+            if detail is not None:
+                self.detail = dict(detail)
             step = self.steps[-1] if self.steps else None
             if step is None or (step.phase, step.kind) != (phase, kind):
                 step = next((s for s in self.steps if (s.phase, s.kind) == (phase, kind)), None)
@@ -77,7 +81,7 @@ class Job:
         current = steps[-1] if steps else None
         return {"tenant": self.tenant, "trigger": self.trigger, "finished": self.finished,
                 "outcome": self.outcome, "runId": self.run_id, "error": self.error, "steps": steps,
-                "current": current, "elapsed": round(time.monotonic() - self.started, 1)}
+                "current": current, "properties": self.detail.get("properties"), "elapsed": round(time.monotonic() - self.started, 1)}
 
 
 class JobBoard:
