@@ -93,7 +93,7 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
                             proxy_headers=True, forwarded_allow_ips=",".join(proxies) or "127.0.0.1")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"casavi-sync console: http://{shown}:{port}/  (state {ctx.state_path}; Ctrl-C stops)")
+    click.echo(f"casavi-sync console: http://{shown}:{port}/  (state {ctx.state_display}; Ctrl-C stops)")
     for line in logins or []:
         click.echo("  " + line)
     if not logins:

@@ -275,6 +275,6 @@ def create_app(dep: Deployment) -> Any:
     ]
     app = Starlette(routes=routes)
     app.state.dep = dep
-    if not dep.ctx.state_path.exists():
+    if isinstance(dep.ctx.state_path, Path) and not dep.ctx.state_path.exists():
         raise ConfigError(f"no state file at {dep.ctx.state_path}; register a tenant first (casavi-sync tenant add)")
     return security.SecurityHeaders(app)
