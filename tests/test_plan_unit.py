@@ -206,3 +206,19 @@ def test_an_archive_waits_for_the_records_that_referred_to_it() -> None:
         result = apply_plan(plan, writer, Journal(), order=KINDS, concurrency=1)
         unit_done = ("archive", "u-0-0") in writer.calls
         assert unit_done == (failing == "nothing"), (failing, result.outcomes)
+
+
+def test_a_failure_explained_above_is_not_repeated_by_the_records_that_depend_on_it() -> None:
+    from engine.sync.report import run_summary
+
+    unit_reason = "unit U1: no building with id 'B9' (lookup 'building' is required)"
+    errors = [
+        {"kind": "units", "resource": "units", "sourceId": "U1", "reason": unit_reason},
+        {"kind": "contracts", "resource": "ownerships", "sourceId": "O1",
+         "reason": f"ownership O1 depends on failed unit U1 ({unit_reason})"},
+    ]
+    report = {"runId": 1, "trigger": "manual", "tenant": "t", "outcome": "partial", "durationS": 0.1,
+              "counts": {}, "guard": [], "mapErrors": errors, "writeFailures": []}
+    text = "\n".join(run_summary(report))
+    assert text.count("no building with id 'B9'") == 1
+    assert "contracts (SCALARA ownerships O1): ownership O1 depends on failed unit U1 (above)" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any
 
 from engine.coverage import render_coverage
@@ -107,8 +108,16 @@ def _subjects(prepared: Prepared | None, result: ApplyResult | None) -> dict[str
     return subjects
 
 
-def problem_line(p: dict[str, Any]) -> str:
-    """One line per failed record: what it is in casavi and SCALARA, and why (without repeating ids)."""
+_DEPENDS_ON = re.compile(r"^(.*depends on failed \S+ (\S+)) \((.*)\)$")
+
+
+def problem_line(p: dict[str, Any], shown: set[str] | None = None) -> str:
+    """One line per failed record: what it is in casavi and SCALARA, and why (without repeating ids).
+
+    ``shown``: SCALARA ids whose failure is already on a line above; a record that failed because
+    of one of them says so without repeating that record's explanation. The id of this record is
+    added to it.
+    """
     err = p.get("error") or p
     src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
     reason = str(err.get("reason") or "")
@@ -117,6 +126,12 @@ def problem_line(p: dict[str, Any]) -> str:
     source = f"SCALARA {src.get('resource')} {src.get('id')}"
     if src.get("id") and reason.split(":", 1)[0].endswith(str(src.get("id"))):
         reason = reason.split(":", 1)[1].strip()  # the reason already starts with "<record> <id>:"
+    if shown is not None:
+        dep = _DEPENDS_ON.match(reason)
+        if dep and dep.group(2) in shown:
+            reason = f"{dep.group(1)} (above)"
+        if src.get("id"):
+            shown.add(str(src.get("id")))
     return f"{where} ({source}): {reason}"
 
 
@@ -129,8 +144,9 @@ def plan_summary(prepared: Prepared) -> list[str]:
         lines.append(f"{kind:<18}" + "".join(f"{row.get(c, 0):>11}" for c in COLUMNS))
     for g in plan.guard_trips:
         lines.append(f"guard: {g.kind}: {g.reason}; use --allow-archive to archive anyway")
+    shown: set[str] = set()
     for e in plan.errors[:20]:
-        lines.append("error: " + problem_line(e))
+        lines.append("error: " + problem_line(e, shown))
     if len(plan.errors) > 20:
         lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
     lines.extend(render_coverage(prepared.coverage, min_share=0.5))
@@ -161,8 +177,9 @@ def run_summary(report: dict[str, Any]) -> list[str]:
     for g in report["guard"]:
         lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
     problems = report["mapErrors"] + report["writeFailures"]
+    shown: set[str] = set()
     for p in problems[:10]:
-        lines.append("  failed: " + problem_line(p))
+        lines.append("  failed: " + problem_line(p, shown))
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more (see the report)")
     return lines
