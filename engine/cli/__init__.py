@@ -22,8 +22,10 @@ from engine.cli import (
     test_cmd,
     validate_cmd,
     web_cmd,
+    worker_cmd,
 )
 from engine.cli.base import main
 
 __all__ = ["demo_cmd", "explain_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "observe_cmd", "sandbox_cmd",
-           "serve_cmd", "state_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd", "web_cmd"]
+           "serve_cmd", "state_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd", "web_cmd",
+           "worker_cmd"]

@@ -45,6 +45,11 @@ def migrate_cmd(state_path: str | None) -> None:
     with StateStore.open(where, migrate=True) as store:
         version = store.schema_version
     click.echo(f"{describe_location(where)}: state schema v{version} (this release: v{LATEST_VERSION})")
+    if isinstance(where, str):  # PostgreSQL: the worker fleet's job tables live in the same database
+        from engine.fleet.worker import install_schema
+
+        created = install_schema(where)
+        click.echo("job queue tables (procrastinate) " + ("created" if created else "present"))
     raise SystemExit(EXIT_OK)
 
 

@@ -1,0 +1,128 @@
+"""One ``casavi-sync worker`` process: runs fleet jobs until SIGTERM, then drains.
+
+Any number of workers on any number of machines share one PostgreSQL database (the state and
+procrastinate's job tables live side by side). Each worker:
+
+- heartbeats every ``heartbeat_s`` seconds (procrastinate's worker table); a worker silent for
+  ``stall_timeout_s`` is dead, and the ``retry_stalled`` job hands its jobs to the others. A tenant
+  whose worker was SIGKILLed mid-run is therefore running again within about
+  ``stall_timeout_s + stall_check_s`` (defaults 120 s + 15 s, under 5 minutes): the engine's
+  run lock was released by the server the moment the dead worker's connection closed, and the new
+  run takes over the dead one (recorded ``interrupted``) and repeats only the unsure writes;
+- runs at most ``concurrency`` tenants at a time (threads; a sync is mostly waiting for HTTP);
+- on SIGTERM/SIGINT takes no new job, tells running syncs to stop after their writes in flight
+  (outcome ``stopped``, as ``serve`` does), re-queues them for another worker, and exits 0.
+
+Nothing here prints: the caller passes a log (the CLI's console).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from engine.errors import StateError
+from engine.fleet.jobs import QUEUE, Runtime, build_app, set_runtime
+from engine.state.db import HOSTNAME
+
+DEFAULT_STALL_TIMEOUT_S = 120.0
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_TICK_S = 30.0
+
+
+def worker_name() -> str:
+    return f"{HOSTNAME}:{os.getpid()}"
+
+
+def schema_installed(url: str) -> bool:
+    import psycopg
+
+    from engine.state import pg
+
+    try:
+        with psycopg.connect(url, connect_timeout=pg.CONNECT_TIMEOUT_S) as conn:
+            row = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+    except psycopg.Error as exc:
+        raise pg.connect_error(exc, url) from None
+    return row is not None and row[0] is not None
+
+
+def install_schema(url: str) -> bool:
+    """Create procrastinate's tables in the state database (once); True when it was created now."""
+    import psycopg
+
+    from engine.state import pg
+    from engine.state.sql import LOCK_SPACE
+
+    if schema_installed(url):
+        return False
+    app = build_app(url)
+    sql = app.schema_manager.get_schema()
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=pg.CONNECT_TIMEOUT_S) as conn, \
+                conn.transaction():
+            # the same writer lock as the store's migrations: two `state migrate` at once create it once
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+            row = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+            if row is None or row[0] is None:
+                conn.execute(sql)
+                return True
+    except psycopg.Error as exc:
+        raise pg.state_error(exc, url) from None
+    return False
+
+
+class _Quiet(logging.Filter):
+    """procrastinate logs every job start and end at INFO; the worker logs its own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = DEFAULT_TICK_S,
+               heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> None:
+    """Work until SIGTERM/SIGINT (``rt.stop``), then drain; raises StateError if the fleet is not set up."""
+    if not schema_installed(url):
+        raise StateError("the job tables are missing in this database; set the fleet up first: "
+                         "casavi-sync state migrate")
+    logging.getLogger("procrastinate").addFilter(_Quiet())
+    stall_check_s = max(1.0, min(15.0, rt.stall_timeout_s / 4))
+    app = build_app(url, tick_s=tick_s, stall_check_s=stall_check_s)
+    set_runtime(rt)
+    try:
+        asyncio.run(_main(app, rt, concurrency, heartbeat_s))
+    finally:
+        set_runtime(None)
+
+
+async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    async with app.open_async():
+        task = asyncio.create_task(app.run_worker_async(
+            queues=[QUEUE], name=rt.worker_name, concurrency=concurrency, install_signal_handlers=False,
+            update_heartbeat_interval=heartbeat_s, stalled_worker_timeout=rt.stall_timeout_s,
+            delete_jobs="successful", fetch_job_polling_interval=2.0))
+
+        def on_signal(signum: int) -> None:
+            if not rt.stop.is_set():
+                rt.log.info(f"worker {rt.worker_name} stopping ({signal.Signals(signum).name}): no new jobs; "
+                            "running syncs stop after their writes in flight and go to another worker",
+                            event="worker.stopping", worker=rt.worker_name)
+            rt.stop.set()
+            task.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        rt.log.info(f"worker {rt.worker_name} started: up to {concurrency} run(s) at a time; "
+                    f"{rt.schedule.describe()}", event="worker.start", worker=rt.worker_name)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    rt.log.info(f"worker {rt.worker_name} stopped", event="worker.stop", worker=rt.worker_name)
