@@ -9,6 +9,7 @@ holds exactly what a single-process run of the same data writes; SIGTERM drains 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import signal
 import subprocess
@@ -162,7 +163,7 @@ def test_three_workers_run_every_tenant_once_and_survive_a_sigkill(fleet_env: An
             assert [(r.outcome, r.pid) for r in others] == [("interrupted", killed_pid)], (tenant, runs)
             assert done[0].pid != killed_pid and done[0].id > others[0].id
         # no two runs of a tenant overlap: each starts after the previous one ended
-        for before, after in zip(runs, runs[1:], strict=False):
+        for before, after in itertools.pairwise(runs):
             assert before.finished_at is not None and before.finished_at <= after.started_at
     assert finished_at - killed_at < STALL_S + 60  # bounded: stall timeout plus the run itself
     assert len({r.pid for runs in history.values() for r in runs}) == 3  # all three workers took part
