@@ -248,3 +248,98 @@ def test_events_guard_recovery_and_acknowledged_failures() -> None:
     # when the failure tracking classified them (known, acknowledged), only its "new" ones are news
     tracked = {**failing, "failureStates": {"new": [], "known": failing["mapErrors"]}}
     assert events_for(tracked, None) == []
+
+
+# -- the endpoints of the real processes ------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, timeout: float = 20) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get(url)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _process(world: World, *args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": world.sandbox.scalara_url,
+           "CASAVI_SYNC_CASAVI_URL": world.sandbox.casavi_url, "PYTHONUNBUFFERED": "1"}
+    env.pop("CASAVI_SYNC_STATE", None)
+    cmd = [sys.executable, "-c", "from engine.cli import main; main()", *args, "--state", str(world.tmp / "state.db"),
+           "--config", str(world.tmp / "connectors.yaml")]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+
+
+def _stop(proc: Any) -> tuple[str, str]:
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except Exception:
+        proc.kill()
+        out, err = proc.communicate()
+    return out, err
+
+
+@pytest.mark.slow
+def test_serve_exposes_metrics_health_and_readiness(world: World) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.now(ZoneInfo("Europe/Berlin")) - dt.timedelta(minutes=1)
+    world.store.set_last_scheduled_day("default", now.date() - dt.timedelta(days=2))
+    port = free_port()
+    proc = _process(world, "serve", "--at", f"{now:%H:%M}", "--jitter", "0", "--tick", "0.2",
+                    "--metrics-address", f"127.0.0.1:{port}", "--log-format", "json")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(f"{base}/readyz")[0] == 200
+        deadline = time.monotonic() + 30
+        runs = None
+        while time.monotonic() < deadline:
+            found = samples(get(f"{base}/metrics")[1])
+            runs = {labels: v for (name, labels), v in found.items() if name == "casavi_sync_runs_total"}
+            if runs:
+                break
+            time.sleep(0.2)
+        assert runs, "the scheduled run never showed up in the metrics"
+        ((labels, count),) = runs.items()
+        assert dict(labels)["trigger"] == "schedule" and count == 1
+        status, body = get(f"{base}/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+    finally:
+        out, err = _stop(proc)
+    assert proc.returncode == 0, err
+    assert "serve.metrics" in err and world.token not in out + err
+
+
+@pytest.mark.slow
+def test_web_console_exposes_readiness(world: World) -> None:
+    port, metrics = free_port(), free_port()
+    proc = _process(world, "web", "--port", str(port), "--metrics-address", f"127.0.0.1:{metrics}")
+    try:
+        status, body = wait_for(f"http://127.0.0.1:{metrics}/readyz")
+        assert status == 200, body
+        checks = json.loads(body)["checks"]
+        assert set(checks) == {"state store", "secrets key", "mappings", "connector config"}
+        assert get(f"http://127.0.0.1:{metrics}/healthz")[0] == 200
+        assert "casavi_sync_state_store_up 1.0" in get(f"http://127.0.0.1:{metrics}/metrics")[1]
+    finally:
+        out, err = _stop(proc)
+    assert "Traceback" not in err

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +14,7 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_OK, OperatorContext, handle_errors, operator_options
-from engine.errors import ConfigError, StateError
+from engine.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,33 +97,6 @@ def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
     return {"state store": state, "secrets key": secrets_key, "mappings": mappings, "connector config": config}
 
 
-def _reports(ctx: OperatorContext, run_id: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from engine.observe.wiring import previous_report_reader
-
-    with ctx.store() as store:
-        store.tenant(ctx.tenant)
-        runs = [r for r in store.runs(ctx.tenant, limit=200) if r.finished_at and r.report_path]
-    if run_id is not None:
-        runs = [r for r in runs if r.id <= run_id]
-        if not runs or runs[0].id != run_id:
-            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' has no report; see casavi-sync history")
-    if not runs:
-        raise StateError(f"tenant '{ctx.tenant}' has no finished run with a report yet; run a sync first")
-    latest = runs[0]
-    try:
-        report = json.loads(Path(str(latest.report_path)).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read the report of run {latest.id} ({latest.report_path}): {exc}") from None
-
-    @contextmanager
-    def opener() -> Iterator[Any]:
-        with ctx.store() as s:
-            yield s
-
-    previous = previous_report_reader(opener)(ctx.tenant, latest.id)
-    return report, dict(previous) if previous else None
-
-
 @main.command()
 @operator_options
 @click.option("--run", "run_id", type=int, help="The notice of this run (default: the latest).")
@@ -138,13 +111,13 @@ def notice(run_id: int | None, fmt: str, output: Path | None, zone: str, **kwarg
     One line per SCALARA record that could not be transferred because of its data, with the menu
     path in SCALARA; new items (not in the run before) are marked NEU. Exit 0.
     """
-    from engine.observe.notice import build_notice, render_html, render_text
+    from engine.observe.notice import render_html, render_text
+    from engine.ops.notice import tenant_notice
     from engine.schedule import load_zone
 
     ctx = OperatorContext.from_kwargs(kwargs)
     tz: dt.tzinfo = load_zone(zone)
-    report, previous = _reports(ctx, run_id)
-    doc = build_notice(report, previous)
+    doc = tenant_notice(ctx, run_id)
     if fmt == "json":
         text = json.dumps(doc.as_dict(), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "html":

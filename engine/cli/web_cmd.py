@@ -17,6 +17,13 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_ABORTED, OperatorContext, handle_errors, operator_options
+from engine.cli.observe_cmd import (
+    alert_options,
+    metrics_options,
+    observe_config,
+    readiness_checks,
+    store_opener,
+)
 from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
 from engine.ops import connection, users
 from engine.ops.users import ROLES
@@ -36,11 +43,14 @@ from engine.ops.users import ROLES
               help="Try it: an embedded sandbox, two tenants, three users with fresh passwords.")
 @click.option("--properties", default=3, show_default=True, type=click.IntRange(1, 200),
               help="With --sandbox: size of the generated SCALARA data.")
+@metrics_options
+@alert_options
 @handle_errors
 def web(host: str, port: int, trusted_user_header: str | None, trusted_proxies: tuple[str, ...],
         with_sandbox: bool, properties: int, **kwargs: Any) -> None:
     """Serve the web console (tenants, Anbindungen > SCALARA, runs, plan, mappings, audit log)."""
     schedule = schedule_from_kwargs(kwargs)
+    observe = observe_config(kwargs)
     state_given = kwargs.get("state_path") is not None
     ctx = OperatorContext.from_kwargs(kwargs)
     if with_sandbox:
@@ -58,9 +68,9 @@ def web(host: str, port: int, trusted_user_header: str | None, trusted_proxies: 
                     encoding="utf-8")
                 ctx.env = {}
                 logins = _sandbox_setup(ctx, sb, Path(tmp))
-                _serve(ctx, schedule, host, port, trusted_user_header, trusted_proxies, logins)
+                _serve(ctx, schedule, host, port, trusted_user_header, trusted_proxies, logins, observe)
         return
-    _serve(ctx, schedule, host, port, trusted_user_header, trusted_proxies, None)
+    _serve(ctx, schedule, host, port, trusted_user_header, trusted_proxies, None, observe)
 
 
 def _sandbox_setup(ctx: OperatorContext, sb: Any, tmp: Path) -> list[str]:
@@ -80,9 +90,10 @@ def _sandbox_setup(ctx: OperatorContext, sb: Any, tmp: Path) -> list[str]:
 
 
 def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: str | None,
-           proxies: tuple[str, ...], logins: list[str] | None) -> None:
+           proxies: tuple[str, ...], logins: list[str] | None, observe: Any) -> None:
     import uvicorn
 
+    from engine.observe.wiring import Observability
     from engine.web import Deployment, create_app
 
     if header and not proxies:
@@ -101,7 +112,11 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
             if not store.list_users():
                 click.echo("  no console users yet: casavi-sync user add NAME --role casavi-team")
     try:
-        server.run()
+        # the console's own runs (initial imports, "run now") feed the metrics and alerts too
+        with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx)) as obs:
+            if obs.url:
+                click.echo(f"  metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz, /readyz")
+            server.run()
     finally:
         dep.jobs.stop_all()
 

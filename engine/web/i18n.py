@@ -15,6 +15,7 @@ MENU_DE = "SCALARA: Systemeinstellungen > Externe Anbindungen > casavi > Generie
 DE: dict[str, str] = {
     "app": "casavi-sync Konsole",
     "tenants": "Mandanten", "runs": "Läufe", "plan": "Plan", "mappings": "Mappings", "audit": "Audit-Log",
+    "notice": "Datenhinweise", "notice_html": "als HTML-Datei", "notice_text": "als Text",
     "connection": "Anbindungen > SCALARA", "login": "Anmelden", "logout": "Abmelden", "user": "Benutzer",
     "password": "Passwort", "filter": "Filtern", "name": "Name", "activated": "Aktiviert",
     "connected": "Verbunden", "last_run": "Letzter Lauf", "next_run": "Nächster Lauf", "yes": "ja",
@@ -72,6 +73,7 @@ DE: dict[str, str] = {
 EN: dict[str, str] = {
     "app": "casavi-sync console",
     "tenants": "Tenants", "runs": "Runs", "plan": "Plan", "mappings": "Mappings", "audit": "Audit log",
+    "notice": "Data notice", "notice_html": "as an HTML file", "notice_text": "as text",
     "connection": "Connections > SCALARA", "login": "Log in", "logout": "Log out", "user": "User",
     "password": "Password", "filter": "Filter", "name": "Name", "activated": "Activated",
     "connected": "Connected", "last_run": "Last run", "next_run": "Next run", "yes": "yes",

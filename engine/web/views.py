@@ -130,7 +130,7 @@ def disconnect(r: Req) -> Response:
 
 
 def routes() -> list[Route]:
-    from engine.web import views_runs
+    from engine.web import views_notice, views_runs
 
     return [
         Route("/tenants", page(tenants)),
@@ -141,4 +141,5 @@ def routes() -> list[Route]:
         Route("/tenants/{tenant}/disconnect", page(disconnect_confirm, "connect")),
         Route("/tenants/{tenant}/disconnect", page(disconnect, "connect"), methods=["POST"]),
         *views_runs.routes(),
+        *views_notice.routes(),
     ]

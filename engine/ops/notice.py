@@ -1,0 +1,53 @@
+"""The customer's data-quality notice of a tenant: the CLI's `notice` and the console's page.
+
+Picks the tenant's latest finished run that has a report (or the one asked for) and the finished
+run before it (to mark new items), and builds the notice (engine.observe.notice).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import StateError
+from engine.observe.notice import Notice, build_notice
+from engine.ops.context import Context
+
+
+def _load(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the report, the report of the finished run before it or None) of ``ctx.tenant``."""
+    with ctx.store() as store:
+        store.tenant(ctx.tenant)  # an unknown tenant: ConfigError with did-you-mean
+        finished = [r for r in store.runs(ctx.tenant, limit=200) if r.finished_at]
+    if run_id is not None:
+        finished = [r for r in finished if r.id <= run_id]
+        if not finished or finished[0].id != run_id:
+            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' is not a finished run; see casavi-sync history")
+    with_report = [r for r in finished if r.report_path]
+    if not with_report:
+        raise StateError(f"tenant '{ctx.tenant}' has no finished run with a report yet; run a sync first")
+    latest = with_report[0]
+    report = _load(latest.report_path)
+    if report is None:
+        raise StateError(f"the report of run {latest.id} ({latest.report_path}) cannot be read")
+    before = [r for r in finished if r.id < latest.id]
+    previous = None
+    if before:
+        previous = _load(before[0].report_path) or {"runId": before[0].id, "outcome": before[0].outcome}
+    return report, previous
+
+
+def tenant_notice(ctx: Context, run_id: int | None = None, language: str = "de") -> Notice:
+    report, previous = reports(ctx, run_id)
+    return build_notice(report, previous, language)
