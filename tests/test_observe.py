@@ -341,5 +341,5 @@ def test_web_console_exposes_readiness(world: World) -> None:
         assert get(f"http://127.0.0.1:{metrics}/healthz")[0] == 200
         assert "casavi_sync_state_store_up 1.0" in get(f"http://127.0.0.1:{metrics}/metrics")[1]
     finally:
-        out, err = _stop(proc)
+        _out, err = _stop(proc)
     assert "Traceback" not in err
