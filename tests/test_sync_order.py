@@ -67,16 +67,26 @@ def test_no_group_waits_on_a_later_group() -> None:
             assert all(where[d[1]] <= g.index for d in a.depends_on if d[1] in where)
 
 
+def test_the_smallest_property_goes_first() -> None:
+    """Shortest job first: the most properties complete at every moment; ties keep the plan's order."""
+    actions = [act("properties", "BIG"), act("properties", "SMALL"), act("properties", "TIE"),
+               *(act("units", f"B{i}", ("properties", "BIG")) for i in range(3)),
+               act("units", "S1", ("properties", "SMALL")), act("units", "T1", ("properties", "TIE"))]
+    assert [g.anchor for g in group_actions(actions, ORDER)] == ["SMALL", "TIE", "BIG"]
+
+
 def test_completion_counts_properties_and_names_the_current_one() -> None:
     actions = [act("properties", "P1", name="Eins"), act("units", "U1", ("properties", "P1")),
                act("properties", "P2", name="Zwei")]
     c = Completion(group_actions(actions, ORDER))
-    assert c.detail()["properties"] == {"done": 0, "total": 2, "current": {"id": "P1", "name": "Eins"}}
-    c.settled(actions[0], True)
-    assert c.settled(actions[2], True)  # P2 alone: complete at once
+    assert c.detail()["properties"] == {"done": 0, "total": 2, "current": {"id": "P2", "name": "Zwei"}}
+    assert not c.settled(actions[0], True)  # P1 still waits for its unit
+    assert c.detail()["properties"]["current"]["name"] == "Zwei"
+    assert c.settled(actions[2], True)
     assert c.detail()["properties"]["done"] == 1 and c.detail()["properties"]["current"]["name"] == "Eins"
     assert c.settled(actions[1], False)
     assert c.detail()["properties"] == {"done": 2, "total": 2, "current": None}
+    assert c.detail()["records"] == {"done": 3, "total": 3}
     assert [(d.anchor, d.records, d.failed) for d in c.done] == [("P2", 1, 0), ("P1", 2, 1)]
 
 

@@ -7,6 +7,8 @@ Every write action is put in the *group* of one property (the anchor):
 - a property is its own group; a record that references others belongs to the property its
   references lead to (a unit to its property, a contract through its unit, a responsibility to
   its property); when they lead to several properties, to the last of them in the run's order;
+- the smallest property goes first (shortest job first: at every moment as many properties as
+  possible are complete; on the sandbox's tenants sizes vary from 4 to 400 records);
 - a record that leads to no property (a contact) belongs to the first group whose records
   need it, so a contact shared by several properties is written once, before the first record
   that refers to it; one needed by nothing goes to a last group without a property.
@@ -46,8 +48,8 @@ def _no_lookup(kind: str, ref_id: str) -> None:
 
 
 def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Lookup | None = None) -> list[Group]:
-    """Write actions grouped by property, groups in the order the run will finish them; within a
-    group, actions in kind order (``order``), then plan order."""
+    """Write actions grouped by property, groups in the order the run will finish them (smallest
+    property first); within a group, actions in kind order (``order``), then plan order."""
     find = lookup or _no_lookup
     rank = {k: i for i, k in enumerate(order)}
     by_key: dict[Key, Action] = {(a.kind, a.ref_id): a for a in actions}
@@ -84,15 +86,24 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
         value = (payload or {}).get("name")
         return str(value) if value is not None else None
 
-    group_of: dict[Key, int] = {}
+    found_of: dict[Key, frozenset[str]] = {}
     for a in in_order:
-        found = anchors((a.kind, a.ref_id))
+        found = found_of[(a.kind, a.ref_id)] = anchors((a.kind, a.ref_id))
         for ref in sorted(found):
             if ref not in position:
                 position[ref] = len(position)
                 names[ref] = name_of(ref)
+    # Smallest property first (its own records; shared contacts left out): at every moment of the
+    # run as many properties as possible are complete. Ties keep the plan's order.
+    size = dict.fromkeys(position, 0)
+    for found in found_of.values():
         if found:
-            group_of[(a.kind, a.ref_id)] = max(position[r] for r in found)
+            size[max(found, key=position.__getitem__)] += 1
+    position = {ref: i for i, ref in enumerate(sorted(position, key=lambda r: (size[r], position[r])))}
+    group_of: dict[Key, int] = {}
+    for key, found in found_of.items():
+        if found:
+            group_of[key] = max(position[r] for r in found)
     last = len(position)
     # Unattached records go with the first group that needs them: dependents first (reverse order).
     needed_by: dict[Key, int] = {}
