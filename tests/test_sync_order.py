@@ -216,11 +216,13 @@ def test_a_rejected_unit_skips_only_its_contracts_and_the_next_run_retries_them(
 @pytest.fixture
 def cli_env(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     from engine.sandbox import FaultConfig, Sandbox
+    from tests.conftest import fast_connector_config
     from tests.test_plan_cmd import invoke
 
     with Sandbox(properties=2, seed=4, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as sb:
         env = {"CASAVI_SYNC_STATE": str(tmp_path / "state.db"), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
-               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url}
+               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path))}
         invoke(env, "tenant", "add", "--key", sb.casavi_key, "--secret-stdin", input=sb.casavi_secret)
         invoke(env, "tenant", "activate")
         invoke(env, "connect", "--no-initial-import", "--token-stdin", input=sb.generate_scalara_token())
