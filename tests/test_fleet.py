@@ -190,3 +190,45 @@ def test_three_workers_run_every_tenant_once_and_survive_a_sigkill(fleet_env: An
             assert fleet == single and fleet["units"], (tenant_name(i), first_difference(fleet, single))
     finally:
         reference.stop()
+
+
+def test_connects_initial_import_is_a_job_a_worker_runs(tmp_path: Path, pg_url: str) -> None:
+    assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
+    sb = make_sandbox(latency_ms=0)
+    try:
+        key, secret = sb.casavi.add_account("solo")
+        with StateStore.open(pg_url) as store:
+            store.add_tenant("solo", key, secret)
+            store.activate_tenant("solo")
+        cfg = fast_connector_config(tmp_path)
+        env = {"CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(cfg), "CASAVI_SYNC_STATE": pg_url, "CASAVI_SYNC_TENANT": "solo",
+               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports")}
+        result = CliRunner().invoke(main, ["connect", "--token-stdin"], env=env,
+                                    input=sb.generate_scalara_token("acc0") + "\n")
+        assert result.exit_code == 0, result.output
+        assert "initial import of tenant 'solo' queued as job " in result.output
+        with StateStore.open(pg_url) as store, store._read() as db:  # waiting in procrastinate's queue
+            row = db.execute("SELECT status, lock, queueing_lock FROM procrastinate_jobs WHERE task_name = ?",
+                             ("casavi_sync.run_tenant",)).fetchone()
+        assert tuple(row) == ("todo", "tenant:solo", "initial:solo")
+        worker = start_worker({**os.environ, **env, "PYTHONPATH": str(Path.cwd())}, tmp_path / "worker.log")
+        try:
+            deadline = time.monotonic() + 60
+            with StateStore.open(pg_url) as store:
+                while time.monotonic() < deadline:
+                    conn = store.get_connection("solo")
+                    if conn is not None and conn.initial_import_at:
+                        break
+                    time.sleep(0.3)
+                runs = store.runs("solo")
+            assert runs[-1].trigger == "initial" and runs[-1].outcome in ("clean", "partial")
+            assert sb.casavi.counts("solo")["units"] > 0
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    finally:
+        sb.stop()

@@ -172,6 +172,11 @@ def connect(token_stdin: bool, no_initial_import: bool, **kwargs: Any) -> None:
         ctx.console.finish()
     if done.run is not None:
         raise SystemExit(report_outcome(ctx, done.run))
+    if done.queued:
+        job = f" as job {done.queued_job}" if done.queued_job is not None else " (one was already waiting)"
+        ctx.console.info(f"initial import of tenant '{ctx.tenant}' queued{job}; a casavi-sync worker runs it "
+                         "(casavi-sync status shows when it is done)")
+        return
     if not done.saved.first_save:
         ctx.console.info("token replaced; the next scheduled run uses it (no new initial import)")
 

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import CasaviSyncError, StateError
+from engine.ops.jobs import QUEUE, TASK_RUN, defer_run
 
-QUEUE = "casavi_sync"
-TASK_RUN = "casavi_sync.run_tenant"
 TASK_TICK = "casavi_sync.tick"
 TASK_STALLED = "casavi_sync.retry_stalled"
 BUSY_RETRY_S = 30
@@ -108,22 +107,6 @@ def build_app(url: str, *, tick_s: float = 30.0, stall_check_s: float = 15.0) ->
 
     del run_tenant, tick, retry_stalled
     return app
-
-
-def defer_run(app: Any, tenant: str, trigger: str, day: dt.date | None = None, *,
-              schedule_in_s: float | None = None) -> int | None:
-    """Queue a run of ``tenant``; None when one for the same purpose is already waiting."""
-    from procrastinate import exceptions
-
-    options: dict[str, Any] = {"lock": f"tenant:{tenant}", "queueing_lock": f"{trigger}:{tenant}"}
-    if schedule_in_s:
-        options["schedule_in"] = {"seconds": schedule_in_s}
-    try:
-        job_id: int = app.configure_task(TASK_RUN, **options).defer(
-            tenant=tenant, trigger=trigger, day=day.isoformat() if day else None)
-    except exceptions.AlreadyEnqueued:
-        return None
-    return job_id
 
 
 def schedule_tick(app: Any) -> list[str]:

@@ -26,7 +26,8 @@ import signal
 from typing import Any
 
 from engine.errors import StateError
-from engine.fleet.jobs import QUEUE, Runtime, build_app, set_runtime
+from engine.fleet.jobs import Runtime, build_app, set_runtime
+from engine.ops.jobs import QUEUE
 from engine.state.db import HOSTNAME
 
 DEFAULT_STALL_TIMEOUT_S = 120.0

@@ -42,6 +42,8 @@ class Connected:
 
     saved: TokenSaved
     run: Any = None  # engine.sync.session.RunOutcome | None
+    queued_job: int | None = None  # on a fleet deployment: the initial import's job id
+    queued: bool = False           # the initial import was queued for the fleet (maybe already waiting)
 
 
 def require_activated(store: Any, tenant: str) -> None:
@@ -172,9 +174,13 @@ def connect(ctx: Context, token: str, *, initial_import: bool = True,
             should_stop: Callable[[], bool] | None = None) -> Connected:
     """Save the token; the first save of a tenant runs the initial import at once.
 
+    On a fleet deployment (PostgreSQL state with the job tables) the import is queued as a job
+    instead (``queued``), for a worker to run under the tenant's lock.
+
     ``on_saved`` is called between the save and the import (a face tells its user the token is
     stored, or a web request returns while the import goes on in the background).
     """
+    from engine.ops.jobs import fleet_enabled, queue_run
     from engine.ops.runs import start_run
 
     saved = save_token(ctx, token)
@@ -182,6 +188,8 @@ def connect(ctx: Context, token: str, *, initial_import: bool = True,
         on_saved(saved)
     run = None
     if saved.first_save and initial_import:
+        if fleet_enabled(ctx):  # a worker fleet serves this database: the import is one of its jobs
+            return Connected(saved, None, queue_run(ctx, "initial"), queued=True)
         run = start_run(ctx, trigger="initial", progress=progress, should_stop=should_stop)
     return Connected(saved, run)
 
