@@ -420,6 +420,9 @@ def test_an_unchanged_day_maps_nothing_until_a_date_could_change_the_output(rig:
     assert stable == (rig.clock.today() + dt.timedelta(days=1)).isoformat()  # the role ends tonight
     same_day = rig.run("a")
     assert same_day.report["extraction"]["skippedMapping"] is True
+    full_counts = rig.run("a", full=True).report["counts"]
+    assert {k: r["unchanged"] for k, r in same_day.report["counts"].items()} == {
+        k: r["unchanged"] for k, r in full_counts.items()}
     assert rig.last_stats["scalara"]["pages"] == len(RESOURCES) and rig.last_stats["casavi"].get("writes", 0) == 0
     reasons = sorted(e["reason"] for e in second.report["mapErrors"])
     assert sorted(e["reason"] for e in same_day.report["mapErrors"]) == reasons and same_day.outcome == second.outcome

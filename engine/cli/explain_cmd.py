@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from engine.catalog import scalara_resources
 from engine.cli.base import main
 from engine.cli.context import (
     EXIT_OK,
@@ -30,8 +29,25 @@ from engine.cli.context import (
 from engine.errors import RecordError
 
 
+class _ResourceChoice(click.Choice):  # type: ignore[type-arg]
+    """SCALARA's resources, read from the catalog only when needed (every CLI start imports this module)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        from engine.catalog import scalara_resources
+
+        return list(scalara_resources())
+
+    @choices.setter
+    def choices(self, value: object) -> None:
+        pass
+
+
 @main.command()
-@click.argument("resource", type=click.Choice(list(scalara_resources())))
+@click.argument("resource", type=_ResourceChoice())
 @click.argument("scalara_id")
 @operator_options
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),

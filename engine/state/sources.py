@@ -106,6 +106,14 @@ class SourcesMixin(StoreBase):
                     found[rid] = json.loads(body)
         return found
 
+    def record_status_counts(self, tenant: str) -> dict[tuple[str, str], int]:
+        """(kind, status) -> number of records: what an unchanged run needs to know of the state,
+        without loading every record."""
+        self._require_tenant(tenant)
+        with self._read() as db:
+            return {(kind, status): n for kind, status, n in db.execute(
+                "SELECT kind, status, COUNT(*) FROM records WHERE tenant = ? GROUP BY kind, status", (tenant,))}
+
     def source_counts(self, tenant: str) -> dict[str, int]:
         self._require_tenant(tenant)
         with self._read() as db:

@@ -97,6 +97,7 @@ class Extraction:
     skipped: bool = False                      # nothing changed since a settled run: nothing to map
     stable_until: str | None = None            # set by the mapping: see engine.functions.HORIZON
     pages: dict[str, int] = field(default_factory=dict)  # SCALARA pages read per resource
+    written: dict[str, int] = field(default_factory=dict)  # skipped runs: records per kind known written
     carried: list[dict[str, Any]] = field(default_factory=list)  # that run's mapping errors, still true
 
     @property

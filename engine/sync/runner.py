@@ -254,6 +254,7 @@ def _unchanged(mset: MappingSet, known: Mapping[tuple[str, str], Known], extract
     """The plan of a run whose input is the one a clean run already applied: nothing to do."""
     order = kind_order(mset)
     unchanged: dict[str, int] = dict.fromkeys(order, 0)
+    unchanged.update(extraction.written)
     for (kind, _), state in known.items():
         if state.status == "written":
             unchanged[kind] = unchanged.get(kind, 0) + 1

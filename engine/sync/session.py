@@ -92,9 +92,9 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
     Writes nothing, unless ``stage`` (a real run): then what was read is stored in the state
     store's source snapshot right away (engine.state.sources.stage_sources).
     """
-    known = known_records(store, tenant)
+    statuses = store.record_status_counts(tenant)  # not every record: an unchanged run needs none
     run_date = _run_date(options)
-    unsettled = any(k.status in ("pending", "failed") for k in known.values())
+    unsettled = any(status in ("pending", "failed") for _, status in statuses)
 
     def may_skip(previous: SourceCursor) -> bool:
         """Nothing changed in SCALARA: may the run skip mapping? Only after a settled run whose
@@ -111,6 +111,12 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
                          progress=progress, should_stop=should_stop)
     if extraction.skipped:
         extraction.carried = _last_map_errors(store, tenant)
+        for (kind, status), n in statuses.items():
+            if status == "written":
+                extraction.written[kind] = n
+        known: Mapping[tuple[str, str], Known] = {}
+    else:
+        known = known_records(store, tenant)
     if stage and extraction.commit is not None and extraction.records is not None and has_unusable_ids(
             extraction.records):
         # not a complete picture: a snapshot without those records would hide the ones they stand

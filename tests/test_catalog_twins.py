@@ -1,0 +1,37 @@
+"""The catalog's JSON twins (read instead of parsing YAML at every start) match their YAML files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from engine.paths import CATALOG_DIR
+
+YAMLS = sorted(p.name for p in CATALOG_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_every_catalog_file_has_a_json_twin_made_from_its_current_text(name: str) -> None:
+    text = (CATALOG_DIR / name).read_text(encoding="utf-8")
+    twin = json.loads((CATALOG_DIR / (name + ".json")).read_text(encoding="utf-8"))
+    hint = f"run: python -c \"from engine.catalog import write_json_twin; write_json_twin('{name}')\""
+    assert twin["sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest(), hint
+    assert twin["data"] == YAML(typ="safe", pure=True).load(text), hint
+
+
+def test_an_edited_yaml_file_wins_over_a_stale_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.catalog as catalog
+
+    (tmp_path / "scalara.yaml").write_text("resources: {things: {fields: {}}}\n", encoding="utf-8")
+    (tmp_path / "scalara.yaml.json").write_text((CATALOG_DIR / "scalara.yaml.json").read_text(encoding="utf-8"),
+                                               encoding="utf-8")
+    monkeypatch.setattr(catalog, "CATALOG_DIR", tmp_path)
+    catalog._load.cache_clear()
+    try:
+        assert catalog.scalara_resources() == {"things": {"fields": {}}}
+    finally:
+        catalog._load.cache_clear()
