@@ -65,8 +65,9 @@ class CasaviSyncError(Exception):
 class SpecError(CasaviSyncError):
     """A mapping or test file is wrong; the author must fix it."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], owner: str | None = None) -> None:
         self.diagnostics = list(diagnostics)
+        self.owner = owner  # e.g. "the mapping set of tenant 'acme'": whose files these are
         first = self.diagnostics[0] if self.diagnostics else None
         text = f"{first.location()}: {first.message}" if first else "invalid specification"
         if len(self.diagnostics) > 1:

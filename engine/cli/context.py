@@ -52,7 +52,8 @@ def operator_options(func: F) -> F:
                      help="Connector config overriding engine/connectors/default.yaml."),
         click.option("--mappings", "mappings_path", type=click.Path(exists=True, path_type=Path),
                      envvar="CASAVI_SYNC_MAPPINGS", show_envvar=True,
-                     help="Mapping folder or file (default: the shipped mappings)."),
+                     help="Mapping folder or file (default: the tenant's own set, else $CASAVI_SYNC_MAPPINGS, "
+                          "else the shipped mappings)."),
         click.option("--quiet", "-q", is_flag=True, help="Only warnings, errors and the result."),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="json: one JSON object per log line (for log collectors)."),
@@ -74,8 +75,13 @@ class OperatorContext(Context):
 
         console = Console(quiet=kwargs.pop("quiet", False), log_format=kwargs.pop("log_format", "text"))
         state = state_location(kwargs.pop("state_path", None) or None)
+        mappings = kwargs.pop("mappings_path", None)
+        here = click.get_current_context(silent=True)
+        if mappings is not None and here is not None and \
+                here.get_parameter_source("mappings_path") == click.core.ParameterSource.ENVIRONMENT:
+            mappings = None  # $CASAVI_SYNC_MAPPINGS is the deployment's default: a tenant's own set wins
         return cls(state, kwargs.pop("tenant", DEFAULT_TENANT), kwargs.pop("config_path", None),
-                   kwargs.pop("mappings_path", None), console=console,
+                   mappings, console=console,
                    max_archive_share=kwargs.pop("max_archive_share", 0.10),
                    archive_floor=kwargs.pop("archive_floor", 0), actor=cli_actor())
 
@@ -113,7 +119,8 @@ def handle_errors(func: F) -> F:
             for d in exc.diagnostics[:20]:
                 say(d.message, f"{d.location()}: {d.severity}: {d.message}", severity=d.severity,
                     location=d.location())
-            invalid = f"the mappings are invalid; run `{validate_command(exc, kwargs.get('mappings_path'))}` for details"
+            whose = f"{exc.owner} is" if exc.owner else "the mappings are"
+            invalid = f"{whose} invalid; run `{validate_command(exc, None if exc.owner else kwargs.get('mappings_path'))}` for details"
             say(invalid, invalid)
             raise SystemExit(EXIT_ABORTED) from None
         except CasaviSyncError as exc:

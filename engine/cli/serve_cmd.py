@@ -83,9 +83,19 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
     schedule = schedule_from_kwargs(kwargs)
     observe = observe_config(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
-    # Fail at start, not at 04:00: the mappings and connector config must load.
+    # Fail at start, not at 04:00: the connector config and every tenant's mappings must load.
     ctx.connector_config()
-    ctx.mapping_set()
+    if ctx.state_exists:
+        from engine.ops.mappings import check_all, short
+
+        for tenant, ref in check_all(ctx).items():
+            if ref.origin != "tenant":  # the deployment's set: nothing to tell per tenant
+                continue
+            ctx.console.info(f"tenant '{tenant}': mappings {ref.path} ({ref.origin}, {short(ref.content_hash)})",
+                             event="serve.mappings", tenant=tenant, path=ref.path, origin=ref.origin,
+                             content_hash=ref.content_hash)
+    else:
+        ctx.mapping_set()
     server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), scheduled_runner(ctx), ctx.console)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

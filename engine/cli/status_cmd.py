@@ -126,19 +126,25 @@ def history(limit: int, fmt: str, zone: str, **kwargs: Any) -> None:
     ctx = OperatorContext.from_kwargs(kwargs)
     with ctx.store() as store:
         runs = [r for t in _tenants(ctx, store) for r in store.runs(t.name, limit=limit)]
-    runs = sorted(runs, key=lambda r: r.id, reverse=True)[:limit]
+        runs = sorted(runs, key=lambda r: r.id, reverse=True)[:limit]
+        sets = {r.id: store.run_mappings(r.id) for r in runs}  # which mapping set each run used
     if fmt == "json":
-        click.echo(json.dumps({"runs": [_run_doc(r) for r in runs]}, indent=2, ensure_ascii=False))
+        docs = [{**_run_doc(r), "mappings": None if sets[r.id] is None else
+                 {"path": sets[r.id].path, "contentHash": sets[r.id].content_hash, "origin": sets[r.id].origin}}
+                for r in runs]
+        click.echo(json.dumps({"runs": docs}, indent=2, ensure_ascii=False))
         return
     if not runs:
         click.echo("no runs yet")
         return
     width = max(6, *(len(r.tenant) for r in runs))
-    click.echo(f"{'run':>6}  {'tenant':<{width}}  {'trigger':<9}  {'started':<23}  {'took':>8}  {'outcome':<11}  changes")
+    click.echo(f"{'run':>6}  {'tenant':<{width}}  {'trigger':<9}  {'started':<23}  {'took':>8}  {'outcome':<11}  "
+               f"{'mappings':<12}  changes")
     for r in runs:
         took = _duration(r)
         click.echo(f"{r.id:>6}  {r.tenant:<{width}}  {r.trigger:<9}  {_local(r.started_at, tz):<23}  "
-                   f"{(f'{took:.1f} s' if took is not None else '-'):>8}  {r.outcome:<11}  {_changes(run_counts(r))}")
+                   f"{(f'{took:.1f} s' if took is not None else '-'):>8}  {r.outcome:<11}  "
+                   f"{(sets[r.id].content_hash[:12] if sets[r.id] else '-'):<12}  {_changes(run_counts(r))}")
 
 
 # -- report ---------------------------------------------------------------------------------------------

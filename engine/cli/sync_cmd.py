@@ -43,6 +43,7 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
     cannot be mapped, 3 aborted (auth, network, config).
     """
     from engine.coverage import unmapped_codes
+    from engine.ops import mappings
     from engine.sync.plan import update_lines
     from engine.sync.report import plan_document, plan_summary
 
@@ -52,11 +53,23 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
                              progress=ctx.console.progress, full=full)
     finally:
         ctx.console.finish()
+    change = mappings.since_last_run(ctx)
+    updates = mappings.rewrites(prepared.plan.actions)
     if fmt == "json":
-        click.echo(json.dumps(plan_document(prepared, details=details), indent=2, ensure_ascii=False, default=str))
+        doc = plan_document(prepared, details=details)
+        doc["mappings"] = {"path": change.current.path, "contentHash": change.current.content_hash,
+                           "origin": change.current.origin, "changedSinceLastRun": change.changed,
+                           "lastRun": None if change.previous is None else
+                           {"runId": change.previous.run_id, "path": change.previous.path,
+                            "contentHash": change.previous.content_hash},
+                           "updatesByKind": updates}
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:
         for line in plan_summary(prepared):
             click.echo(line)
+        note = mappings.describe_change(change, updates)
+        if note:
+            click.echo(note)
         if details:
             for a in prepared.plan.actions:
                 click.echo(f"{a.action} {a.kind} {a.ref_id}  ({a.reason}; SCALARA {a.source_resource} {a.source_id})")

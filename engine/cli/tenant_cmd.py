@@ -126,9 +126,42 @@ def tenant_list(**kwargs: Any) -> None:
     with ctx.store() as store:
         for t in store.list_tenants():
             conn = store.get_connection(t.name)
+            own = store.tenant_mappings(t.name)
             click.echo(f"{t.name:<20} {'activated' if t.activated else 'not activated':<14} "
                        + (f"connected since {human_time(conn.connected_since)} (token {conn.token_fingerprint})"
-                          if conn else "not connected"))
+                          if conn else "not connected")
+                       + (f"; mappings {own.path}" if own else ""))
+
+
+@tenant.command("set")
+@click.argument("name", required=False)
+@click.option("--default-mappings", is_flag=True,
+              help="Drop the tenant's own mappings: use the deployment's again.")
+@operator_options
+@handle_errors
+def tenant_set(name: str | None, default_mappings: bool, **kwargs: Any) -> None:
+    """Give a tenant its own mapping set: tenant set NAME --mappings DIR.
+
+    DIR (a consultant's mapping project's mappings folder) is validated first; an invalid set is
+    not assigned (exit 3). The tenant's runs, plans, explain and serve then use it; every run
+    records the set's path and content hash. --default-mappings goes back to the deployment's
+    mappings ($CASAVI_SYNC_MAPPINGS, else the shipped ones). Then `casavi-sync plan --tenant NAME`
+    shows what the next run would rewrite.
+    """
+    from engine.ops.mappings import assign, short
+
+    ctx = OperatorContext.from_kwargs(kwargs)
+    name = ctx.tenant = _tenant_name(name, ctx)
+    folder = ctx.mappings_path
+    if default_mappings == (folder is not None):
+        raise click.UsageError("give either --mappings DIR or --default-mappings (on the command line)")
+    ref = assign(ctx, None if default_mappings else folder)
+    after = f"; next: casavi-sync plan --tenant {name} --details shows what the next run would rewrite"
+    if ref is None:
+        ctx.console.info(f"tenant '{name}' uses the deployment's mappings again" + after)
+    else:
+        ctx.console.info(f"tenant '{name}' uses the mappings in {ref.path} (valid; content {short(ref.content_hash)})"
+                         + after)
 
 
 def announce_saved(ctx: OperatorContext, saved: connection.TokenSaved) -> None:

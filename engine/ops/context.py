@@ -48,6 +48,11 @@ class Context:
 
         return describe_location(self.state_path)
 
+    @property
+    def state_exists(self) -> bool:
+        """A PostgreSQL state always exists for this purpose; a SQLite file once created."""
+        return not isinstance(self.state_path, Path) or self.state_path.exists()
+
     @contextmanager
     def store(self, *, must_exist: bool = True) -> Iterator[Any]:
         """The state store; only registering a tenant (must_exist=False) may create the file."""
@@ -80,16 +85,14 @@ class Context:
 
         return load_connector_config(self.config_path, env=self.env)
 
-    def mapping_set(self) -> Any:
-        from engine.compile import compile_mappings
-        from engine.paths import default_mappings
-        from engine.validate import load_mapping_set
+    def mapping_set(self, store: Any = None) -> Any:
+        """The tenant's mapping set, validated and compiled (engine.ops.mappings: which one applies)."""
+        from engine.ops.mappings import load, resolve
 
-        where = self.mappings_path or default_mappings()
-        specs = load_mapping_set([where])
-        if not specs:
-            raise ConfigError(f"no mapping files (*.yaml) in {where}; point --mappings at the mappings folder")
-        return compile_mappings(specs)
+        if store is None and self.mappings_path is None and self.state_exists:
+            with self.store() as opened:  # the tenant may have a set of its own
+                return load(resolve(self, opened), self.tenant)
+        return load(resolve(self, store), self.tenant)
 
     def clients(self, store: Any) -> tuple[Any, Any]:
         """SCALARA and casavi clients for this tenant, from the stored connection."""

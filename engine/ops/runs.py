@@ -62,8 +62,11 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
         raise ValueError(f"unknown trigger {trigger!r}")
     options = sync_options(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=run_date, full=full,
                            write_order=write_order)
-    mset = ctx.mapping_set()
+    from engine.ops.mappings import load, resolve
+
     with ctx.store() as store:
+        where = resolve(ctx, store)
+        mset = load(where, ctx.tenant)
         scalara, casavi = ctx.clients(store)
         holder = store.lock_holder(ctx.tenant)
         if holder is None:  # a run refused for a held lock is not audited as started
@@ -75,7 +78,7 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
 
             outcome = run_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, trigger=trigger,
                                      report_dir=ctx.report_dir, progress=progress, should_stop=should_stop,
-                                     stats=stats)
+                                     stats=stats, mappings=where.ref())
             if trigger == "initial" and outcome.outcome != "aborted":
                 store.mark_initial_import(ctx.tenant, outcome.run_id)
     return outcome
@@ -87,8 +90,8 @@ def plan(ctx: Context, *, reconcile: bool = False, run_date: dt.date | None = No
     from engine.sync.session import plan_for_tenant
 
     options = sync_options(ctx, reconcile=reconcile, run_date=run_date, full=full)
-    mset = mset or ctx.mapping_set()
     with ctx.store() as store:
+        mset = mset or ctx.mapping_set(store)
         scalara, casavi = ctx.clients(store)
         with scalara, casavi:
             return plan_for_tenant(store, ctx.tenant, mset, scalara, casavi, options, progress)

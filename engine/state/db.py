@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,11 +132,49 @@ def check_identity(path: Path, db: sqlite3.Connection) -> None:
         raise newer(path, version)
 
 
+# POSIX advisory locks belong to the process, and closing *any* descriptor of a file drops all the
+# locks the process holds on it (sqlite.org/howtocorrupt.html, 2.2). prepare_file's header check
+# opens and closes the state file, so it runs only while no connection of this process has that
+# file open: otherwise a second store opened by another thread (serve's parallel runs, a face
+# opening a store next to a long-lived one) silently dropped the first one's locks, and another
+# process could then checkpoint and delete the WAL under it - a damaged state file.
+_REGISTRY_LOCK = threading.Lock()
+_OPEN: dict[tuple[int, int], int] = {}          # (device, inode) -> open connections of this process
+_KEYS: dict[int, tuple[int, int]] = {}          # id(connection) -> (device, inode)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def close_connection(db: sqlite3.Connection) -> None:
+    """Close a connection made by ``connect`` (and let a later open check the header again)."""
+    with _REGISTRY_LOCK:
+        db.close()
+        key = _KEYS.pop(id(db), None)
+        if key is not None:
+            _OPEN[key] -= 1
+            if not _OPEN[key]:
+                del _OPEN[key]
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    """Open, verify and configure; the caller runs migrations next (still under ``tight_umask``)."""
-    prepare_file(path)
-    with translate_errors(path):
-        db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    """Open, verify and configure; the caller runs migrations next (still under ``tight_umask``).
+    Close it with ``close_connection``."""
+    with _REGISTRY_LOCK:
+        known = _inode(path)
+        if known is None or not _OPEN.get(known):
+            prepare_file(path)
+        with translate_errors(path):
+            db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        key = _inode(path)
+        if key is not None:
+            _OPEN[key] = _OPEN.get(key, 0) + 1
+            _KEYS[id(db)] = key
     try:
         with translate_errors(path):
             check_identity(path, db)
@@ -147,7 +186,7 @@ def connect(path: Path) -> sqlite3.Connection:
             # FULL: a commit is on disk when it returns (0.2 ms here); the write-ahead intent relies on it.
             db.execute("PRAGMA synchronous = FULL")
     except BaseException:
-        db.close()
+        close_connection(db)
         raise
     return db
 

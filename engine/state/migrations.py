@@ -231,7 +231,28 @@ V4 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4)
+V5 = Migration(
+    "mapping sets: a tenant's own mapping folder, and which set each run used",
+    (
+        # A tenant without a row uses the deployment's mappings (--mappings, $CASAVI_SYNC_MAPPINGS,
+        # the shipped defaults). content_hash: of the folder when it was assigned (and validated).
+        """CREATE TABLE tenant_mappings (
+            tenant TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            assigned_at TEXT NOT NULL
+        )""",
+        # The mapping set a run mapped with: where it came from and a hash of its files' content.
+        """CREATE TABLE run_mappings (
+            run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            origin TEXT NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -70,7 +70,9 @@ class SqliteConn:
         return self.raw.in_transaction
 
     def close(self) -> None:
-        self.raw.close()
+        from engine.state.db import close_connection  # db imports the migrations, which import this
+
+        close_connection(self.raw)
 
 
 def as_conn(db: Conn | sqlite3.Connection) -> Conn:

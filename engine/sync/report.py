@@ -159,6 +159,9 @@ def run_summary(report: dict[str, Any]) -> list[str]:
              f"{report['outcome']} in {report['durationS']:.1f} s"]
     if report.get("error"):
         lines.append(f"aborted: {report['error']}")
+    used = report.get("mappings")
+    if used:
+        lines.append(f"  mappings          {used['path']} ({used['origin']}, content {used['contentHash'][:12]})")
     extraction = report.get("extraction") or {}
     if extraction.get("mode") == "full" and extraction.get("reason"):
         lines.append(f"  read all of SCALARA: {extraction['reason']}")

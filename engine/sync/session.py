@@ -18,6 +18,7 @@ from engine.compile import MappingSet
 from engine.errors import OperatorError, RecordError
 from engine.observe.hooks import run_finished
 from engine.state import StateStore
+from engine.state.mapsets import MappingSetRef
 from engine.state.sources import SourceCursor
 from engine.sync.apply import ApplyResult, Progress, Writer
 from engine.sync.extract import extract, parse_stamp
@@ -171,11 +172,18 @@ def run_for_tenant(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     stats: Callable[[], dict[str, Any]] | None = None,
+    mappings: MappingSetRef | None = None,
 ) -> RunOutcome:
-    """Run one sync under the tenant's lock. Operator errors are caught, recorded and returned."""
+    """Run one sync under the tenant's lock. Operator errors are caught, recorded and returned.
+
+    ``mappings``: which set ``mset`` was loaded from (path, content hash, origin), recorded with
+    the run in the history and in the report.
+    """
     writer: Writer = casavi
     with store.acquire_lock(tenant, trigger):
         run_id = store.begin_run(tenant, trigger)
+        if mappings is not None:
+            store.set_run_mappings(run_id, mappings)
         started = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
         prepared: Prepared | None = None
@@ -203,6 +211,9 @@ def run_for_tenant(
             duration_s=time.perf_counter() - t0, outcome=outcome, prepared=prepared, result=result,
             error=error, calls=stats() if stats else None,
         )
+        if mappings is not None:
+            report["mappings"] = {"path": mappings.path, "contentHash": mappings.content_hash,
+                                  "origin": mappings.origin}
         report_path = None
         if report_dir is not None:
             report_path = report_dir / f"run-{run_id:06d}.json"
