@@ -192,3 +192,30 @@ def test_serve_refuses_to_start_when_a_tenants_set_became_invalid(two: tuple[Wor
     assert result.exit_code == 3
     assert "the mapping set of tenant 'b' is invalid" in result.output
     assert f"casavi-sync validate {b_set}" in result.output
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_store_keeps_mapping_sets_on_both_backends(backend: str, request: pytest.FixtureRequest,
+                                                       tmp_path: Path) -> None:
+    from engine.state import StateStore
+    from engine.state.mapsets import MappingSetRef
+
+    where = request.getfixturevalue("pg_url") if backend == "postgresql" else str(tmp_path / "state.db")
+    with StateStore.open(where, migrate=True) as store:
+        store.add_tenant("acme", "ck_key", "cs_secret")
+        assert store.tenant_mappings("acme") is None
+        store.set_tenant_mappings("acme", "/srv/a", "h1")
+        store.set_tenant_mappings("acme", "/srv/b", "h2")  # reassigning replaces
+        own = store.tenant_mappings("acme")
+        assert own is not None and (own.path, own.content_hash, own.origin) == ("/srv/b", "h2", "tenant")
+        run = store.begin_run("acme", "manual")
+        store.set_run_mappings(run, MappingSetRef("/srv/b", "h2", "tenant"))
+        store.set_run_mappings(run, MappingSetRef("/srv/b", "h3", "tenant"))
+        assert store.last_run_mappings("acme") is None  # not finished yet
+        store.finish_run(run, "clean", {}, None, None)
+        last = store.last_run_mappings("acme")
+        assert last is not None and (last.run_id, last.content_hash) == (run, "h3")
+        store.set_tenant_mappings("acme", None)
+        assert store.tenant_mappings("acme") is None
+        store.remove_tenant("acme")  # cascades
