@@ -251,3 +251,25 @@ def test_progress_and_the_run_summary_count_complete_properties(cli_env: tuple[A
     sb.scalara.update_record("units", unit, {"label": "Neubau"})  # a unit's change: its property, complete
     text = invoke(env, "run", "--write-order", "kind").output
     assert "properties        1 of 1 complete; the first after" in text
+
+
+def test_a_stop_during_the_writes_ends_the_run_and_the_next_run_completes_it(four: World) -> None:
+    from engine.sync.runner import SyncOptions
+    from engine.sync.session import run_for_tenant
+    from tests.conftest import RUN_DATE
+
+    counters = four.sandbox.casavi_server.counters
+    scalara, casavi = four.clients()
+    with scalara, casavi:
+        stopped = run_for_tenant(four.store, four.tenant, four.mset, scalara, casavi,
+                                 SyncOptions(run_date=RUN_DATE, concurrency=4),
+                                 should_stop=lambda: counters.writes() >= 60)
+    assert stopped.outcome == "stopped"
+    assert 60 <= counters.writes() < 80  # the calls in flight finished, no new ones started
+    props = stopped.report["properties"]
+    assert props["complete"] < props["total"] == 4
+    again = four.run()
+    assert again.report["writeFailures"] == []
+    assert again.report["properties"]["complete"] == again.report["properties"]["total"]
+    assert not [k for k, s in four.store.records("default").items() if s.status in ("pending", "failed")]
+    assert four.run().report["calls"]["casavi"].get("writes", 0) == 0

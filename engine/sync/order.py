@@ -65,15 +65,18 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
         return found[0] if found else ()
 
     anchors_memo: dict[Key, frozenset[str]] = {}
+    single: dict[str, frozenset[str]] = {}  # one shared set per property (most records lead to one)
 
     def anchors(key: Key, depth: int = 0) -> frozenset[str]:
         if key[0] == ANCHOR:
-            return frozenset((key[1],))
+            return single.setdefault(key[1], frozenset((key[1],)))
         if key in anchors_memo:
             return anchors_memo[key]
         found: frozenset[str] = frozenset()
         if depth < 16:  # references are acyclic (the validator checks); this only bounds a bad lookup
             found = frozenset().union(*(anchors(d, depth + 1) for d in deps(key)))
+            if len(found) == 1:
+                found = single.setdefault(next(iter(found)), found)
         anchors_memo[key] = found
         return found
 
