@@ -273,3 +273,28 @@ def test_a_stop_during_the_writes_ends_the_run_and_the_next_run_completes_it(fou
     assert again.report["properties"]["complete"] == again.report["properties"]["total"]
     assert not [k for k, s in four.store.records("default").items() if s.status in ("pending", "failed")]
     assert four.run().report["calls"]["casavi"].get("writes", 0) == 0
+
+
+def test_records_referring_to_each_other_in_a_circle_are_still_written() -> None:
+    """Nothing releases a circle; the scheduler sends it anyway instead of stopping short."""
+    from engine.sync.apply import apply_plan
+    from engine.sync.plan import Plan
+
+    class Casavi:
+        def __init__(self) -> None:
+            self.put_ids: list[str] = []
+
+        def put(self, kind: str, ref_id: str, payload: dict[str, Any]) -> Any:
+            self.put_ids.append(ref_id)
+
+    class Journal:
+        def pending(self, actions: Any) -> None: ...
+        def written(self, action: Any) -> None: ...
+        def flush(self) -> None: ...
+
+    actions = [act("properties", "P"), act("units", "A", ("properties", "P"), ("units", "B")),
+               act("units", "B", ("properties", "P"), ("units", "A"))]
+    writer = Casavi()
+    result = apply_plan(Plan(kinds=ORDER, actions=actions), writer, Journal(), order=ORDER)  # type: ignore[arg-type]
+    assert sorted(writer.put_ids) == ["A", "B", "P"] and writer.put_ids[0] == "P"
+    assert [d.anchor for d in result.properties_done] == ["P"]

@@ -229,10 +229,14 @@ class _Runner:
         ready: list[tuple[int, int, int, Action]] = []
         seq = itertools.count()
         announced: set[Key] = set()
+        started: set[Key] = set()  # made ready (or skipped)
         admitted = 0
         cap = self.concurrency * 2
 
         def make_ready(a: Action) -> None:
+            if (a.kind, a.ref_id) in started:  # forced out of a circle before its references settled
+                return
+            started.add((a.kind, a.ref_id))
             blocker = self._blocker(a)
             if blocker is None:
                 key = (a.kind, a.ref_id)
@@ -270,6 +274,13 @@ class _Runner:
                            and len(ready) + len(in_flight) < cap):
                         admitted += 1  # first, so that make_ready sees the group as started
                         admit(admitted - 1)
+                    if not ready and not in_flight:
+                        # Nothing can release what still waits: references in a circle (SCALARA data
+                        # the mappings do not forbid). Send those anyway, as kind by kind would.
+                        for g in groups[done.first_open:admitted]:
+                            for a in g.actions:
+                                if (a.kind, a.ref_id) not in started:
+                                    make_ready(a)
                     if len(in_flight) >= cap or not ready:
                         return
                     if self.should_stop():
