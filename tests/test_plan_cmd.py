@@ -128,3 +128,17 @@ def test_plan_details_show_a_reason_line_for_every_update(env: tuple[Any, dict[s
     diffs = [c["diff"] for c in doc["changes"] if c["action"] == "update"]
     assert diffs and all(diffs)
     assert {"field": "title", "from": None, "to": None, "fromAbsent": True} in [d for ds in diffs for d in ds]
+
+
+def test_plan_and_run_say_how_they_read_scalara_and_full_forces_a_full_read(env: tuple[Any, dict[str, str]]) -> None:
+    sb, e = env
+    first = invoke(e, "run")
+    assert "read all of SCALARA: first run" in first.output
+    contact = sorted(sb.scalara.dataset()["contacts"])[0]
+    sb.scalara.update_record("contacts", contact, {"city": "Lüneburg"})
+    plan = invoke(e, "plan")
+    assert "read what changed in SCALARA since" in plan.output and "1 changed, 0 deleted" in plan.output
+    full = invoke(e, "plan", "--full")
+    assert "read all of SCALARA: requested (--full)" in full.output
+    run = invoke(e, "run", "--full", "--format", "json")
+    assert json.loads(run.stdout)["extraction"]["mode"] == "full"

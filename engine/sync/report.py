@@ -150,6 +150,14 @@ def plan_summary(prepared: Prepared) -> list[str]:
     if len(plan.errors) > 20:
         lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
     lines.extend(render_coverage(prepared.coverage, min_share=0.5))
+    ex = prepared.extraction
+    if ex is not None:
+        if ex.mode == "full":
+            lines.append(f"read all of SCALARA: {ex.reason}" if ex.reason else "read all of SCALARA")
+        else:
+            lines.append(f"read what changed in SCALARA since {ex.since}: {sum(ex.changed.values())} changed, "
+                         f"{sum(ex.deleted.values())} deleted" + ("; nothing to map" if ex.skipped else ""))
+        lines.extend(f"warning: {w}" for w in ex.warnings)
     lines.append("changes pending" if plan.pending_changes else "casavi is up to date")
     return lines
 
