@@ -167,10 +167,39 @@ class ConnectorConfig:
 def load_connector_config(
     path: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> ConnectorConfig:
-    """default.yaml, deep-merged with the operator file (argument or env), then env URL overrides."""
+    """default.yaml, deep-merged with the operator file (argument or env), then env URL overrides.
+
+    The result is immutable and remembered per (file texts, URL overrides): a run asks for it more
+    than once, and parsing YAML is most of a CLI start.
+    """
     environ = os.environ if env is None else env
-    layers: list[_Layer] = [_read_layer(DEFAULT_CONFIG)]
     operator_file = path if path is not None else (environ.get(ENV_CONFIG_FILE) or None)
+    texts = tuple(_text_or_none(f) for f in (DEFAULT_CONFIG, operator_file))
+    key = (str(operator_file), texts, environ.get(ENV_SCALARA_URL), environ.get(ENV_CASAVI_URL))
+    cached = _LOADED.get(key)
+    if cached is not None:
+        return cached
+    config = _load(operator_file, environ)
+    if len(_LOADED) > 32:
+        _LOADED.clear()
+    _LOADED[key] = config
+    return config
+
+
+_LOADED: dict[Any, ConnectorConfig] = {}
+
+
+def _text_or_none(file: str | Path | None) -> str | None:
+    if file is None:
+        return None
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # _read_layer reports it
+
+
+def _load(operator_file: str | Path | None, environ: Mapping[str, str]) -> ConnectorConfig:
+    layers: list[_Layer] = [_read_layer(DEFAULT_CONFIG)]
     if operator_file is not None:
         layers.append(_read_layer(Path(operator_file)))
     for var, section in ((ENV_SCALARA_URL, "scalara"), (ENV_CASAVI_URL, "casavi")):
