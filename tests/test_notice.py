@@ -104,13 +104,32 @@ def test_notice_of_a_real_run_and_the_cli(world: World) -> None:
     assert doc["items"] and doc["new"] == 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--run", "999"], "run 999"),
-])
-def test_notice_cli_errors(world: World, args: list[str], message: str) -> None:
+def test_notice_cli_errors(world: World) -> None:
     world.run()
-    result = CliRunner().invoke(main, ["notice", "--state", str(world.tmp / "state.db"), *args])
-    assert result.exit_code == 3 and message in result.output and "Traceback" not in result.output
+    state = str(world.tmp / "state.db")
+    # a run that does not exist is a usage error, said as `report` says it
+    result = CliRunner().invoke(main, ["notice", "--state", state, "--run", "999"])
+    assert result.exit_code == 2 and "no run 999" in result.output and "Traceback" not in result.output
+    # a file that cannot be written: one line, not an internal error
+    result = CliRunner().invoke(main, ["notice", "--state", state, "-o", str(world.tmp / "missing" / "n.txt")])
+    assert result.exit_code == 3 and "cannot write the notice" in result.output
+    assert "internal error" not in result.output
+
+
+def test_notice_of_a_run_is_that_run(world: World) -> None:
+    """--run N of a run that left no report says so; it never shows an earlier run's notice instead."""
+    from engine.state import StateStore
+
+    world.run()
+    state = world.tmp / "state.db"
+    with StateStore.open(state) as store:
+        interrupted = store.begin_run("default", "manual")
+        store.finish_run(interrupted, "aborted", {}, None, "killed")
+    result = CliRunner().invoke(main, ["notice", "--state", str(state), "--run", str(interrupted)])
+    assert result.exit_code == 3 and f"run {interrupted}" in result.output and "left no report" in result.output
+    assert "Hinweise" not in result.output
+    result = CliRunner().invoke(main, ["notice", "--state", str(state), "--run", "1", "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.output)["runId"] == 1
 
 
 def test_notice_before_any_run(tmp_path: Path) -> None:

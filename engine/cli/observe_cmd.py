@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, OperatorContext, handle_errors, operator_options
+from engine.cli.context import EXIT_OK, EXIT_USAGE, OperatorContext, handle_errors, operator_options
 from engine.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,6 +117,14 @@ def notice(run_id: int | None, fmt: str, output: Path | None, zone: str, **kwarg
 
     ctx = OperatorContext.from_kwargs(kwargs)
     tz: dt.tzinfo = load_zone(zone)
+    if run_id is not None:
+        with ctx.store() as store:
+            store.tenant(ctx.tenant)
+            asked = store.get_run(run_id)
+        if asked is None or asked.tenant != ctx.tenant:  # as `report` says it: a usage error
+            click.echo(f"error: tenant '{ctx.tenant}' has no run {run_id}; `casavi-sync history` lists the runs",
+                       err=True)
+            raise SystemExit(EXIT_USAGE)
     doc = tenant_notice(ctx, run_id)
     if fmt == "json":
         text = json.dumps(doc.as_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -127,9 +135,12 @@ def notice(run_id: int | None, fmt: str, output: Path | None, zone: str, **kwarg
     if output is None:
         click.echo(text, nl=False)
     else:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(output, 0o600)
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(output, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the notice to {output}: {exc.strerror or exc}") from None
         ctx.console.info(f"notice written to {output} ({len(doc.items)} item(s), {doc.new_count} new)")
     raise SystemExit(EXIT_OK)

@@ -26,14 +26,22 @@ def _load(path: str | None) -> dict[str, Any] | None:
 
 
 def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(the report, the report of the finished run before it or None) of ``ctx.tenant``."""
+    """(the report, the report of the finished run before it or None) of ``ctx.tenant``.
+
+    With ``run_id``: exactly that run of this tenant (never an earlier one in its place).
+    """
     with ctx.store() as store:
         store.tenant(ctx.tenant)  # an unknown tenant: ConfigError with did-you-mean
+        asked = store.get_run(run_id) if run_id is not None else None
         finished = [r for r in store.runs(ctx.tenant, limit=200) if r.finished_at]
     if run_id is not None:
-        finished = [r for r in finished if r.id <= run_id]
-        if not finished or finished[0].id != run_id:
-            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' is not a finished run; see casavi-sync history")
+        if asked is None or asked.tenant != ctx.tenant:
+            raise StateError(f"tenant '{ctx.tenant}' has no run {run_id}; see casavi-sync history")
+        if not asked.finished_at:
+            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' has not finished yet")
+        if not asked.report_path:
+            raise StateError(f"run {run_id} of tenant '{ctx.tenant}' left no report (it was interrupted)")
+        finished = [asked, *[r for r in finished if r.id < run_id]]
     with_report = [r for r in finished if r.report_path]
     if not with_report:
         raise StateError(f"tenant '{ctx.tenant}' has no finished run with a report yet; run a sync first")
