@@ -105,6 +105,30 @@ def test_metrics_scraped_during_and_after_a_run(slow_world: World) -> None:
     assert not any(v in ids for (_, labels), _v in found.items() for _k, v in labels)
 
 
+def test_last_run_failures_are_new_then_known(world: World) -> None:
+    """The gauge the shipped CasaviSyncNewFailures alert watches: a run's failures are new when the
+    run before did not have them, known when it did (it read 0 for both before)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from engine.observe.metrics import StateCollector
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        registry = CollectorRegistry()
+        registry.register(StateCollector(opener(world), ttl_s=0))
+        return samples(generate_latest(registry).decode("utf-8"))
+
+    first = world.run().report
+    n = len(first["mapErrors"]) + len(first["writeFailures"])
+    assert n > 0  # the generated data is deliberately broken in places
+    found = scrape()
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="new") == n
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="known") == 0
+    world.run()
+    found = scrape()
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="new") == 0
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="known") == n
+
+
 def test_health_and_readiness_over_http() -> None:
     now = [100.0]
     failing = {"on": True}

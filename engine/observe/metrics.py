@@ -18,16 +18,19 @@ The metric names are documented in docs/observability.md, with example alert rul
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from engine.observe.webhook import all_failures, new_failures
 from engine.schedule import Schedule
 
 PREFIX = "casavi_sync"
@@ -106,6 +109,8 @@ class StateCollector(Collector):
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
+        # (tenant, last run id, run id before it) -> new/known counts; reports never change once written
+        self._failure_cache: dict[tuple[str, int, int | None], dict[str, int]] = {}
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -151,8 +156,7 @@ class StateCollector(Collector):
             up.add_metric([], 0.0)
             return [up]
 
-    @staticmethod
-    def _tenant_runs(store: Any, name: str, last_clean: GaugeMetricFamily, last_run: GaugeMetricFamily,
+    def _tenant_runs(self, store: Any, name: str, last_clean: GaugeMetricFamily, last_run: GaugeMetricFamily,
                      failures: GaugeMetricFamily) -> None:
         finished = [r for r in store.runs(name, limit=50) if r.finished_at]
         if not finished:
@@ -163,8 +167,39 @@ class StateCollector(Collector):
         if clean is not None:
             last_clean.add_metric([name], _unix(clean.finished_at))
         summary = failure_summary(latest.counts)
+        if not any(summary.values()):
+            summary = self._failures_from_reports(name, latest, finished[1] if len(finished) > 1 else None)
         for state, n in summary.items():
             failures.add_metric([name, state], float(n))
+
+
+    def _failures_from_reports(self, name: str, latest: Any, previous: Any) -> dict[str, int]:
+        """new/known counts of the last run from its report and the report of the run before it
+        (what the webhook calls news): a failure is known when the run before had it too."""
+        key = (name, int(latest.id), int(previous.id) if previous is not None else None)
+        found = self._failure_cache.get(key)
+        if found is None:
+            report = _read_report(latest.report_path)
+            out = {"new": 0, "known": 0, "acknowledged": 0}
+            if report is not None:
+                before = _read_report(previous.report_path) if previous is not None else None
+                total = len(all_failures(report))
+                out["new"] = len(new_failures(report, before))
+                out["known"] = max(0, total - out["new"])
+            if len(self._failure_cache) > 4096:
+                self._failure_cache.clear()
+            found = self._failure_cache[key] = out
+        return dict(found)
+
+
+def _read_report(path: str | None) -> Mapping[str, Any] | None:
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def failure_summary(counts: Mapping[str, Any]) -> dict[str, int]:
