@@ -394,3 +394,15 @@ def test_short_secrets_get_no_characters_in_their_fingerprint() -> None:
     assert fingerprint("scl_" + "a" * 36 + "WXYZ") == "…WXYZ"
     assert fingerprint("k123") == "…" and fingerprint("short-key1") == "…"
     assert fingerprint("") is None and fingerprint(None) is None
+
+
+def test_scheduled_tenants_are_the_activated_and_connected_ones(store: StateStore) -> None:
+    store.add_tenant("beta", KEY, SECRET)
+    store.activate_tenant("acme")
+    store.activate_tenant("beta")
+    store.save_connection("acme", TOKEN, "a1")
+    store.set_last_scheduled_day("acme", dt.date(2026, 3, 1))
+    assert store.scheduled_tenants() == [("acme", dt.date(2026, 3, 1))]  # beta has no connection
+    store.save_connection("beta", TOKEN, "b1")
+    store.deactivate_tenant("acme")
+    assert store.scheduled_tenants() == [("beta", None)]

@@ -56,7 +56,7 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
         raise click.BadParameter("keep the heartbeat below half of --stall-timeout", param_hint="--heartbeat")
     StateStore.open(ctx.state_path).close()  # refuses an unknown schema version, in one line
     ctx.connector_config()
-    ctx.mapping_set()
+    ctx.mapping_set()  # fail at start, not at 04:00: the mappings must load (as serve checks)
     rt = Runtime(ctx=ctx, schedule=schedule, log=LockedLog(ctx.console), worker_name=worker_name(),
                  stall_timeout_s=stall_timeout_s)
     run_worker(str(ctx.state_path), rt, concurrency=concurrency, tick_s=tick_s, heartbeat_s=heartbeat_s)

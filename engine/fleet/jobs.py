@@ -115,13 +115,12 @@ def schedule_tick(app: Any) -> list[str]:
     now = rt.clock()
     deferred: list[str] = []
     with rt.ctx.store() as store:
-        due = []
-        for tenant in store.list_tenants():
-            if not tenant.activated or store.get_connection(tenant.name) is None:
-                continue
-            day = rt.schedule.due(tenant.name, store.last_scheduled_day(tenant.name), now)
-            if day is not None:
-                due.append((rt.schedule.slot(tenant.name, day), tenant.name, day))
+        candidates = store.scheduled_tenants()
+    due = []
+    for name, last in candidates:
+        day = rt.schedule.due(name, last, now)
+        if day is not None:
+            due.append((rt.schedule.slot(name, day), name, day))
     for _, name, day in sorted(due):
         if defer_run(app, name, "schedule", day) is not None:
             deferred.append(name)

@@ -202,6 +202,13 @@ class TenantsMixin(StoreBase):
 
     # -- schedule -----------------------------------------------------------------------------
 
+    def scheduled_tenants(self) -> list[tuple[str, dt.date | None]]:
+        """(name, last scheduled day) of every activated, connected tenant, in one query (the fleet's tick)."""
+        with self._read() as db:
+            rows = db.execute("SELECT t.name, t.last_scheduled_day FROM tenants t JOIN connections c "
+                              "ON c.tenant = t.name WHERE t.activated = 1 ORDER BY t.name").fetchall()
+        return [(str(r[0]), dt.date.fromisoformat(r[1]) if r[1] else None) for r in rows]
+
     def last_scheduled_day(self, tenant: str) -> dt.date | None:
         """The last day the scheduler started this tenant's daily run (so a restart does not repeat it)."""
         with self._read() as db:
