@@ -9,6 +9,7 @@ from __future__ import annotations
 from engine.cli import (
     demo_cmd,
     explain_cmd,
+    failures_cmd,
     init_cmd,
     keys_cmd,
     map_cmd,
@@ -26,6 +27,6 @@ from engine.cli import (
 )
 from engine.cli.base import main
 
-__all__ = ["demo_cmd", "explain_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "observe_cmd", "sandbox_cmd",
-           "serve_cmd", "state_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd", "web_cmd",
-           "worker_cmd"]
+__all__ = ["demo_cmd", "explain_cmd", "failures_cmd", "init_cmd", "keys_cmd", "main", "map_cmd", "observe_cmd",
+           "sandbox_cmd", "serve_cmd", "state_cmd", "status_cmd", "sync_cmd", "tenant_cmd", "test_cmd", "validate_cmd",
+           "web_cmd", "worker_cmd"]

@@ -45,6 +45,16 @@ def _local(stamp: str | None, zone: dt.tzinfo) -> str:
     return human_time(stamp, zone)
 
 
+def _failure_line(f: dict[str, Any]) -> str | None:
+    if not (f["new"] or f["known"] or f["acknowledged"]):
+        return None
+    line = f"  failures      {f['new']} new, {f['known']} known"
+    if f["oldestKnown"]:
+        o = f["oldestKnown"]
+        line += f" (the oldest since run {o['sinceRun']}, {o['occurrences']}x)"
+    return line + f", {f['acknowledged']} acknowledged (casavi-sync failures)"
+
+
 def _status_lines(doc: dict[str, Any], zone: dt.tzinfo) -> list[str]:
     lines = [f"tenant {doc['tenant']}"]
     lines.append("  activated     " + (f"yes, since {_local(doc['activatedAt'], zone)}" if doc["activated"] else "no"))
@@ -63,6 +73,9 @@ def _status_lines(doc: dict[str, Any], zone: dt.tzinfo) -> list[str]:
                      f"{last['outcome']}; {_changes(last['changes'])}")
         if last["error"]:
             lines.append(f"                {last['error']}")
+    failure_line = _failure_line(doc["failures"]) if doc.get("failures") else None
+    if failure_line:
+        lines.append(failure_line)
     if doc["nextRunDue"]:
         lines.append("  next run      due now (`casavi-sync serve` starts it at its next check)")
     elif doc["nextRun"]:

@@ -97,12 +97,18 @@ def plan(details: bool, fmt: str, reconcile: bool, run_date: str | None, full: b
               help="property: each property complete (units, contacts, contracts, ...) before the next; "
                    "kind: all properties, then all contacts, ... (the older order, for comparison).")
 @alert_options
+@click.option("--retry-failed", is_flag=True,
+              help="Send again the records casavi refused before, even if unchanged (normally held back).")
+@click.option("--retry-record", "retry_records", multiple=True, metavar="KIND/ID",
+              help="The same for one record (casavi reference id or SCALARA id); repeatable.")
 @handle_errors
 def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, full: bool, write_order: str,
-        **kwargs: Any) -> None:
+        retry_failed: bool, retry_records: tuple[str, ...], **kwargs: Any) -> None:
     """Make casavi equal to what the mappings produce from SCALARA.
 
-    Exit codes: 0 clean, 1 some records failed (reported; the next run retries them) or the
+    A record casavi refused (400/422) is not sent again until its payload changes (--retry-failed
+    or --retry-record to send it anyway); conflicts (409 ...) are retried on a backoff. Exit codes:
+    0 clean (failures all acknowledged, see `casavi-sync ack`), 1 some records failed or the
     mass-archive guard held archives back, 3 aborted (auth, network, config, state).
     """
     from engine.cli.observe_cmd import observe_config, store_opener
@@ -110,11 +116,23 @@ def run(allow_archive: bool, reconcile: bool, fmt: str, run_date: str | None, fu
 
     observe = observe_config(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
+    targets = [_record_target(t) for t in retry_records]
+    if retry_failed or targets:
+        from engine.ops.failures import request_retry
+
+        request_retry(ctx, None if retry_failed else targets)
     with Observability(observe, store_opener(ctx)):  # alerts of this run, when a webhook is configured
         code = run_tenant(ctx, allow_archive=allow_archive, reconcile=reconcile, run_date=parse_date_option(run_date),
                           trigger="reconcile" if reconcile else "manual", fmt=fmt, full=full,
                           write_order=write_order)
     raise SystemExit(code)
+
+
+def _record_target(text: str) -> tuple[str, str]:
+    kind, sep, ident = text.partition("/")
+    if not sep or not kind or not ident:
+        raise click.BadParameter(f"{text!r} is not KIND/ID (e.g. units/u-4711)", param_hint="--retry-record")
+    return kind, ident
 
 
 def run_tenant(ctx: OperatorContext, *, allow_archive: bool = False, reconcile: bool = False,
@@ -139,6 +157,9 @@ def report_outcome(ctx: OperatorContext, outcome: Any, fmt: str = "text") -> int
         fields = {"event": "run.end", "tenant": r["tenant"], "outcome": r["outcome"], "run_id": r["runId"],
                   "trigger": r["trigger"], "counts": total_counts(r["counts"]), "duration_s": r["durationS"],
                   "failures": len(r["mapErrors"]) + len(r["writeFailures"]), "report": str(outcome.report_path)}
+        fails = (r.get("failureStates") or {}).get("counts")
+        if fails:  # alerting keys on news: failures_new
+            fields.update({f"failures_{k}": v for k, v in fails.items()})
         props = r.get("properties") or {}
         if props.get("total"):
             fields["properties"] = {k: props.get(k) for k in ("complete", "total", "firstCompleteS",

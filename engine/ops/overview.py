@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.ops.context import Context
+from engine.ops.failures import failure_overview
 from engine.timefmt import parse_stamp
 
 ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
@@ -70,6 +71,7 @@ def tenant_status(store: Any, tenant: Any, schedule: Any, now: dt.datetime) -> d
         "notScheduled": None,
         "running": None if holder is None else {
             "pid": holder.pid, "host": holder.hostname, "since": holder.started_at, "purpose": holder.purpose},
+        "failures": failure_overview(store, name),
     }
     if not tenant.activated:
         doc["notScheduled"] = f"not activated (casavi-sync tenant activate {name})"

@@ -252,7 +252,38 @@ V5 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5)
+V6 = Migration(
+    "known failures: records casavi refused or SCALARA data keeps from mapping, with acknowledgements",
+    (
+        # One row per failing record; see engine/state/failures.py and engine/sync/failures.py.
+        """CREATE TABLE failures (
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            stage TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            source_resource TEXT,
+            source_id TEXT,
+            category TEXT NOT NULL,
+            status INTEGER,
+            reason TEXT NOT NULL,
+            field TEXT,
+            payload_hash TEXT,
+            first_run INTEGER,
+            first_seen_at TEXT NOT NULL,
+            last_run INTEGER,
+            last_seen_at TEXT NOT NULL,
+            occurrences INTEGER NOT NULL DEFAULT 1,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_retry_at TEXT,
+            retry_requested INTEGER NOT NULL DEFAULT 0,
+            acknowledged_at TEXT,
+            ack_note TEXT,
+            PRIMARY KEY (tenant, stage, kind, ref_id)
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6)
 LATEST_VERSION = len(MIGRATIONS)
 
 

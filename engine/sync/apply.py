@@ -163,7 +163,7 @@ class _Runner:
         if announced:  # its intent was journaled: settle it, so the next run sees "failed, retry"
             self.journal.failed(a, RecordError(reason, source_id=a.source_id, resource=a.source_resource, target_id=a.ref_id))
         self.result.outcomes.append(Outcome(a.kind, a.ref_id, SKIPPED, False, a.source_resource,
-                                            a.source_id, {"reason": reason}))
+                                            a.source_id, {"reason": reason, "blockedBy": list(blocker)}))
         self.completion.settled(a, False)
 
     # -- kind by kind (and every archive phase) ---------------------------------------------------

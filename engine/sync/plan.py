@@ -115,6 +115,7 @@ class Plan:
     guard_trips: list[GuardTrip] = field(default_factory=list)
     held_archives: list[Action] = field(default_factory=list)
     adopt: list[Action] = field(default_factory=list)  # equal in casavi, unknown to the state
+    held: list[Action] = field(default_factory=list)  # known failures not sent again (engine.sync.failures)
 
     def counts(self) -> dict[str, dict[str, int]]:
         table = {k: {CREATE: 0, UPDATE: 0, RESTORE: 0, ARCHIVE: 0, UNCHANGED: 0, ERROR: 0}
@@ -198,11 +199,14 @@ def build_plan(
     archive_max_share: float = 0.10,
     archive_floor: int = 0,
     allow_archive: bool = False,
+    record_holds: Mapping[tuple[str, str], Any] | None = None,
 ) -> Plan:
     """Decide every record's action. ``current`` is casavi's state when reconciling (else None).
 
     ``empty_kinds``: kinds made from a SCALARA resource that returned no records; ``kind_holds``:
     other kinds whose archives are held as a whole, with the reason (an incomplete read).
+    ``record_holds`` (engine.sync.failures.holds) names records casavi refused before: one whose payload
+    still hashes to the refused one is put in ``plan.held`` with the hold's reason, not sent.
     """
     plan = Plan(kinds=tuple(kinds))
     plan.errors = list(map_errors)
@@ -224,6 +228,9 @@ def build_plan(
         elif decided.action == UNCHANGED:  # equal in casavi already: no call, the state learns it
             plan.adopt.append(decided)
             unchanged[d.kind] = unchanged.get(d.kind, 0) + 1
+        elif record_holds and key in record_holds and record_holds[key].payload_hash == h:
+            decided.reason = record_holds[key].reason
+            plan.held.append(decided)
         else:
             plan.actions.append(decided)
 

@@ -12,6 +12,7 @@ from engine.sync.plan import ARCHIVE, CREATE, RESTORE, UNCHANGED, UPDATE, Plan
 if TYPE_CHECKING:
     from engine.errors import OperatorError
     from engine.sync.apply import ApplyResult
+    from engine.sync.failures import FailureSummary
     from engine.sync.runner import Prepared
 
 COLUMNS = (CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, "error")
@@ -27,6 +28,7 @@ def plan_document(prepared: Prepared, *, details: bool = False) -> dict[str, Any
         "extraction": prepared.extraction.as_dict() if prepared.extraction else None,
         "guard": [g.as_dict() for g in plan.guard_trips],
         "errors": plan.errors,
+        "held": [{"kind": a.kind, "id": a.ref_id, "reason": a.reason} for a in plan.held],
         "coverage": prepared.coverage,
     }
     if details:
@@ -55,9 +57,10 @@ def _merged_counts(plan: Plan | None, result: ApplyResult | None) -> dict[str, d
 
 def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime, duration_s: float,
                  outcome: str, prepared: Prepared | None, result: ApplyResult | None,
-                 error: OperatorError | None, calls: dict[str, Any] | None) -> dict[str, Any]:
+                 error: OperatorError | None, calls: dict[str, Any] | None,
+                 failures: FailureSummary | None = None) -> dict[str, Any]:
     plan = prepared.plan if prepared else None
-    failures = [o.as_dict() for o in result.failed] if result else []
+    write_failures = [o.as_dict() for o in result.failed] if result else []
     return {
         "runId": run_id,
         "tenant": tenant,
@@ -72,12 +75,17 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "counts": _merged_counts(plan, result),
         "guard": [g.as_dict() for g in plan.guard_trips] if plan else [],
         "mapErrors": plan.errors if plan else [],
-        "writeFailures": failures,
+        "writeFailures": write_failures,
         "timings": prepared.timings if prepared else {},
         "coverage": prepared.coverage if prepared else {},
         "calls": calls or {},
         "properties": property_completion(result, started),
         "subjects": _subjects(prepared, result),
+        # new / known / acknowledged failures (engine.sync.failures); mapErrors and writeFailures
+        # above list this run's failures as they happened, this says which of them are news.
+        "failureStates": failures.as_dict() if failures is not None else None,
+        "held": [{"kind": a.kind, "id": a.ref_id, "reason": a.reason,
+                  "source": {"resource": a.source_resource, "id": a.source_id}} for a in plan.held] if plan else [],
     }
 
 
@@ -149,6 +157,9 @@ def plan_summary(prepared: Prepared) -> list[str]:
         lines.append("error: " + problem_line(e, shown))
     if len(plan.errors) > 20:
         lines.append(f"... and {len(plan.errors) - 20} more errors (see --format json)")
+    if plan.held:
+        lines.append(f"held: {len(plan.held)} record(s) casavi refused before, unchanged since: not sent "
+                     f"(casavi-sync failures; run --retry-failed sends them)")
     lines.extend(render_coverage(prepared.coverage, min_share=0.5))
     ex = prepared.extraction
     if ex is not None:
@@ -187,6 +198,10 @@ def run_summary(report: dict[str, Any]) -> list[str]:
         lines.append(line)
     for g in report["guard"]:
         lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
+    failures = report.get("failureStates")
+    if failures:
+        lines.extend(failure_lines(failures))
+        return lines
     problems = report["mapErrors"] + report["writeFailures"]
     shown: set[str] = set()
     for p in problems[:10]:
@@ -194,3 +209,33 @@ def run_summary(report: dict[str, Any]) -> list[str]:
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more (see the report)")
     return lines
+
+
+def failure_lines(failures: dict[str, Any], limit: int = 10) -> list[str]:
+    """New failures first, then known ones (since which run, how often), then acknowledged ones."""
+    counts = failures.get("counts") or {}
+    if not any(counts.get(k) for k in ("new", "known", "acknowledged")):
+        return []
+    lines = [f"  failures          {counts.get('new', 0)} new, {counts.get('known', 0)} known, "
+             f"{counts.get('acknowledged', 0)} acknowledged (casavi-sync failures lists them; "
+             f"casavi-sync ack acknowledges one)"]
+    shown = 0
+    for state in ("new", "known", "acknowledged"):
+        for f in failures.get(state) or []:
+            if shown == limit:
+                rest = sum(len(failures.get(k) or []) for k in ("new", "known", "acknowledged")) - limit
+                lines.append(f"  ... and {rest} more (see the report)")
+                return lines
+            lines.append(f"  {failure_label(f)}: {problem_line(f)}")
+            shown += 1
+    return lines
+
+
+def failure_label(f: dict[str, Any]) -> str:
+    if f["state"] == "new":
+        return "new"
+    since = f"since run {f['sinceRun']}, {f['occurrences']}x" + (", not sent again" if f.get("held") else "")
+    if f["state"] == "known":
+        return f"known ({since})"
+    note = (f.get("acknowledged") or {}).get("note")
+    return f"acknowledged ({since}{': ' + note if note else ''})"

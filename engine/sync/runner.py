@@ -23,7 +23,7 @@ from engine.observe.notice import subject_facts
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, affected_kinds
 from engine.sync.extract import Extraction, IncrementalPolicy, StopRequested
-from engine.sync.plan import Desired, Known, Plan, build_plan
+from engine.sync.plan import CREATE, Desired, Known, Plan, build_plan
 from engine.sync.screen import screen_ids
 
 __all__ = ["Prepared", "StopRequested", "SyncOptions", "extract", "prepare", "run_apply", "source_resources"]
@@ -51,6 +51,8 @@ class SyncOptions:
     incremental: IncrementalPolicy = field(default_factory=IncrementalPolicy)
     write_order: str = "property"  # "kind": all properties, then all contacts, ... (for comparison)
     max_ahead: int | None = None  # properties under way at once (default 2 x concurrency)
+    retry_failed: bool = False  # send records casavi refused before even if unchanged (engine.sync.failures)
+    retry_records: frozenset[tuple[str, str]] = frozenset()  # (kind, ref_id): the same for these only
 
 
 @dataclass
@@ -184,6 +186,7 @@ def prepare(
     should_stop: Callable[[], bool] | None = None,
     extraction: Extraction | None = None,
     extraction_s: float = 0.0,
+    holds: Mapping[tuple[str, str], Any] | None = None,
 ) -> Prepared:
     """Extract, map and plan. Reads only; writes nothing anywhere.
 
@@ -242,7 +245,7 @@ def prepare(
         errored_sources=errored,
         current=current, empty_kinds=empty_kinds, kind_holds=incomplete,
         archive_max_share=options.archive_max_share, archive_floor=options.archive_floor,
-        allow_archive=options.allow_archive,
+        allow_archive=options.allow_archive, record_holds=holds,
     )
     timings["plan_s"] = time.perf_counter() - t1 - timings["map_s"] - timings.get("reconcile_read_s", 0.0)
     return Prepared(plan, mapped, counts, reconcile and casavi is not None, order, timings, coverage, extraction,
@@ -276,8 +279,12 @@ def _failed_sources(mapped: MapResult) -> list[tuple[str, str]]:
 
 
 def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:
-    return [(row["kind"], row["targetId"], row["reason"]) for row in prepared.plan.errors
-            if row.get("kind") and row.get("targetId")]
+    """Records that will not be written this run, whose dependents must wait: mapping errors, and
+    held records casavi never accepted (a held record that exists in casavi blocks nothing)."""
+    blocked = [(row["kind"], row["targetId"], row["reason"]) for row in prepared.plan.errors
+               if row.get("kind") and row.get("targetId")]
+    blocked += [(a.kind, a.ref_id, a.reason) for a in prepared.plan.held if a.action == CREATE]
+    return blocked
 
 
 def run_apply(prepared: Prepared, writer: Writer, journal: Any, options: SyncOptions,

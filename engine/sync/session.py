@@ -20,6 +20,7 @@ from engine.observe.hooks import run_finished
 from engine.state import StateStore
 from engine.state.mapsets import MappingSetRef
 from engine.state.sources import SourceCursor
+from engine.sync import failures as failure_rules
 from engine.sync.apply import ApplyResult, Progress, Writer
 from engine.sync.extract import extract, parse_stamp
 from engine.sync.plan import Action, Known
@@ -127,8 +128,10 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
     if stage and extraction.commit is not None and extraction.records is not None:
         store.stage_sources(tenant, extraction.commit)
         extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
+    held = failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
+                               retry=options.retry_records)
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
-                   time.perf_counter() - t0)
+                   time.perf_counter() - t0, holds=held)
 
 
 def _last_map_errors(store: StateStore, tenant: str) -> list[dict[str, Any]]:
@@ -206,10 +209,15 @@ def run_for_tenant(
             store.finish_run(run_id, "aborted", {}, None, f"{type(exc).__name__}: {str(exc)[:300]}")
             raise
         outcome = outcome_of(result, prepared, error, stopped)
+        failures = None
+        if prepared is not None and result is not None:
+            complete = error is None and not stopped and not result.stopped
+            failures = failure_rules.track(store, tenant, run_id, prepared, result, complete=complete)
+            outcome = failure_rules.final_outcome(outcome, prepared, failures)
         report = build_report(
             run_id=run_id, tenant=tenant, trigger=trigger, started=started,
             duration_s=time.perf_counter() - t0, outcome=outcome, prepared=prepared, result=result,
-            error=error, calls=stats() if stats else None,
+            error=error, calls=stats() if stats else None, failures=failures,
         )
         if mappings is not None:
             report["mappings"] = {"path": mappings.path, "contentHash": mappings.content_hash,
@@ -220,7 +228,10 @@ def run_for_tenant(
             write_report(report_path, report)
         if prepared is not None and result is not None:
             commit_extraction(store, tenant, prepared, options, outcome, result)
-        store.finish_run(run_id, outcome, report["counts"], str(report_path) if report_path else None,
+        stored_counts = dict(report["counts"])
+        if failures is not None:  # new/known/acknowledged of this run, for metrics (engine.observe)
+            stored_counts["_failures"] = failures.as_dict()["counts"]
+        store.finish_run(run_id, outcome, stored_counts, str(report_path) if report_path else None,
                          str(error) if error else None)
         if prepared is not None and result is not None:
             store.record_outcomes(run_id, _outcome_rows(prepared, result))
