@@ -12,6 +12,13 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
+from engine.cli.observe_cmd import (
+    alert_options,
+    metrics_options,
+    observe_config,
+    readiness_checks,
+    store_opener,
+)
 from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
 
 
@@ -28,6 +35,8 @@ from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
               hidden=True, help="Seconds between heartbeats (keep well below --stall-timeout).")
 @click.option("--tick", "tick_s", type=click.FloatRange(1, 3600), default=30.0, show_default=True, hidden=True,
               help="Seconds between schedule checks (cluster-wide).")
+@metrics_options
+@alert_options
 @handle_errors
 def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s: float, **kwargs: Any) -> None:
     """Run scheduled and queued tenant syncs from the shared job queue, until SIGTERM or Ctrl-C.
@@ -44,10 +53,12 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
     from engine.errors import ConfigError
     from engine.fleet.jobs import Runtime
     from engine.fleet.worker import run_worker, worker_name
+    from engine.observe.wiring import Observability
     from engine.serve import LockedLog
     from engine.state import StateStore, is_postgres_url
 
     schedule = schedule_from_kwargs(kwargs)
+    observe = observe_config(kwargs)
     ctx = OperatorContext.from_kwargs(kwargs)
     if not is_postgres_url(ctx.state_path):
         raise ConfigError("casavi-sync worker needs a PostgreSQL state (--state postgresql://...); a single "
@@ -59,5 +70,11 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
     ctx.mapping_set()  # fail at start, not at 04:00: the mappings must load (as serve checks)
     rt = Runtime(ctx=ctx, schedule=schedule, log=LockedLog(ctx.console), worker_name=worker_name(),
                  stall_timeout_s=stall_timeout_s)
-    run_worker(str(ctx.state_path), rt, concurrency=concurrency, tick_s=tick_s, heartbeat_s=heartbeat_s)
+    with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
+                       loop_tick_s=heartbeat_s) as obs:
+        if obs.url:
+            ctx.console.info(f"metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz and "
+                             f"{obs.url}/readyz", event="worker.metrics", url=obs.url)
+        run_worker(str(ctx.state_path), rt, concurrency=concurrency, tick_s=tick_s, heartbeat_s=heartbeat_s,
+                   pulse=obs.health.tick)
     raise SystemExit(EXIT_OK)

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import StateError
@@ -85,7 +86,7 @@ class _Quiet(logging.Filter):
 
 
 def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = DEFAULT_TICK_S,
-               heartbeat_s: float = DEFAULT_HEARTBEAT_S) -> None:
+               heartbeat_s: float = DEFAULT_HEARTBEAT_S, pulse: Callable[[], None] | None = None) -> None:
     """Work until SIGTERM/SIGINT (``rt.stop``), then drain; raises StateError if the fleet is not set up."""
     if not schema_installed(url):
         raise StateError("the job tables are missing in this database; set the fleet up first: "
@@ -95,13 +96,22 @@ def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = D
     app = build_app(url, tick_s=tick_s, stall_check_s=stall_check_s)
     set_runtime(rt)
     try:
-        asyncio.run(_main(app, rt, concurrency, heartbeat_s))
+        asyncio.run(_main(app, rt, concurrency, heartbeat_s, pulse))
     finally:
         set_runtime(None)
 
 
-async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float) -> None:
+async def _pulse(pulse: Callable[[], None], every_s: float) -> None:
+    """Liveness: the event loop runs this every ``every_s`` seconds; a stuck loop stops the pulse."""
+    while True:
+        pulse()
+        await asyncio.sleep(every_s)
+
+
+async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
+                pulse: Callable[[], None] | None = None) -> None:
     loop = asyncio.get_running_loop()
+    beating = asyncio.create_task(_pulse(pulse, heartbeat_s)) if pulse is not None else None
     async with app.open_async():
         task = asyncio.create_task(app.run_worker_async(
             queues=[QUEUE], name=rt.worker_name, concurrency=concurrency, install_signal_handlers=False,
@@ -124,6 +134,8 @@ async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float) -> 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         finally:
+            if beating is not None:
+                beating.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
     rt.log.info(f"worker {rt.worker_name} stopped", event="worker.stop", worker=rt.worker_name)
