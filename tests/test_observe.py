@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.cli import main
 from engine.observe.health import Health
 from engine.observe.server import ObserveServer, parse_address
 from engine.observe.webhook import SIGNATURE_HEADER, events_for, verify_signature
@@ -127,6 +129,12 @@ def test_last_run_failures_are_new_then_known(world: World) -> None:
     found = scrape()
     assert value(found, "casavi_sync_last_run_failures", tenant="default", state="new") == 0
     assert value(found, "casavi_sync_last_run_failures", tenant="default", state="known") == n
+    ack = CliRunner().invoke(main, ["ack", "--all", "--state", str(world.tmp / "state.db"), "--note", "known"])
+    assert ack.exit_code == 0, ack.output
+    world.run()
+    found = scrape()
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="known") == 0
+    assert value(found, "casavi_sync_last_run_failures", tenant="default", state="acknowledged") == n
 
 
 def test_health_and_readiness_over_http() -> None:

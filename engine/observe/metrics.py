@@ -174,8 +174,9 @@ class StateCollector(Collector):
 
 
     def _failures_from_reports(self, name: str, latest: Any, previous: Any) -> dict[str, int]:
-        """new/known counts of the last run from its report and the report of the run before it
-        (what the webhook calls news): a failure is known when the run before had it too."""
+        """new/known counts of a run stored before runs classified their failures (no ``_failures``
+        in its counts), from its report and the report of the run before it, as the webhook decides
+        news: a failure is known when the run before had it too."""
         key = (name, int(latest.id), int(previous.id) if previous is not None else None)
         found = self._failure_cache.get(key)
         if found is None:
