@@ -166,8 +166,9 @@ class StateCollector(Collector):
         clean = next((r for r in finished if r.outcome == "clean"), None)
         if clean is not None:
             last_clean.add_metric([name], _unix(clean.finished_at))
-        summary = failure_summary(latest.counts)
-        if not any(summary.values()):
+        if isinstance(latest.counts, Mapping) and "_failures" in latest.counts:
+            summary = failure_summary(latest.counts)  # the run's own classification (engine.sync.failures)
+        else:
             summary = self._failures_from_reports(name, latest, finished[1] if len(finished) > 1 else None)
         for state, n in summary.items():
             failures.add_metric([name, state], float(n))
