@@ -110,6 +110,15 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+def status_running(url: str, tenant: str) -> Any:
+    import json
+
+    result = CliRunner().invoke(main, ["status", "--state", url, "--tenant", tenant, "--format", "json"],
+                                env={"CASAVI_SYNC_STATE": None})
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)["tenants"][0]["running"]
+
+
 def runs_by_tenant(store: StateStore) -> dict[str, list[Any]]:
     return {tenant_name(i): sorted(store.runs(tenant_name(i), limit=50), key=lambda r: r.id) for i in range(TENANTS)}
 
@@ -129,11 +138,13 @@ def test_three_workers_run_every_tenant_once_and_survive_a_sigkill(fleet_env: An
                     running = [r for r in runs if r.outcome == "running"]
                     if running and running[0].counts == {} and any(w.pid == running[0].pid for w in workers):
                         killed_pid, killed_tenant = int(running[0].pid or 0), running[0].tenant
+                        shown = status_running(url, killed_tenant)  # status names the worker running it
                         os.kill(killed_pid, signal.SIGKILL)
                         killed_at = time.monotonic()
                         break
                 time.sleep(0.05)
             assert killed_pid, "no run was seen in progress"
+            assert shown is not None and shown["pid"] == killed_pid and shown["purpose"] == "schedule"
             today = dt.datetime.now(dt.UTC).date()
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
