@@ -243,3 +243,47 @@ def test_connects_initial_import_is_a_job_a_worker_runs(tmp_path: Path, pg_url: 
                 worker.wait()
     finally:
         sb.stop()
+
+
+def test_sigterm_drains_a_worker_mid_run_and_another_finishes_the_tenant(tmp_path: Path, pg_url: str) -> None:
+    """A rolling restart: the stopped run is handed over, not skipped for the day."""
+    assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
+    sb = make_sandbox(latency_ms=60)
+    try:
+        key, secret = sb.casavi.add_account("roll")
+        with StateStore.open(pg_url) as store:
+            store.add_tenant("roll", key, secret)
+            store.activate_tenant("roll")
+            store.save_connection("roll", sb.generate_scalara_token("acc0"), "acc0")
+        env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path)), "CASAVI_SYNC_STATE": pg_url,
+               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
+        first = start_worker(env, tmp_path / "first.log")
+        second = None
+        try:
+            with StateStore.open(pg_url) as store:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(r.outcome == "running" for r in store.runs("roll")):
+                    time.sleep(0.05)
+                time.sleep(0.5)  # some writes done, more to go
+                first.send_signal(signal.SIGTERM)
+                assert first.wait(timeout=60) == 0
+                stopped = store.runs("roll")
+                assert [r.outcome for r in stopped] == ["stopped"]
+                assert store.last_scheduled_day("roll") is None  # the day is not done
+                second = start_worker(env, tmp_path / "second.log")
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and store.last_scheduled_day("roll") is None:
+                    time.sleep(0.2)
+                runs = sorted(store.runs("roll"), key=lambda r: r.id)
+            assert runs[0].outcome == "stopped" and runs[1].outcome in ("clean", "partial")
+            assert len(runs) == 2 and runs[1].pid == second.pid and runs[0].finished_at <= runs[1].started_at
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=60) == 0
+        finally:
+            for w in (first, second):
+                if w is not None and w.poll() is None:
+                    w.kill()
+                    w.wait()
+    finally:
+        sb.stop()

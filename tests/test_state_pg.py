@@ -151,3 +151,17 @@ def test_a_server_restart_fails_the_operation_in_one_line_and_loses_nothing(pg_s
         assert str(info.value).startswith("lost the connection to PostgreSQL database ") and "\n" not in str(info.value)
     with StateStore.open(pg_url) as store:
         assert store.records("acme")["units", "u1"].status == "pending"
+
+
+def test_a_worker_refuses_a_schema_it_does_not_know_and_a_state_file(pg_url: str, tmp_path: Path) -> None:
+    result = invoke("worker", "--state", pg_url)
+    assert result.exit_code == 3 and "has no casavi-sync schema yet" in result.output
+    assert "casavi-sync state migrate" in result.output and result.output.count("\n") == 1
+    StateStore.open(pg_url, migrate=True).close()
+    with StateStore.open(pg_url) as store, store._write() as db:
+        db.execute("UPDATE casavi_sync_schema SET version = ?", (LATEST_VERSION + 1,))
+    result = invoke("worker", "--state", pg_url)
+    assert result.exit_code == 3 and "written by a newer casavi-sync" in result.output
+    assert "pg-test-secret" not in result.output
+    result = invoke("worker", "--state", str(tmp_path / "state.db"))
+    assert result.exit_code == 3 and "needs a PostgreSQL state" in result.output
