@@ -375,3 +375,31 @@ def test_web_console_exposes_readiness(world: World) -> None:
     finally:
         _out, err = _stop(proc)
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_acknowledged_failures_do_not_fire_and_are_counted_as_such(world: World) -> None:
+    from engine.ops import Context
+    from engine.ops.failures import acknowledge
+
+    receiver = Receiver()
+    try:
+        with alerting(world, receiver):
+            first = world.run().report
+        assert [e["event"] for e in receiver.delivered()] == ["failures.new"]
+        ctx = Context(world.tmp / "state.db", "default", config_path=world.tmp / "connectors.yaml", env={})
+        assert acknowledge(ctx, None, None, "the building is being re-entered in SCALARA") > 0
+        with alerting(world, receiver), Observability(ObserveConfig("127.0.0.1:0"), opener(world),
+                                                      state_ttl_s=0) as obs:
+            second = world.run().report
+            found = samples(get(f"{obs.url}/metrics")[1])
+        # acknowledged failures are not news; a run whose only failures are acknowledged is clean,
+        # and that the tenant is clean again after a partial run is news
+        assert second["outcome"] == "clean"
+        assert [e["event"] for e in receiver.delivered()] == ["failures.new", "tenant.recovered"]
+        counts = second["failureStates"]["counts"]
+        assert counts["new"] == 0 and counts["acknowledged"] == len(first["failureStates"]["new"]) > 0
+        for state in ("new", "known", "acknowledged"):
+            assert value(found, "casavi_sync_last_run_failures", tenant="default", state=state) == counts[state]
+    finally:
+        receiver.close()

@@ -183,7 +183,13 @@ class StateCollector(Collector):
         if found is None:
             report = _read_report(latest.report_path)
             out = {"new": 0, "known": 0, "acknowledged": 0}
-            if report is not None:
+            states = report.get("failureStates") if report is not None else None
+            counts = states.get("counts") if isinstance(states, Mapping) else None
+            if isinstance(counts, Mapping):  # the failure tracking classified them (engine.sync.failures)
+                for state in out:
+                    n = counts.get(state)
+                    out[state] = n if isinstance(n, int) else 0
+            elif report is not None:
                 before = _read_report(previous.report_path) if previous is not None else None
                 total = len(all_failures(report))
                 out["new"] = len(new_failures(report, before))

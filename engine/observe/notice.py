@@ -237,54 +237,109 @@ def _previous_keys(previous: Mapping[str, Any] | None, catalog: Mapping[str, Any
     return keys
 
 
+def _source_key(row: Mapping[str, Any]) -> str:
+    source = _obj(row.get("source"))
+    resource = row.get("resource") or source.get("resource")
+    sid = row.get("sourceId") or source.get("id")
+    return f"{resource}/{sid}" if resource and sid else f"{row.get('kind')}/{row.get('id') or row.get('targetId')}"
+
+
+class _Details:
+    """The detailed rows (problem codes, casavi's answers) and subject facts of the newest report
+    that has them. A run that did not map a record again (nothing changed, or a refused record not
+    re-sent) carries its failure over without those details; an earlier report still has them."""
+
+    def __init__(self, reports: Iterable[Mapping[str, Any]]) -> None:
+        self.map_rows: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.write_rows: dict[str, Mapping[str, Any]] = {}
+        self.subjects: dict[str, Mapping[str, str]] = {}
+        for report in reports:  # newest first: the first seen wins
+            for row in report.get("mapErrors") or ():
+                if isinstance(row, Mapping) and row.get("problem"):
+                    self.map_rows.setdefault((_source_key(row), str(row.get("targetId") or row.get("kind"))), row)
+            for row in report.get("writeFailures") or ():
+                if isinstance(row, Mapping) and row.get("error"):
+                    self.write_rows.setdefault(_source_key(row), row)
+            for key, facts in (report.get("subjects") or {}).items():
+                self.subjects.setdefault(key, facts)
+
+    def map_row(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        if row.get("problem"):
+            return row
+        found = self.map_rows.get((_source_key(row), str(row.get("targetId") or row.get("kind"))))
+        if found is None:  # the same record under another casavi id: any detailed row of it
+            found = next((r for (k, _), r in self.map_rows.items() if k == _source_key(row)), None)
+        return found or row
+
+    def write_row(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        if row.get("error"):
+            return row
+        found = self.write_rows.get(_source_key(row))
+        if found is not None:
+            return found
+        # a failure-tracking entry of a refused record: status, field and reason are enough
+        return {"kind": row.get("kind"), "id": row.get("id"), "source": row.get("source"),
+                "error": {"status": row.get("status"), "field": row.get("field"), "reason": row.get("reason")}}
+
+
+Failure = tuple[str, Mapping[str, Any], "str | None"]  # stage, row, state (new/known/acknowledged)
+
+
+def _current_failures(report: Mapping[str, Any]) -> tuple[list[Failure], bool]:
+    """(stage, row, state) of every failure the run ended with, and whether states are known.
+
+    With the failure tracking (``failureStates``) that is its new, known and acknowledged lists
+    (a record not re-sent is still a failure); without it, the run's map errors and refusals."""
+    states = report.get("failureStates")
+    if isinstance(states, Mapping) and any(isinstance(states.get(k), list) for k in ("new", "known")):
+        rows: list[Failure] = [(str(r.get("stage") or "map"), r, state)
+                for state in ("new", "known", "acknowledged") for r in states.get(state) or ()
+                if isinstance(r, Mapping)]
+        return rows, True
+    plain: list[Failure] = [("map", r, None) for r in report.get("mapErrors") or () if isinstance(r, Mapping)]
+    plain += [("write", r, None) for r in report.get("writeFailures") or () if isinstance(r, Mapping)]
+    return plain, False
+
+
 def build_notice(report: Mapping[str, Any], previous: Mapping[str, Any] | None = None,
-                 language: str = "de") -> Notice:
-    """The notice of one run's report; ``previous`` (the run before) decides what is new."""
+                 language: str = "de", earlier: Iterable[Mapping[str, Any]] = ()) -> Notice:
+    """The notice of one run's report.
+
+    ``previous`` (the run before) decides what is new when the report has no failure states;
+    ``earlier`` (older reports, newest first) supplies details of failures carried over."""
     catalog = notice_catalog(language)
-    subjects: Mapping[str, Mapping[str, str]] = report.get("subjects") or {}
+    details = _Details([report, *([previous] if previous else []), *earlier])
     before = _previous_keys(previous, catalog)
-    new_states = _new_keys(report)
+    failures, tracked = _current_failures(report)
+    resolved: list[Failure] = [
+        (stage, details.map_row(row) if stage == "map" else details.write_row(row), state)
+        for stage, row, state in failures]
     dependents: dict[str, dict[str, int]] = {}
-    technical = 0
-    for row in report.get("mapErrors") or ():
+    for stage, row, _ in resolved:
         problem = _obj(row.get("problem"))
-        if problem.get("code") == "depends_on_failed":
+        if stage == "map" and problem.get("code") == "depends_on_failed":
             cause = f"{problem.get('target')}/{problem.get('targetId')}"
             kinds = dependents.setdefault(cause, {})
             kinds[str(row.get("kind"))] = kinds.get(str(row.get("kind")), 0) + 1
     items: dict[str, NoticeItem] = {}
-    rows = [(_map_item, r) for r in report.get("mapErrors") or ()]
-    rows += [(_write_item, r) for r in report.get("writeFailures") or ()]
-    for pick, row in rows:
-        found = pick(catalog, row)
+    technical = 0
+    for stage, row, state in resolved:
+        found = (_map_item if stage == "map" else _write_item)(catalog, row)
         if found is None:
-            problem = _obj(row.get("problem"))
-            if problem.get("code") != "depends_on_failed":
+            if _obj(row.get("problem")).get("code") != "depends_on_failed":
                 technical += 1
             continue
         key, resource, text, fix = found
         if key in items:
             continue
         sid = key.split("/", 1)[1]
-        is_new = key in new_states if new_states is not None else (before is None or key not in before)
-        items[key] = NoticeItem(key, _subject(catalog, resource, sid, subjects.get(key) or {}), text, fix,
+        is_new = state == "new" if tracked else (before is None or key not in before)
+        items[key] = NoticeItem(key, _subject(catalog, resource, sid, details.subjects.get(key) or {}), text, fix,
                                 is_new, dependents.get(key, {}))
     ordered = sorted(items.values(), key=lambda i: (not i.new, i.subject.casefold(), i.key))
     run_id = report.get("runId")
     return Notice(str(report.get("tenant") or ""), run_id if isinstance(run_id, int) else None,
                   str(report.get("startedAt") or ""), tuple(ordered), technical)
-
-
-def _new_keys(report: Mapping[str, Any]) -> set[str] | None:
-    """Keys the failure tracking called new, when the report carries that classification."""
-    states = report.get("failureStates")
-    if not isinstance(states, Mapping) or not isinstance(states.get("new"), list):
-        return None
-    keys = set()
-    for row in states["new"]:
-        if isinstance(row, Mapping) and row.get("resource") and row.get("sourceId"):
-            keys.add(f"{row['resource']}/{row['sourceId']}")
-    return keys
 
 
 # ----------------------------------------------------------------------------- rendering

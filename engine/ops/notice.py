@@ -25,8 +25,12 @@ def _load(path: str | None) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(the report, the report of the finished run before it or None) of ``ctx.tenant``.
+EARLIER = 30  # older reports read for the details of failures carried over from run to run
+
+
+def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                                              list[dict[str, Any]]]:
+    """(the report, the report of the finished run before it or None, older reports newest first).
 
     With ``run_id``: exactly that run of this tenant (never an earlier one in its place).
     """
@@ -53,9 +57,10 @@ def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], di
     previous = None
     if before:
         previous = _load(before[0].report_path) or {"runId": before[0].id, "outcome": before[0].outcome}
-    return report, previous
+    earlier = [doc for r in before[1:EARLIER] if (doc := _load(r.report_path)) is not None]
+    return report, previous, earlier
 
 
 def tenant_notice(ctx: Context, run_id: int | None = None, language: str = "de") -> Notice:
-    report, previous = reports(ctx, run_id)
-    return build_notice(report, previous, language)
+    report, previous, earlier = reports(ctx, run_id)
+    return build_notice(report, previous, language, earlier)
