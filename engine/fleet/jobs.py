@@ -33,6 +33,7 @@ from typing import Any
 from engine.errors import CasaviSyncError, StateError
 from engine.ops.jobs import QUEUE, TASK_RUN, defer_run
 
+CONTROL_QUEUE = "casavi_sync_control"  # tick and stalled-job recovery: never starved by long syncs
 TASK_TICK = "casavi_sync.tick"
 TASK_STALLED = "casavi_sync.retry_stalled"
 BUSY_RETRY_S = 30
@@ -96,12 +97,12 @@ def build_app(url: str, *, tick_s: float = 30.0, stall_check_s: float = 15.0) ->
         return _run_tenant(app, context, tenant, trigger, day)
 
     @app.periodic(cron=tick_cron(tick_s), periodic_id="schedule", queueing_lock="casavi_sync.tick")
-    @app.task(name=TASK_TICK, queue=QUEUE)
+    @app.task(name=TASK_TICK, queue=CONTROL_QUEUE)
     def tick(timestamp: int) -> int:
         return len(schedule_tick(app))
 
     @app.periodic(cron=tick_cron(stall_check_s), periodic_id="stalled")
-    @app.task(name=TASK_STALLED, queue=QUEUE)
+    @app.task(name=TASK_STALLED, queue=CONTROL_QUEUE)
     async def retry_stalled(timestamp: int) -> int:
         return await retry_stalled_jobs(app, runtime().stall_timeout_s)
 

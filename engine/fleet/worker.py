@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import StateError
-from engine.fleet.jobs import Runtime, build_app, set_runtime
+from engine.fleet.jobs import CONTROL_QUEUE, Runtime, build_app, set_runtime
 from engine.ops.jobs import QUEUE
 from engine.state.db import HOSTNAME
 
@@ -113,10 +113,17 @@ async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
     loop = asyncio.get_running_loop()
     beating = asyncio.create_task(_pulse(pulse, heartbeat_s)) if pulse is not None else None
     async with app.open_async():
-        task = asyncio.create_task(app.run_worker_async(
-            queues=[QUEUE], name=rt.worker_name, concurrency=concurrency, install_signal_handlers=False,
-            update_heartbeat_interval=heartbeat_s, stalled_worker_timeout=rt.stall_timeout_s,
-            delete_jobs="successful", fetch_job_polling_interval=2.0))
+        common: dict[str, Any] = {
+            "install_signal_handlers": False, "update_heartbeat_interval": heartbeat_s,
+            "stalled_worker_timeout": rt.stall_timeout_s, "delete_jobs": "successful",
+            "fetch_job_polling_interval": 2.0}
+        # Two procrastinate workers in this process: the syncs, and the control jobs (schedule tick,
+        # stalled-job recovery) with a slot of their own, so that workers whose every slot is busy
+        # with a long sync still schedule and still rescue a dead worker's tenants.
+        tasks = [asyncio.create_task(app.run_worker_async(queues=[QUEUE], name=rt.worker_name,
+                                                          concurrency=concurrency, **common)),
+                 asyncio.create_task(app.run_worker_async(queues=[CONTROL_QUEUE], name=f"{rt.worker_name}/control",
+                                                          concurrency=1, **common))]
 
         def on_signal(signum: int) -> None:
             if not rt.stop.is_set():
@@ -124,15 +131,17 @@ async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
                             "running syncs stop after their writes in flight and go to another worker",
                             event="worker.stopping", worker=rt.worker_name)
             rt.stop.set()
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         rt.log.info(f"worker {rt.worker_name} started: up to {concurrency} run(s) at a time; "
                     f"{rt.schedule.describe()}", event="worker.start", worker=rt.worker_name)
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         finally:
             if beating is not None:
                 beating.cancel()
