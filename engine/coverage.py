@@ -35,6 +35,7 @@ from engine.compile import (
     ValueMapField,
 )
 from engine.interpret import MapResult, read_path
+from engine.text import clip, quote
 
 __all__ = ["compute_coverage", "is_empty", "render_coverage", "unmapped_codes"]
 
@@ -109,7 +110,7 @@ def compute_coverage(mset: MappingSet, result: MapResult) -> dict[str, Any]:
             for dotted, vmap in _value_maps(rule.fields):
                 value_maps[(name, rule.name, dotted)] = vmap
     codes = [
-        {"mapping": mapping, "rule": rule, "field": dotted, "code": code, "count": count,
+        {"mapping": mapping, "rule": rule, "field": dotted, "code": code if code is None else clip(code), "count": count,
          "outcome": _outcome(value_maps.get((mapping, rule, dotted)))}
         for (mapping, rule, dotted, code), count in result.misses.items()
     ]
@@ -136,7 +137,7 @@ def render_coverage(coverage: dict[str, Any], *, min_share: float = 0.0, limit: 
     if codes:
         lines.append("value maps: codes without an entry")
         for c in codes[:limit]:
-            shown = "null (empty in SCALARA)" if c["code"] is None else repr(c["code"])
+            shown = "null (empty in SCALARA)" if c["code"] is None else quote(c["code"])
             what = {"default": "default sent", "skip": "records skipped",
                     "error": "records failed"}.get(c["outcome"], c["outcome"])
             lines.append(f"  {c['mapping']}.{c['rule']} {c['field']}: {shown} x{c['count']} ({what})")

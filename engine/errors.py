@@ -22,6 +22,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from engine.text import clip
+
+REASON_LIMIT, ID_LIMIT = 1000, 200
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -107,6 +111,13 @@ class RecordError(CasaviSyncError):
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # a record's reason or id may quote SCALARA data (a 10 MB text field): it goes to stdout,
+        # the report and the state, so it is cut here, once for every path
+        self.reason = clip(str(self.reason), REASON_LIMIT)
+        for name in ("source_id", "target_id", "field"):
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > ID_LIMIT:
+                setattr(self, name, clip(value, ID_LIMIT))
         super().__init__(self.reason)
 
     def as_dict(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from engine.expr import Expr, describe_error, is_truthy
 from engine.functions import RUN_DATE
 from engine.interpret import MapResult, map_records, singular
 from engine.sync.plan import Desired, Known, build_plan, change_text
+from engine.text import clip
 from engine.timefmt import human_time
 
 __all__ = ["explain_record", "render_text"]
@@ -95,7 +96,7 @@ class _Tracer:
             elif matches:
                 ctx[lk.name] = matches[0]
             elif lk.required:
-                out["stopped"] = (f"no {singular(lk.resource)} with {lk.match} {json.dumps(key)} "
+                out["stopped"] = (f"no {singular(lk.resource)} with {lk.match} {clip(json.dumps(key))} "
                                   f"(lookup '{lk.name}' is required)")
                 return out
             else:

@@ -41,6 +41,7 @@ from jmespath.visitor import Options, TreeInterpreter
 
 from engine.errors import Diagnostic, RecordError, SpecError
 from engine.functions import REGISTRY, FunctionError, FunctionSpec
+from engine.text import clip
 
 Fn = Callable[[Any], Any]
 Node = dict[str, Any]
@@ -101,9 +102,9 @@ def describe_error(exc: BaseException) -> str:
     """A one-line reason for a failure while evaluating (no traceback, no Python jargon)."""
     if isinstance(exc, RecordError):
         return exc.reason
-    if isinstance(exc, FunctionError | jexc.JMESPathError):
-        return " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, FunctionError | jexc.JMESPathError):   # a type error quotes the value it got
+        return clip(" ".join(clip(str(exc), 2000).split()), 500)
+    return clip(f"{type(exc).__name__}: {exc}", 500)
 
 
 def is_truthy(value: Any) -> bool:

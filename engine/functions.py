@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.text import quote
+
 RUN_DATE: contextvars.ContextVar[_dt.date | None] = contextvars.ContextVar("RUN_DATE", default=None)
 # While a sync maps, a one-element list: the earliest later date on which a date function could
 # answer differently for the records seen (``today()``: the next day; ``active()``: the next
@@ -140,11 +142,11 @@ def _parse_date(value: Any, fn: str) -> _dt.date:
     if isinstance(value, _dt.date):
         return value
     if not isinstance(value, str) or len(value) < 10:
-        raise FunctionError(f"{fn}: {value!r} is not a date (expected YYYY-MM-DD)")
+        raise FunctionError(f"{fn}: {quote(value)} is not a date (expected YYYY-MM-DD)")
     try:
         return _dt.date.fromisoformat(value[:10])
     except ValueError:
-        raise FunctionError(f"{fn}: {value!r} is not a date (expected YYYY-MM-DD)") from None
+        raise FunctionError(f"{fn}: {quote(value)} is not a date (expected YYYY-MM-DD)") from None
 
 
 def date(value: Any) -> str | None:
@@ -209,7 +211,7 @@ def round_number(value: Any, digits: Any = 0) -> Any:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise FunctionError(f"round: {value!r} is not a number")
+        raise FunctionError(f"round: {quote(value)} is not a number")
     result = round(float(value), int(digits))
     return int(result) if int(digits) == 0 else result
 
@@ -218,7 +220,7 @@ def format_number(value: Any, decimals: Any = 2) -> str | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise FunctionError(f"format_number: {value!r} is not a number")
+        raise FunctionError(f"format_number: {quote(value)} is not a number")
     text = f"{float(value):,.{int(decimals)}f}"
     return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
 

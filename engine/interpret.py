@@ -47,6 +47,7 @@ from engine.compile import (
 from engine.errors import ConfigError, RecordError
 from engine.expr import Expr, build_function, describe_error, unique_name
 from engine.functions import REFERENCE_ID, RUN_DATE
+from engine.text import quote
 
 __all__ = ["MapResult", "MappingStats", "Output", "map_records", "singular"]
 
@@ -245,7 +246,7 @@ class _Run:
                                    field_name="id", code="bad_reference_id")
                         continue
                     if type(rid) is not str or not REFERENCE_ID.match(rid):
-                        self.error(plan, rule, sid, f"id: `{rule.id.source}` gave {rid!r}, not a casavi "
+                        self.error(plan, rule, sid, f"id: `{rule.id.source}` gave {quote(rid)}, not a casavi "
                                    "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id",
                                    code="bad_reference_id")
                         continue
@@ -281,7 +282,7 @@ class _Run:
                                    f"{singular(lk.resource)} (lookup '{lk.name}' is required)",
                                    code="lookup_null", lookup=lk.name, target=lk.resource)
                 raise _Failure(f"{what} {rec['id']}: no {singular(lk.resource)} with {lk.match} "
-                               f"{key!r} (lookup '{lk.name}' is required)",
+                               f"{quote(key)} (lookup '{lk.name}' is required)",
                                code="lookup_missing", lookup=lk.name, target=lk.resource)
             ctx[lk.name] = hit
         return ctx
@@ -504,7 +505,7 @@ def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
             return f.default.root(ctx) if isinstance(f.default, Expr) else copy.deepcopy(f.default)
         if f.on_missing == "skip":
             raise _Skip
-        raise _Failure(f"unknown code {code!r} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
+        raise _Failure(f"unknown code {quote(code)} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
                        value=code if code is None or type(code) is str else code_text(code))
 
     if not has_exprs and not mutable:

@@ -32,3 +32,23 @@ def quote(value: Any, limit: int = LIMIT) -> str:
         return clip(short.repr(value), limit)
     except (RecursionError, ValueError):
         return f"<{type(value).__name__}>"
+
+
+def bounded(value: Any, limit: int = LIMIT, *, items: int = 50, depth: int = 6) -> Any:
+    """A copy of JSON-like data fit for a report: strings clipped, lists cut, nesting capped."""
+    if isinstance(value, str):
+        return clip(value, limit)
+    if isinstance(value, bool | int | float) or value is None:
+        return quote(value, limit) if isinstance(value, int) and value.bit_length() > 256 else value
+    if depth <= 0:
+        return quote(value, limit)
+    if isinstance(value, dict):
+        out = {clip(str(k), limit): bounded(v, limit, items=items, depth=depth - 1)
+               for k, v in list(value.items())[:items]}
+        if len(value) > items:
+            out["…"] = f"{len(value) - items} more"
+        return out
+    if isinstance(value, list | tuple):
+        cut = [bounded(v, limit, items=items, depth=depth - 1) for v in value[:items]]
+        return cut + ([f"… {len(value) - items} more"] if len(value) > items else [])
+    return quote(value, limit)

@@ -72,6 +72,14 @@ def test_link_loop_is_stopped() -> None:
         list(client.iter_pages("units"))
 
 
+def test_endless_empty_pages_are_stopped() -> None:
+    client, fake, _ = make(page_size=1)
+    fake.endless_links = True
+    with pytest.raises(NetworkError, match="made no progress"):
+        list(client.iter_pages("units"))
+    assert len([r for r in fake.requests if "/v2/units" in str(r.url)]) == 10
+
+
 def test_get_and_not_found() -> None:
     client, _, _ = make()
     seed(client, "units", 1)
@@ -88,13 +96,48 @@ def test_reauthenticates_once_after_401_then_succeeds() -> None:
     assert client.stats["reauths"] == 1
 
 
-def test_second_401_is_an_auth_error() -> None:
+def test_a_second_401_renews_again_and_only_a_refused_authenticate_blames_the_key() -> None:
+    """Issue 9, item 7: a 401 on a token older than the last renewal renews again."""
     client, fake, _ = make()
     seed(client, "contacts", 1)
     fake.fail(2, (401, {}, {"message": "token expired"}), when=lambda r: r.url.path != "/v2/authenticate")
-    with pytest.raises(AuthError, match="Administration > API-Zugangsdaten"):
+    assert client.get("contacts", "c-0") is not None
+    assert fake.auth_calls == 3
+    fake.fail(100, (401, {}, {"message": "token expired"}), when=lambda r: r.url.path != "/v2/authenticate")
+    with pytest.raises(AuthError) as info:
         client.get("contacts", "c-0")
-    assert fake.auth_calls == 2
+    assert "refused the tokens it issued (6 in a row" in str(info.value)
+    assert "rejected the API key/secret" not in str(info.value)
+
+
+def test_tokens_shorter_lived_than_a_retry_sequence_never_blame_the_key() -> None:
+    """The storm case: every token dies within a second, while 503s make a call retry for 15 s;
+    the pair is right, so the call succeeds (renewing on the way) instead of "key rejected"."""
+    client, fake, clock = make(lifetime_s=1)
+    seed(client, "contacts", 1)
+    fake.fail(5, (503, {}, {"message": "busy"}), when=lambda r: r.url.path != "/v2/authenticate")
+    assert client.get("contacts", "c-0") is not None
+    assert sum(clock.sleeps) > 1 and fake.auth_calls >= 3
+
+
+def test_tokens_that_die_before_their_expires_at_are_renewed_as_often_as_needed() -> None:
+    """casavi ends every token early, in the middle of retry sequences (503, then 401 for the token
+    renewed after the last 401): the old client renewed once and then blamed the key/secret."""
+    clock = FakeClock()
+    fake = FakeCasavi(clock)
+    answers = iter([503, 401, 503, 401, 503, 401])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v2/authenticate":
+            status = next(answers, None)
+            if status is not None:
+                return httpx.Response(status, json={"message": "busy" if status == 503 else "token expired"})
+        return fake.handler(request)
+
+    client = CasaviClient(config(), CASAVI_KEY, CASAVI_SECRET, transport=httpx.MockTransport(handler),
+                          sleep=clock.sleep, clock=clock)
+    assert client.put("contacts", "c-1", {"lastName": "N"}).status == 201
+    assert fake.auth_calls == 4                # the first token and three renewals
 
 
 def test_rejected_key_names_the_menu_and_hides_the_secret() -> None:

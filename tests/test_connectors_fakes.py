@@ -95,6 +95,7 @@ class FakeScalara(Recorder):
         self.records = records or {}
         self.me = me
         self.loop_cursor = False
+        self.endless: str | None = None          # "empty" | "same": a walk that never progresses
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         fault = self.take_fault(request)
@@ -116,11 +117,15 @@ class FakeScalara(Recorder):
         limit = int(request.url.params.get("limit", "100"))
         if not 1 <= limit <= 500:
             return _json(400, {"error": "invalid_parameter", "message": "limit out of range"})
-        start = int(request.url.params.get("cursor", "0"))
+        cursor = request.url.params.get("cursor", "0")
+        start = int(cursor) if cursor.isdigit() else 0
         page = rows[start:start + limit]
         nxt = str(start + limit) if start + limit < len(rows) else None
         if self.loop_cursor:
             nxt = "0"
+        if self.endless is not None:             # fresh cursors forever, nothing new behind them
+            page = [] if self.endless == "empty" else rows[:limit]
+            nxt = f"c{len(self.requests)}"
         return _json(200, {"items": page, "nextCursor": nxt})
 
 
@@ -144,6 +149,7 @@ class FakeCasavi(Recorder):
         self.archived: set[tuple[str, str]] = set()
         self.responsibilities: dict[tuple[str, str], dict[str, Any]] = {}
         self.loop_links = False
+        self.endless_links = False
 
     def revoke_all(self) -> None:
         with self.lock:
@@ -225,4 +231,6 @@ class FakeCasavi(Recorder):
         nxt_page = 1 if self.loop_links else page + 1
         extra = "&includeArchived=true" if request.url.params.get("includeArchived") == "true" else ""
         nxt = f"{self.link_base}/v2/{kind}?page={nxt_page}{extra}" if more else None
+        if self.endless_links:                   # ever new pages, all empty
+            chunk, nxt = [], f"{self.link_base}/v2/{kind}?page={page + 1}{extra}"
         return _json(200, {"list": chunk, "_links": {"next": nxt}})

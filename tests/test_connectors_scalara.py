@@ -171,6 +171,16 @@ def test_retries_exhausted_names_service_method_path_and_last_status() -> None:
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
+@pytest.mark.parametrize("endless", ["empty", "same"])
+def test_a_walk_without_progress_is_stopped(endless: str) -> None:
+    """Issue 9, item 4: fresh cursors and no new records kept a run going until max_pages (100,000)."""
+    client, fake, _ = make()
+    fake.endless = endless
+    with pytest.raises(NetworkError, match="made no progress: 10 pages in a row"):
+        list(client.iter_pages("units"))
+    assert len(fake.requests) == 10 + (endless == "same")   # the first page of "same" is new
+
+
 def test_cursor_loop_is_stopped() -> None:
     client, fake, _ = make()
     fake.loop_cursor = True

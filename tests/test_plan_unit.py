@@ -222,3 +222,13 @@ def test_a_failure_explained_above_is_not_repeated_by_the_records_that_depend_on
     text = "\n".join(run_summary(report))
     assert text.count("no building with id 'B9'") == 1
     assert "contracts (SCALARA ownerships O1): ownership O1 depends on failed unit U1 (above)" in text
+
+
+def test_a_payload_json_cannot_carry_is_a_per_record_error() -> None:
+    """NaN/Infinity from a mapping used to end the run as "internal error (ValueError ...)"."""
+    known = known_units(3)
+    bad = Desired("units", "u-1", {"propertyId": "p-1", "name": "WE 01", "customFields": {"area": float("nan")}},
+                  "units", "1")
+    plan = build_plan([*desired_units([0, 2]), bad], known, kinds=KINDS)
+    assert plan.actions == [] and len(plan.errors) == 1
+    assert plan.errors[0]["targetId"] == "u-1" and "JSON cannot carry" in plan.errors[0]["reason"]

@@ -22,6 +22,7 @@ from engine.cli.console import Console, finish_all
 from engine.errors import CasaviSyncError, SpecError
 from engine.ops.context import DEFAULT_TENANT as DEFAULT_TENANT
 from engine.ops.context import Context
+from engine.text import clip
 
 EXIT_OK, EXIT_RECORDS, EXIT_USAGE, EXIT_ABORTED, EXIT_PENDING = 0, 1, 2, 3, 4
 
@@ -124,7 +125,7 @@ def handle_errors(func: F) -> F:
             say(invalid, invalid)
             raise SystemExit(EXIT_ABORTED) from None
         except CasaviSyncError as exc:
-            say(str(exc))
+            say(clip(str(exc), 2000))
             raise SystemExit(EXIT_ABORTED) from None
         except KeyboardInterrupt:
             say("interrupted", "interrupted")

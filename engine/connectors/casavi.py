@@ -34,9 +34,11 @@ from urllib.parse import quote
 import httpx
 
 from engine.connectors.config import CasaviConfig, ConnectorConfig
+from engine.connectors.paging import ProgressGuard
 from engine.connectors.retry import Clock, Sleep, TransientResponse, http_timeout, pacing
 from engine.connectors.scalara import json_body
 from engine.errors import AuthError, ConfigError, NetworkError, RecordError
+from engine.text import bounded
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class CasaviRejected(RecordError):
     def as_dict(self) -> dict[str, Any]:
         data = super().as_dict()
         data["status"] = self.status
-        data["casaviErrors"] = list(self.errors)
+        data["casaviErrors"] = bounded(list(self.errors), items=20)   # casavi may echo the value it refused
         return data
 
 
@@ -174,8 +176,8 @@ class CasaviClient:
                    modified_after: str | None = None) -> Iterator[list[dict[str, Any]]]:
         """Yield each page's records, following the envelope's next link until it is null.
 
-        A next link seen before, or more than ``max_pages`` pages, is a server fault ->
-        NetworkError. A next link on another host is followed on the configured host only
+        A next link seen before, ``max_idle_pages`` pages in a row without a new record, or more
+        than ``max_pages`` pages, is a server fault -> NetworkError. A next link on another host is followed on the configured host only
         (the token is never sent elsewhere).
         """
         cfg = self.config
@@ -187,6 +189,7 @@ class CasaviClient:
         if modified_after is not None:
             params[cfg.modified_after_param] = modified_after
         seen: set[str] = set()
+        progress = ProgressGuard(SERVICE, url, cfg.max_idle_pages)
         for _ in range(cfg.max_pages):
             self.stats.incr("reads")
             items, next_link = self._call("GET", url, params=params, parse=self._envelope)
@@ -194,6 +197,7 @@ class CasaviClient:
             yield items
             if next_link is None:
                 return
+            progress.page(items)
             url, params = self._follow(next_link), None
             if url in seen:
                 raise NetworkError(f"{SERVICE}: GET {httpx.URL(url).path} links back to a page it "
@@ -284,29 +288,37 @@ class CasaviClient:
 
     def _call(self, method: str, url: str, *, parse: Callable[[httpx.Response], Any],
               params: dict[str, str] | None = None, json: Any = None) -> Any:
-        """One logical call: token, rate limit, retries, and one renewal after a 401."""
+        """One logical call: token, rate limit, retries, and a renewal after each 401.
+
+        The token is taken before every attempt, so a retry sequence longer than a token's life
+        renews on the way instead of sending an expired token. A 401 means the token used is
+        expired or revoked: it is renewed (unless another thread already did) and the call goes on.
+        Only ``authenticate`` refusing the key/secret means the credentials are wrong; casavi
+        refusing the tokens it just issued, again and again, is an AuthError of its own.
+        """
         shown = httpx.URL(url).path
         header = self.config.token_header
+        used = [0]                                  # generation of the token the last attempt sent
 
-        def send_with(token: str) -> Callable[[], httpx.Response]:
-            return lambda: self._http.request(method, url, params=params, json=json, headers={header: token})
+        def send() -> httpx.Response:
+            token, used[0] = self._current_token()
+            return self._http.request(method, url, params=params, json=json, headers={header: token})
 
         def parse_401(response: httpx.Response) -> Any:
             if response.status_code == 401:
                 raise _Unauthorized
             return parse(response)
 
-        token, generation = self._current_token()
-        try:
-            return self._retrier.run(method, shown, send_with(token), parse_401)
-        except _Unauthorized:
-            log.info("%s: %s %s answered 401; renewing the token once", SERVICE, method, shown)
-        self._renew_after_401(generation)
-        token, _ = self._current_token()
-        try:
-            return self._retrier.run(method, shown, send_with(token), parse_401)
-        except _Unauthorized:
-            raise AuthError(KEY_REJECTED) from None
+        limit = self._retrier.policy.max_attempts
+        for _ in range(limit):
+            try:
+                return self._retrier.run(method, shown, send, parse_401)
+            except _Unauthorized:
+                log.info("%s: %s %s answered 401; renewing the token", SERVICE, method, shown)
+            self._renew_after_401(used[0])          # AuthError(KEY_REJECTED) if the pair is refused
+        raise AuthError(f"casavi accepted the API key/secret but refused the tokens it issued ({limit} in a row, "
+                        f"{method} {shown}). Try again later; if it persists, a casavi admin checks the API "
+                        "access under Administration > API-Zugangsdaten.")
 
     def _envelope(self, response: httpx.Response) -> tuple[list[dict[str, Any]], str | None]:
         cfg = self.config

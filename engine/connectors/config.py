@@ -103,6 +103,7 @@ class ScalaraConfig:
     items_key: str
     next_cursor_key: str
     max_pages: int
+    max_idle_pages: int
     updated_since_param: str
     include_deleted_param: str
     true_value: str
@@ -135,6 +136,7 @@ class CasaviConfig:
     page_param: str
     first_page: int
     max_pages: int
+    max_idle_pages: int
     include_archived_param: str
     modified_after_param: str
     true_value: str
@@ -395,6 +397,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         items_key=s["pagination"]["items_key"],
         next_cursor_key=s["pagination"]["next_cursor_key"],
         max_pages=int(s["pagination"]["max_pages"]),
+        max_idle_pages=int(s["pagination"].get("max_idle_pages", 10)),
         updated_since_param=s["params"]["updated_since"],
         include_deleted_param=s["params"]["include_deleted"],
         true_value=s["params"]["true_value"],
@@ -426,6 +429,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         page_param=page["page_param"],
         first_page=int(page["first_page"]),
         max_pages=int(page["max_pages"]),
+        max_idle_pages=int(page.get("max_idle_pages", 10)),
         include_archived_param=c["params"]["include_archived"],
         modified_after_param=c["params"]["modified_after"],
         true_value=c["params"]["true_value"],

@@ -29,6 +29,8 @@ from urllib.parse import quote
 import httpx
 
 from engine.connectors.config import ConnectorConfig, ScalaraConfig
+from engine.connectors.jsonsafe import decode, flag_records, suspect_page
+from engine.connectors.paging import ProgressGuard
 from engine.connectors.retry import Clock, Sleep, TransientResponse, http_timeout, pacing
 from engine.errors import AuthError, ConfigError, NetworkError, OperatorError
 
@@ -43,11 +45,9 @@ TOKEN_REJECTED = (
 
 
 def json_body(response: httpx.Response) -> Any:
-    """The decoded JSON body; an undecodable one is transient (truncated or garbled answer)."""
-    try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        raise TransientResponse("malformed JSON body") from None
+    """The decoded JSON body; an undecodable one is transient (truncated, garbled, nested too deeply).
+    Records in it may still hold values JSON cannot carry: pages are checked by ``ScalaraClient``."""
+    return decode(response.content)[0]
 
 
 class ScalaraClient:
@@ -106,8 +106,9 @@ class ScalaraClient:
         """Yield each page's records (cursor pagination); tombstones pass through unchanged.
 
         A small state machine: state = the cursor; start without one, stop when the envelope's
-        next cursor is null. A cursor seen twice or more pages than ``max_pages`` is a server
-        fault -> NetworkError rather than an endless run.
+        next cursor is null. A cursor seen twice, ``max_idle_pages`` pages in a row without a new
+        record, or more pages than ``max_pages`` is a server fault -> NetworkError rather than an
+        endless run.
         """
         cfg = self.config
         path = self._resource_path(resource)
@@ -118,6 +119,7 @@ class ScalaraClient:
             params[cfg.include_deleted_param] = cfg.true_value
         cursor: str | None = None
         seen: set[str] = set()
+        progress = ProgressGuard(SERVICE, path, cfg.max_idle_pages)
         for _ in range(cfg.max_pages):
             query = dict(params)
             if cursor is not None:
@@ -127,6 +129,7 @@ class ScalaraClient:
             yield items
             if cursor is None:
                 return
+            progress.page(items)
             if cursor in seen:
                 raise NetworkError(f"{SERVICE}: GET {path} returned a cursor it returned before "
                                    "(pagination loop); stopped")
@@ -169,13 +172,17 @@ class ScalaraClient:
         cfg = self.config
 
         def envelope(response: httpx.Response) -> tuple[list[dict[str, Any]], str | None]:
-            body = self._checked(response, path, allow_404=False)
+            if not 200 <= response.status_code < 300:
+                self._checked(response, path, allow_404=False)          # raises the right error
+            body, suspect = decode(response.content)
             items = body.get(cfg.items_key) if isinstance(body, dict) else None
             cursor = body.get(cfg.next_cursor_key) if isinstance(body, dict) else None
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise TransientResponse(f"unexpected envelope (no list under {cfg.items_key!r})")
             if cursor is not None and (not isinstance(cursor, str) or not cursor):
                 raise TransientResponse(f"unexpected envelope ({cfg.next_cursor_key!r} is not a string)")
+            if suspect_page(response.content, suspect, len(items)):
+                items = flag_records(items)     # values JSON cannot carry, absurd nesting: per-record errors
             return items, cursor
 
         self.stats.incr("reads")

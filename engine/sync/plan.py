@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.sync.archives import KindHold, plan_archives, references
+from engine.text import clip
 
 CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, ERROR, SKIPPED = (
     "create", "update", "restore", "archive", "unchanged", "error", "skipped",
@@ -38,7 +39,7 @@ WRITE_ACTIONS = (CREATE, UPDATE, RESTORE)
 
 def payload_hash(payload: Mapping[str, Any]) -> str:
     """sha256 of canonical JSON: the same payload always hashes the same, whatever key order."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -158,7 +159,7 @@ def field_diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str 
 def change_text(change: Mapping[str, Any]) -> str:
     """``field: "old" -> "new"``, with ``(absent)`` for a field missing on one side."""
     def side(value: Any, absent: bool) -> str:
-        return "(absent)" if absent else json.dumps(value, ensure_ascii=False, default=str)
+        return "(absent)" if absent else clip(json.dumps(value, ensure_ascii=False, default=str))
 
     return (f"{change['field']}: {side(change['from'], bool(change.get('fromAbsent')))} -> "
             f"{side(change['to'], bool(change.get('toAbsent')))}")
@@ -219,7 +220,14 @@ def build_plan(
         seen.add(key)
         for target in references(d.kind, d.payload):
             referenced.setdefault(target, key)
-        h = payload_hash(d.payload)
+        try:
+            h = payload_hash(d.payload)
+        except (ValueError, TypeError, RecursionError) as exc:   # NaN/Infinity, a non-JSON value
+            plan.errors.append({"stage": "plan", "kind": d.kind, "mapping": None, "resource": d.source_resource,
+                                "sourceId": d.source_id, "targetId": d.ref_id, "field": None,
+                                "reason": f"the payload holds a value JSON cannot carry "
+                                          f"({clip(str(exc), 120)}); it is not sent"})
+            continue
         state = known.get(key)
         live = current.get(key) if current is not None else None
         decided = _decide(d, h, state, live, reconciling=current is not None)

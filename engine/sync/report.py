@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.coverage import render_coverage
 from engine.sync.plan import ARCHIVE, CREATE, RESTORE, UNCHANGED, UPDATE, Plan
+from engine.text import clip
 
 if TYPE_CHECKING:
     from engine.errors import OperatorError
@@ -68,7 +69,7 @@ def build_report(*, run_id: int, tenant: str, trigger: str, started: dt.datetime
         "startedAt": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "durationS": round(duration_s, 3),
         "outcome": outcome,
-        "error": str(error) if error else None,
+        "error": clip(str(error), 2000) if error else None,
         "reconciled": prepared.reconciled if prepared else False,
         "extracted": prepared.extracted if prepared else {},
         "extraction": prepared.extraction.as_dict() if prepared and prepared.extraction else None,

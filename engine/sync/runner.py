@@ -25,6 +25,7 @@ from engine.sync.archives import KindHold, affected_kinds
 from engine.sync.extract import Extraction, IncrementalPolicy, StopRequested
 from engine.sync.plan import CREATE, Desired, Known, Plan, build_plan
 from engine.sync.screen import screen_ids
+from engine.text import bounded
 
 __all__ = ["Prepared", "StopRequested", "SyncOptions", "extract", "prepare", "run_apply", "source_resources"]
 
@@ -171,7 +172,7 @@ def _map_error_rows(mset: MappingSet, mapped: MapResult) -> list[dict[str, Any]]
     for e in mapped.errors:
         mapping = e.details.get("mapping") if e.details else None
         kind = mset.mappings[mapping].target if isinstance(mapping, str) and mapping in mset.mappings else None
-        problem = {k: v for k, v in (e.details or {}).items() if k not in ("mapping", "rule")}
+        problem = bounded({k: v for k, v in (e.details or {}).items() if k not in ("mapping", "rule")})
         rows.append({"stage": "map", "kind": kind, "mapping": mapping, **e.as_dict(), "problem": problem})
     return rows
 
@@ -233,7 +234,8 @@ def prepare(
     for plan_ in mset.mappings.values():
         if any(counts.get(rule.source, 0) == 0 for rule in plan_.rules):
             empty_kinds.add(plan_.target)
-    errored_sources = {(e.resource, e.source_id) for e in mapped.errors if e.resource and e.source_id}
+    errored_sources = {(e.resource, e.source_id) for e in (*screened.errors, *mapped.errors)
+                       if e.resource and e.source_id}
     errored: set[tuple[str, str]] = {(str(r), str(s)) for r, s in errored_sources}
     incomplete = {kind: KindHold(f"SCALARA sent {', '.join(f'{n} {r} record(s)' for r, n in screened.incomplete.items())} "
                                  f"without a usable id: the read is incomplete, nothing made from it is archived",

@@ -1,4 +1,7 @@
-"""Screen SCALARA records before mapping: every record needs an id of the contract's form.
+"""Screen SCALARA records before mapping: every record needs an id of the contract's form, and
+values JSON can carry (the connector flags the others: ``engine.connectors.jsonsafe``).
+
+A flagged record (NaN, Infinity, a 5,000-digit number, absurd nesting) is a per-record error.
 
 A record whose ``id`` is missing, null, not a string, or not of the form the SCALARA catalog gives
 (``type: uuid`` -> a UUID) cannot be matched to what casavi got from it before: it is a per-record
@@ -18,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.connectors.jsonsafe import FlaggedRecord
 from engine.errors import RecordError
-from engine.text import clip
+from engine.interpret import singular
+from engine.text import quote
 
 _FORMS: dict[str, tuple[re.Pattern[str], str]] = {
     "uuid": (re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"), "a UUID"),
@@ -31,7 +36,8 @@ _FORMS: dict[str, tuple[re.Pattern[str], str]] = {
 class Screened:
     records: dict[str, list[dict[str, Any]]]
     errors: list[RecordError] = field(default_factory=list)
-    incomplete: dict[str, int] = field(default_factory=dict)   # resource -> unusable records
+    incomplete: dict[str, int] = field(default_factory=dict)   # resource -> records without a usable id
+    flagged: dict[str, int] = field(default_factory=dict)      # resource -> records with unusable values
 
 
 def id_form(resource: str) -> tuple[re.Pattern[str], str]:
@@ -48,7 +54,7 @@ def has_unusable_ids(records: Mapping[str, list[dict[str, Any]]]) -> bool:
         pattern = id_form(resource)[0]
         for rec in rows:
             rid = rec.get("id") if isinstance(rec, dict) else None
-            if not (isinstance(rid, str) and pattern.match(rid)):
+            if type(rec) is FlaggedRecord or not (isinstance(rid, str) and pattern.match(rid)):
                 return True
     return False
 
@@ -60,11 +66,19 @@ def screen_ids(records: Mapping[str, list[dict[str, Any]]]) -> Screened:
         good: list[dict[str, Any]] = []
         for n, rec in enumerate(rows, 1):
             rid = rec.get("id", _MISSING) if isinstance(rec, dict) else _MISSING
-            if isinstance(rid, str) and pattern.match(rid):
+            usable_id = isinstance(rid, str) and pattern.match(rid) is not None
+            if usable_id and type(rec) is not FlaggedRecord:
                 good.append(rec)
                 continue
+            if usable_id:       # a value JSON cannot carry, or absurd nesting: this record only
+                assert isinstance(rec, FlaggedRecord)
+                out.errors.append(RecordError(
+                    reason=f"{singular(resource)} {rid}: {'; '.join(rec.problems)}; it is left out",
+                    source_id=rid, resource=resource, details={"stage": "extract"}))
+                out.flagged[resource] = out.flagged.get(resource, 0) + 1
+                continue
             what = ("has no id" if rid is _MISSING else "has id null" if rid is None
-                    else f"has id {clip(repr(rid), 80)}, not {wording}")
+                    else f"has id {quote(rid, 80)}, not {wording}")
             out.errors.append(RecordError(
                 reason=f"SCALARA {resource} record #{n} of this read {what}; it is left out, and nothing made "
                        f"from {resource} is archived in this run",

@@ -232,7 +232,7 @@ def run_for_tenant(
         if failures is not None:  # new/known/acknowledged of this run, for metrics (engine.observe)
             stored_counts["_failures"] = failures.as_dict()["counts"]
         store.finish_run(run_id, outcome, stored_counts, str(report_path) if report_path else None,
-                         str(error) if error else None)
+                         report["error"])
         if prepared is not None and result is not None:
             store.record_outcomes(run_id, _outcome_rows(prepared, result))
         run_finished(report)  # metrics and alerts, when this process has them
