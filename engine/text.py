@@ -11,6 +11,7 @@ import reprlib
 from typing import Any
 
 LIMIT = 200  # characters of a quoted value; the rest is counted, not shown
+DETAIL_LIMIT = 10_000  # where a person asked to see a value (explain, plan --details)
 
 
 def clip(text: str, limit: int = LIMIT) -> str:

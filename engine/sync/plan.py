@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.sync.archives import KindHold, plan_archives, references
-from engine.text import clip
+from engine.text import DETAIL_LIMIT, clip
 
 CREATE, UPDATE, RESTORE, ARCHIVE, UNCHANGED, ERROR, SKIPPED = (
     "create", "update", "restore", "archive", "unchanged", "error", "skipped",
@@ -159,7 +159,8 @@ def field_diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str 
 def change_text(change: Mapping[str, Any]) -> str:
     """``field: "old" -> "new"``, with ``(absent)`` for a field missing on one side."""
     def side(value: Any, absent: bool) -> str:
-        return "(absent)" if absent else clip(json.dumps(value, ensure_ascii=False, default=str))
+        # whole (explain and plan --details show what changes), but a 10 MB field is not printed
+        return "(absent)" if absent else clip(json.dumps(value, ensure_ascii=False, default=str), DETAIL_LIMIT)
 
     return (f"{change['field']}: {side(change['from'], bool(change.get('fromAbsent')))} -> "
             f"{side(change['to'], bool(change.get('toAbsent')))}")
