@@ -6,7 +6,8 @@ stores at the same schema version, so the same tables and columns), orders them 
 table comes after the tables it references, and copies every row, column by column, in one
 transaction on the destination. Identity counters (run ids) continue after the copied rows.
 
-Not copied: ``locks`` (who runs what *now* belongs to the old deployment) and the schema-version
+Secrets stay encrypted; those made with a key the destination lacks are re-encrypted with the
+destination's key on the way. Not copied: ``locks`` (who runs what *now* belongs to the old deployment) and the schema-version
 bookkeeping (each backend keeps its own). The destination must be empty (a fresh ``state migrate``),
 so a copy never merges two deployments.
 """
@@ -120,6 +121,29 @@ def _reset_identities(db: Conn, table: str, cols: list[str]) -> None:
             db.execute(f'SELECT setval(?, COALESCE((SELECT max("{col}") FROM "{table}"), 0) + 1, false)', (seq,))
 
 
+def _resealer(src: StateStore, dst: StateStore, table: str, cols: list[str]) -> Any:
+    """Secrets travel encrypted; one made with a key the destination does not hold (each location
+    has its own default key file) is re-encrypted with the destination's key on the way, so the
+    copy opens where it lands (engine/secrets.py)."""
+    from engine.secrets import key_id_of
+    from engine.state.sealed import SECRET_CELLS
+
+    where = [cols.index(column) for t, _, column, _ in SECRET_CELLS if t == table and column in cols]
+    if not where:
+        return lambda row: row
+    have = set(dst._box.key_ids())
+
+    def reseal(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(row)
+        for i in where:
+            value = out[i]
+            if isinstance(value, str) and value and key_id_of(value) not in have:
+                out[i] = dst._box.seal(src._box.unseal(value))
+        return tuple(out)
+
+    return reseal
+
+
 def copy_state(src: StateStore, dst: StateStore) -> CopyResult:
     """Copy every row of ``src`` into the empty ``dst`` (same schema version), in one transaction."""
     if src.schema_version != dst.schema_version:
@@ -141,8 +165,9 @@ def copy_state(src: StateStore, dst: StateStore) -> CopyResult:
             sql = f'INSERT INTO "{table}" ({quoted}) VALUES ({", ".join("?" for _ in cols)})'
             batch: list[tuple[Any, ...]] = []
             n = 0
+            reseal = _resealer(src, dst, table, cols)
             for row in rows(src, table, cols):
-                batch.append(tuple(_plain(v) for v in row))
+                batch.append(reseal(tuple(_plain(v) for v in row)))
                 if len(batch) >= CHUNK:
                     db.executemany(sql, batch)
                     n, batch = n + len(batch), []
