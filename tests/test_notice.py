@@ -69,7 +69,7 @@ def test_html_escapes_scalara_data() -> None:
 
 def test_empty_notice() -> None:
     text = render_text(build_notice({"runId": 3, "tenant": "t", "startedAt": "2026-11-27T03:00:00Z"}), zone=BERLIN)
-    assert "Es gibt derzeit nichts zu korrigieren." in text and "27.11.2026 04:00 CET" in text
+    assert "Es gibt derzeit nichts zu korrigieren." in text and "27.11.2026 04:00 MEZ" in text
 
 
 @pytest.mark.slow

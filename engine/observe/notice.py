@@ -344,14 +344,20 @@ def build_notice(report: Mapping[str, Any], previous: Mapping[str, Any] | None =
 
 # ----------------------------------------------------------------------------- rendering
 
-def _when(stamp: str, zone: dt.tzinfo | None) -> str:
+# German names of the zone abbreviations a German reader expects (as the console shows them)
+_ZONE_NAMES = {"de": {"CET": "MEZ", "CEST": "MESZ"}}
+
+
+def _when(stamp: str, zone: dt.tzinfo | None, language: str = "de") -> str:
     try:
         moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return stamp
     if zone is not None:
         moment = moment.astimezone(zone)
-    return moment.strftime("%d.%m.%Y %H:%M %Z").strip()
+    name = moment.strftime("%Z")
+    name = _ZONE_NAMES.get(language, {}).get(name, name)
+    return f"{moment:%d.%m.%Y %H:%M} {name}".strip()
 
 
 def _dependents_line(catalog: Mapping[str, Any], item: NoticeItem) -> str | None:
@@ -365,7 +371,7 @@ def _dependents_line(catalog: Mapping[str, Any], item: NoticeItem) -> str | None
 def render_text(notice: Notice, language: str = "de", zone: dt.tzinfo | None = None) -> str:
     catalog = notice_catalog(language)
     lines = [str(catalog["title"]), "=" * len(str(catalog["title"])), ""]
-    lines.append(str(catalog["generated"]).format(when=_when(notice.generated_at, zone), run=notice.run_id or "–"))
+    lines.append(str(catalog["generated"]).format(when=_when(notice.generated_at, zone, language), run=notice.run_id or "–"))
     lines.append("")
     if not notice.items:
         lines.append(str(catalog["empty"]))
@@ -392,7 +398,7 @@ def render_html(notice: Notice, language: str = "de", zone: dt.tzinfo | None = N
     parts = [f'<!DOCTYPE html>\n<html lang="{e(language)}"><head><meta charset="utf-8">',
              f"<title>{e(str(catalog['title']))}</title></head><body>",
              f"<h1>{e(str(catalog['title']))}</h1>",
-             f"<p>{e(str(catalog['generated']).format(when=_when(notice.generated_at, zone), run=notice.run_id or '–'))}</p>"]
+             f"<p>{e(str(catalog['generated']).format(when=_when(notice.generated_at, zone, language), run=notice.run_id or '–'))}</p>"]
     if not notice.items:
         parts.append(f"<p>{e(str(catalog['empty']))}</p>")
     else:
