@@ -43,6 +43,7 @@ def test_demo_explains_itself_and_runs_the_scheduler(tmp_path: Path) -> None:
         triggers = [r.trigger for r in store.runs("default")]
     assert sorted(triggers) == ["initial", "manual", "schedule"]
     assert "write calls to casavi: 0" in out
+    assert "content " not in out and "engine/data/mappings" not in out  # no mapping-set bookkeeping in the story
     # what a person reads afterwards: one time format, counts with unchanged
     human = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET|CEST)"
     history = CliRunner().invoke(main, ["history", "--state", str(state)]).output
