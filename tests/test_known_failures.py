@@ -65,8 +65,12 @@ def test_a_refused_record_is_held_until_its_payload_changes_or_a_retry_is_asked(
     again = [f for f in _by(third.report, "known", "write") if f["id"] == ref]
     assert again and again[0]["attempts"] == 2 and not again[0]["held"]
 
-    world.store.request_retry("default", [("write", "units", ref)])  # run --retry-record units/ID
-    assert writes(world.run()) == 1
+    asked = _cli(world, "run", "--retry-record", f"units/{ref}", "--format", "json")  # the operator asks
+    report = json.loads(asked.output[asked.output.index("\n{") + 1:])  # after the progress lines
+    assert asked.exit_code == 1 and report["calls"]["casavi"]["writes"] == 1, asked.output
+    assert writes(world.run()) == 0  # held again after that one retry
+    bad = _cli(world, "run", "--retry-record", "units")
+    assert bad.exit_code == 2 and "KIND/ID" in bad.output
 
     world.sandbox.scalara.update_record("units", unit, {"buildingId": building})  # fixed in SCALARA
     fixed = world.run()
