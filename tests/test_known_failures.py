@@ -119,6 +119,8 @@ def test_acknowledged_failures_make_a_clean_run_and_news_stands_out(world: World
     assert listed.exit_code == 0 and f"known (since run {first.run_id}, 2x)" in listed.output
     status = _cli(world, "status", "--format", "json")
     assert json.loads(status.output)["tenants"][0]["failures"]["known"] == len(planted)
+    text = _cli(world, "status").output
+    assert f"failures      0 new, {len(planted)} known (the oldest since run {first.run_id}, 2x)" in text, text
     unit = next(f for f in planted if f["kind"] == "units")
     acked = _cli(world, "ack", "units", unit["source"]["id"], "--note", "Gebäude fehlt in SCALARA; Kunde informiert")
     assert acked.exit_code == 0 and "1 failure(s) acknowledged" in acked.output, acked.output
