@@ -14,6 +14,7 @@ Plain SQL (``INSERT ... ON CONFLICT``, ``DELETE``) that SQLite and PostgreSQL bo
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -85,11 +86,17 @@ class SourcesMixin(StoreBase):
     def source_records(self, tenant: str, resource: str) -> dict[str, Record]:
         """The snapshot of one resource: id -> record as SCALARA sent it, in id order."""
         self._require_tenant(tenant)
-        with self._read() as db:
-            rows = db.execute("SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? ORDER BY id",
-                              (tenant, resource)).fetchall()
         loads = json.loads
-        return {row[0]: loads(row[1]) for row in rows}
+        collecting = gc.isenabled()
+        gc.disable()  # acyclic dicts: the cyclic collector would rescan them again and again
+        try:
+            with self._read() as db:  # decoded row by row: the JSON texts are never all held at once
+                return {rid: loads(body) for rid, body in db.execute(
+                    "SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? ORDER BY id",
+                    (tenant, resource))}
+        finally:
+            if collecting:
+                gc.enable()
 
     def source_records_by_id(self, tenant: str, resource: str, ids: Iterable[str]) -> dict[str, Record]:
         """Some records of the snapshot (those an incremental read returned), id -> record."""
