@@ -15,6 +15,7 @@ Plain SQL (``INSERT ... ON CONFLICT``, ``DELETE``) that SQLite and PostgreSQL bo
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,14 +87,22 @@ class SourcesMixin(StoreBase):
     def source_records(self, tenant: str, resource: str) -> dict[str, Record]:
         """The snapshot of one resource: id -> record as SCALARA sent it, in id order."""
         self._require_tenant(tenant)
-        loads = json.loads
         collecting = gc.isenabled()
         gc.disable()  # acyclic dicts: the cyclic collector would rescan them again and again
+        out: dict[str, Record] = {}
         try:
-            with self._read() as db:  # decoded row by row: the JSON texts are never all held at once
-                return {rid: loads(body) for rid, body in db.execute(
-                    "SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? ORDER BY id",
-                    (tenant, resource))}
+            with self._read() as db:
+                cur = iter(db.execute("SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? "
+                                      "ORDER BY id", (tenant, resource)))
+                while True:
+                    rows = list(itertools.islice(cur, 500))
+                    if not rows:
+                        break
+                    # one JSON array per chunk, as SCALARA's pages are: the decoder then shares the
+                    # key strings among the chunk's records (row by row, every record had its own)
+                    decoded = json.loads("[" + ",".join(row[1] for row in rows) + "]")
+                    out.update(zip((row[0] for row in rows), decoded, strict=True))
+            return out
         finally:
             if collecting:
                 gc.enable()
