@@ -46,6 +46,12 @@ def parse_ts(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def check_alive(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    for p, log in zip(procs, logs, strict=True):
+        if p.poll() is not None:
+            sys.exit(f"a worker exited ({p.returncode}): {log.read_text()[-500:]}")
+
+
 def one(server: PgServer, tenants: int, workers: int, latency_ms: int, work: Path) -> dict[str, float]:
     url = server.create_database("bench")
     assert CliRunner().invoke(main, ["state", "migrate", "--state", url]).exit_code == 0
@@ -74,12 +80,14 @@ def one(server: PgServer, tenants: int, workers: int, latency_ms: int, work: Pat
                  "--timezone", "UTC", "--jitter", "0", "--tick", "1", "--concurrency", str(CONCURRENCY),
                  "--log-format", "json"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT))
         while not all("worker.start" in log.read_text() for log in logs):
+            check_alive(procs, logs)
             time.sleep(0.05)
         due_wall, due_mono = time.time(), time.monotonic()
         today = dt.datetime.now(dt.UTC).date()
         with StateStore.open(url) as store:
             names = [f"t{i:03d}" for i in range(tenants)]
             while not all(store.last_scheduled_day(n) == today for n in names):
+                check_alive(procs, logs)
                 time.sleep(0.2)
             runs = [r for n in names for r in store.runs(n, limit=5)]
         first_request = min(t for t, _, path, _ in sb.scalara_server.counters.log() if "sandbox" not in path)
@@ -109,6 +117,7 @@ def main_() -> None:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the cluster (finally)
     server = PgServer(bin_dir).start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
