@@ -100,6 +100,14 @@ def test_custom_mappings_folder(tmp_path: Path) -> None:
         ("[1, 2]", ["units"], "expected an object"),
         ({"units": {"id": "u1"}}, ["units"], "'units' must be a list of records"),
         ({"units": []}, ["units", "--mappings", "/nonexistent/maps"], "no such file or folder"),
+        # issue 9, item 10: these ended with a traceback (exit 1)
+        ('{"units": [{"id": "u1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}]}", ["units"],
+         "invalid JSON: nested too deeply"),
+        ('{"units": [{"id": "u1", "mea": 1' + "0" * 5000 + "}]}", ["units"], "invalid JSON: Exceeds the limit"),
+        ('{"units": [{"id": "u1", "mea": NaN}]}', ["units"], "invalid JSON: NaN is not a JSON number"),
+        ('{"units": [{"id": "u1", "x": ' + "[" * 200 + "]" * 200 + "}]}", ["units"],
+         "units record #1: x.0.0."),
+        ('{"units": [{"id": "u1", "mea": 1e400}]}', ["units"], "units record #1: mea is inf"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path, records: Any, args: list[str], message: str) -> None:

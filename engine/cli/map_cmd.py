@@ -26,8 +26,10 @@ from typing import Any, NoReturn
 import click
 
 from engine.cli.base import main
+from engine.connectors.jsonsafe import problems_of
 from engine.errors import CasaviSyncError, SpecError
 from engine.paths import default_mappings, mapping_files
+from engine.text import clip
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -66,15 +68,27 @@ def _load_records(path: Path) -> dict[str, list[dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{path}: cannot read ({exc.__class__.__name__})")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         _fail(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+    except RecursionError:
+        _fail(f"{path}: invalid JSON: nested too deeply")
+    except ValueError as exc:   # NaN/Infinity (refused above), an integer beyond Python's digit limit
+        _fail(f"{path}: invalid JSON: {str(exc).split(';')[0][:120]}")
     if not isinstance(data, dict):
         _fail(f'{path}: expected an object {{"<resource>": [records...]}}, got {type(data).__name__}')
     for resource, records in data.items():
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            _fail(f"{path}: '{resource}' must be a list of records (objects)")
+            _fail(f"{path}: '{clip(str(resource), 80)}' must be a list of records (objects)")
+        for n, record in enumerate(records, 1):
+            problems = problems_of(record)         # absurd nesting or numbers JSON cannot carry
+            if problems:
+                _fail(f"{path}: {clip(str(resource), 80)} record #{n}: {problems[0]}")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @main.command("map")
