@@ -418,7 +418,7 @@ def _check_links(plans: Mapping[str, MappingPlan]) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
     def unknown(mapping: str, path: str, name: str, what: str) -> None:
-        close = difflib.get_close_matches(name, list(plans), n=1)
+        close = difflib.get_close_matches(name, list(plans), n=1) if len(name) <= 100 else []
         out.append(Diagnostic(mapping, 0, 0, f"{what} '{name}' is not a mapping; known: "
                               f"{', '.join(sorted(plans))}", path,
                               hint=f"did you mean '{close[0]}'?" if close else None))

@@ -44,6 +44,13 @@ class Diagnostic:
     severity: str = "error"
     source_line: str | None = None
 
+    def __post_init__(self) -> None:
+        # a message may quote the file (a 1 MB identifier): cut once here, for every renderer
+        for name in ("message", "hint"):
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > REASON_LIMIT:
+                object.__setattr__(self, name, clip(value, REASON_LIMIT))
+
     def location(self) -> str:
         if self.line:
             return f"{self.file}:{self.line}:{self.col}"

@@ -36,11 +36,11 @@ from typing import Any, cast
 
 from jmespath import exceptions as jexc
 from jmespath import functions as jfunctions
-from jmespath.parser import Parser
 from jmespath.visitor import Options, TreeInterpreter
 
 from engine.errors import Diagnostic, RecordError, SpecError
 from engine.functions import REGISTRY, FunctionError, FunctionSpec
+from engine.jmes import FastParser
 from engine.text import clip
 
 Fn = Callable[[Any], Any]
@@ -153,7 +153,7 @@ _Functions.FUNCTION_TABLE = {
 }
 _FUNCTIONS = _Functions()
 _INTERPRETER = TreeInterpreter(Options(custom_functions=_FUNCTIONS))
-_PARSER = Parser()
+_PARSER = FastParser()   # jmespath's parser over a linear-time lexer (engine.jmes)
 
 
 # --------------------------------------------------------------------------- compile
@@ -461,7 +461,7 @@ class _Compiler:
         children: list[Node] = node["children"]
         spec = REGISTRY.get(name)
         if spec is None:
-            close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+            close = difflib.get_close_matches(name, list(REGISTRY), n=1) if len(name) <= 100 else []
             hint = f"did you mean '{close[0]}'?" if close else None
             msg = f"unknown function '{name}'" + (f"; {hint}" if hint else "")
             raise ExpressionError(self.source, msg + f"; available: {', '.join(sorted(REGISTRY))}",

@@ -295,10 +295,15 @@ def load_text(text: str, name: str) -> tuple[Document | None, list[Diagnostic]]:
     yaml.preserve_quotes = True
     yaml.allow_duplicate_keys = True  # the prescan reports duplicates by their text, all of them
     try:
-        problems = _prescan(yaml, text, name, lines)
+        events: list[Any] = []
+        problems = _prescan(yaml, text, name, lines, events)
         if problems:
             return None, problems
-        root = yaml.load(text)
+        builder = YAML(typ="rt", pure=True)  # builds the tree from the events just checked: one scan
+        builder.preserve_quotes = True
+        builder.allow_duplicate_keys = True
+        builder.Parser = _replaying(events)
+        root = builder.load(text)
     except MarkedYAMLError as exc:
         return None, [_syntax_diagnostic(exc, name, lines)]
     except ReaderError as exc:
@@ -383,8 +388,23 @@ def _indentation_hint(lines: list[str], line: int) -> str | None:
             f"(line {number}: {expected}); keys of one mapping must line up in one column, nested keys further in")
 
 
-def _prescan(yaml: Any, text: str, name: str, lines: list[str]) -> list[Diagnostic]:
-    """One linear pass over the parser events; see the module docstring for what it rejects."""
+def _replaying(events: list[Any]) -> Any:
+    """A ruamel parser class that hands out ``events`` instead of scanning the text again
+    (scanning is ruamel's slow part: half the time of validating a large file)."""
+    from ruamel.yaml.parser import RoundTripParser
+
+    class Replay(RoundTripParser):
+        def reset_parser(self) -> None:
+            super().reset_parser()
+            pending = iter(events)
+            self.state = lambda: next(pending, None)
+
+    return Replay
+
+
+def _prescan(yaml: Any, text: str, name: str, lines: list[str], events: list[Any]) -> list[Diagnostic]:
+    """One linear pass over the parser events (kept in ``events``); see the module docstring for
+    what it rejects."""
     from ruamel.yaml.events import (
         AliasEvent,
         CollectionEndEvent,
@@ -402,6 +422,7 @@ def _prescan(yaml: Any, text: str, name: str, lines: list[str]) -> list[Diagnost
         return event.start_mark.line + 1, event.start_mark.column + 1
 
     for event in yaml.parse(text):
+        events.append(event)
         if isinstance(event, CollectionEndEvent):
             if frames:
                 frames.pop()

@@ -45,6 +45,8 @@ ANY = Shape("any")
 
 def did_you_mean(name: str, candidates: Sequence[str]) -> str:
     """``"; did you mean 'street'?"`` or ``""`` when nothing is close."""
+    if len(name) > 100:                  # nothing is close, and difflib would take seconds
+        return ""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -74,11 +76,13 @@ class Parsed:
 
 def parse(expression: str) -> tuple[Parsed | None, str | None, int]:
     """``(parsed, None, 0)`` or ``(None, message, offset)`` for a syntax error."""
-    from jmespath import exceptions, lexer, parser
+    from jmespath import exceptions
+
+    from engine.jmes import FastLexer, FastParser
 
     try:
-        ast = parser.Parser().parse(expression).parsed
-        tokens = list(lexer.Lexer().tokenize(expression))
+        ast = FastParser().parse(expression).parsed
+        tokens = list(FastLexer().tokenize(expression))
     except exceptions.LexerError as exc:
         return None, "invalid expression: " + _lexer_text(exc), int(exc.lex_position)
     except exceptions.IncompleteExpressionError as exc:
@@ -88,7 +92,7 @@ def parse(expression: str) -> tuple[Parsed | None, str | None, int]:
         return None, "invalid expression: " + _parse_error_text(expression, exc, position), position
     except (exceptions.JMESPathError, RecursionError, ValueError, TypeError) as exc:
         return None, f"invalid expression: {type(exc).__name__}", 0
-    return Parsed(cast("dict[str, Any]", ast), cast("list[dict[str, Any]]", tokens)), None, 0
+    return Parsed(cast("dict[str, Any]", ast), tokens), None, 0
 
 
 _TOKEN_TEXT = {
