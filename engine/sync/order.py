@@ -66,17 +66,23 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
 
     anchors_memo: dict[Key, frozenset[str]] = {}
     single: dict[str, frozenset[str]] = {}  # one shared set per property (most records lead to one)
+    none: frozenset[str] = frozenset()
 
     def anchors(key: Key, depth: int = 0) -> frozenset[str]:
         if key[0] == ANCHOR:
-            return single.setdefault(key[1], frozenset((key[1],)))
-        if key in anchors_memo:
-            return anchors_memo[key]
-        found: frozenset[str] = frozenset()
+            got = single.get(key[1])
+            if got is None:
+                got = single[key[1]] = frozenset((key[1],))
+            return got
+        got = anchors_memo.get(key)
+        if got is not None:
+            return got
+        found = none
         if depth < 16:  # references are acyclic (the validator checks); this only bounds a bad lookup
-            found = frozenset().union(*(anchors(d, depth + 1) for d in deps(key)))
-            if len(found) == 1:
-                found = single.setdefault(next(iter(found)), found)
+            for d in deps(key):
+                sub = anchors(d, depth + 1)
+                if sub and sub is not found:
+                    found = found | sub if found else sub
         anchors_memo[key] = found
         return found
 
@@ -92,7 +98,7 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
     found_of: dict[Key, frozenset[str]] = {}
     for a in in_order:
         found = found_of[(a.kind, a.ref_id)] = anchors((a.kind, a.ref_id))
-        for ref in sorted(found):
+        for ref in (found if len(found) < 2 else sorted(found)):
             if ref not in position:
                 position[ref] = len(position)
                 names[ref] = name_of(ref)
@@ -100,12 +106,18 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
     # run as many properties as possible are complete. Ties keep the plan's order.
     size = dict.fromkeys(position, 0)
     for found in found_of.values():
-        if found:
+        if len(found) == 1:
+            for ref in found:
+                size[ref] += 1
+        elif found:
             size[max(found, key=position.__getitem__)] += 1
     position = {ref: i for i, ref in enumerate(sorted(position, key=lambda r: (size[r], position[r])))}
     group_of: dict[Key, int] = {}
     for key, found in found_of.items():
-        if found:
+        if len(found) == 1:
+            for ref in found:
+                group_of[key] = position[ref]
+        elif found:
             group_of[key] = max(position[r] for r in found)
     last = len(position)
     # Unattached records go with the first group that needs them: dependents first (reverse order).
@@ -120,7 +132,10 @@ def group_actions(actions: Sequence[Action], order: Sequence[str], lookup: Looku
     # Never refer forward: an action is at or after every action it depends on.
     for a in in_order:
         key = (a.kind, a.ref_id)
-        group_of[key] = max([group_of[key], *(group_of[d] for d in a.depends_on if d in group_of)])
+        at = group_of[key]
+        for d in a.depends_on:
+            if group_of.get(d, -1) > at:
+                at = group_of[key] = group_of[d]
 
     groups = [Group(i, ref, names[ref]) for ref, i in sorted(position.items(), key=lambda kv: kv[1])]
     groups.append(Group(last, None, None))
