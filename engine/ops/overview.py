@@ -90,13 +90,31 @@ def load_report(ctx: Context, run_id: int) -> tuple[Any, dict[str, Any] | None]:
         run = store.get_run(run_id)
     if run is None or run.tenant != ctx.tenant:
         raise ConfigError(f"tenant '{ctx.tenant}' has no run {run_id}")
-    report = None
-    if run.report_path:
-        try:
-            report = json.loads(Path(run.report_path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            report = None
-    return run, report
+    return run, read_report(run.report_path) if run.report_path else None
+
+
+_REPORTS: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+_REPORTS_KEPT = 64
+
+
+def read_report(path: str) -> dict[str, Any] | None:
+    """A run report, parsed once while the file stays the same (a console shows the same reports often).
+
+    Treat the result as read-only: it is shared between callers.
+    """
+    try:
+        st = Path(path).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = _REPORTS.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        report: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if len(_REPORTS) >= _REPORTS_KEPT:
+        _REPORTS.pop(next(iter(_REPORTS)), None)
+    _REPORTS[path] = (stamp, report)
+    return report
 
 
 def failed_records(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,9 +146,8 @@ def mapping_health(ctx: Context) -> dict[str, Any]:
     with ctx.store() as store:
         for run in store.runs(ctx.tenant, limit=20):
             if run.report_path and run.outcome not in ("aborted", "running", "interrupted"):
-                try:
-                    doc = json.loads(Path(run.report_path).read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                doc = read_report(run.report_path)
+                if doc is None:
                     continue
                 coverage, run_id = doc.get("coverage") or {}, run.id
                 break
