@@ -10,11 +10,14 @@ tenants served by one process do not all hit SCALARA and casavi in the same seco
 
 The rules, and why:
 
-* **Slot.** A tenant's slot on local day D is the configured wall time on D, resolved in the zone,
-  plus the tenant's jitter offset. Wall times that do not exist (spring forward: 02:30 on
-  2026-03-29 in Berlin) resolve to the first valid instant after them (03:00 CEST); wall times
-  that exist twice (fall back: 02:30 on 2026-10-25) resolve to the first occurrence (CEST). So a
-  DST change day still has exactly one slot, and 04:00 is never affected in Berlin.
+* **Slot.** A tenant's slot for local day D is its wall time - the configured time of day plus
+  the tenant's jitter offset, on D, or on D+1 when the two pass midnight (23:45 + 20 min = 00:05
+  of D+1) - resolved in the zone. Adding the offset to the wall time (not to the instant) keeps
+  every slot on the same side of midnight, so each local date has exactly one slot, whatever DST
+  does. Wall times that do not exist (spring forward: 02:30 on 2026-03-29 in Berlin) resolve to
+  the first valid instant after them (03:00 CEST); wall times that exist twice (fall back: 02:30
+  on 2026-10-25) resolve to the first occurrence (CEST). So a DST change day still has exactly
+  one slot, and 04:00 is never affected in Berlin.
 * **Jitter** is a fixed offset in ``[0, jitter)`` derived from a hash of the tenant's name: the
   tenants spread over the window, and a restart never moves a tenant's slot. The offset is the
   same every day, and days are at least 23 hours apart, so a slot never reaches the next day's
@@ -23,8 +26,13 @@ The rules, and why:
   ``last_scheduled_day`` is before D. Only the *latest* passed slot counts: after a week of
   downtime the tenant catches up with ONE run (for the latest missed day), not seven. A tenant
   the scheduler has never run (``last_scheduled_day`` None: just connected, and ``connect`` ran
-  its initial import) counts as done up to yesterday: its first scheduled run is today's slot, at
-  once if that has passed - never a catch-up run for yesterday right before today's.
+  its initial import) counts as done up to the day before the slot that falls on today's date:
+  its first scheduled run is that slot, at once if it has passed - never a catch-up run for
+  yesterday right before today's. (For a slot past midnight, the slot falling on today's date is
+  the one of yesterday's day: counting "done up to yesterday" there meant never being due.)
+* **First sight.** The loops that start runs (``serve``, the fleet's scheduler) store
+  ``first_last_day`` for a tenant the first time they see it never run, so its first day is
+  fixed at that moment, not re-read from the clock at every tick.
 * **Done when started.** The caller records D as the last scheduled day when it *starts* the run,
   not when the run ends: a run that crashes mid-way is not repeated at every tick or restart
   (the next day's run picks up what it missed; an operator can always ``run`` by hand).
@@ -130,6 +138,11 @@ class Schedule:
     def offset(self, tenant: str) -> dt.timedelta:
         return jitter_offset(tenant, self.jitter)
 
+    def wall(self, tenant: str, day: dt.date) -> dt.datetime:
+        """The tenant's wall time for ``day``: the time of day plus its offset, on ``day`` or, when
+        the two pass midnight, on the next day (naive local time)."""
+        return dt.datetime.combine(day, self.at) + self.offset(tenant)
+
     def slot(self, tenant: str, day: dt.date) -> dt.datetime:
         """The UTC instant of ``tenant``'s run for local ``day`` (cached: the serve loop asks often)."""
         key = (tenant, day)
@@ -137,7 +150,8 @@ class Schedule:
         if found is None:
             if len(self._slots) > 10_000:
                 self._slots.clear()
-            found = self._slots[key] = resolve_local(day, self.at, self.zone) + self.offset(tenant)
+            wall = self.wall(tenant, day)
+            found = self._slots[key] = resolve_local(wall.date(), wall.time(), self.zone)
         return found
 
     def local_day(self, now: dt.datetime) -> dt.date:
@@ -153,14 +167,27 @@ class Schedule:
             day -= dt.timedelta(days=1)
         return day
 
-    def _last(self, last_day: dt.date | None, now: dt.datetime) -> dt.date:
-        return last_day if last_day is not None else self.local_day(now) - dt.timedelta(days=1)
+    def _last(self, tenant: str, last_day: dt.date | None, now: dt.datetime) -> dt.date:
+        """``last_day``, or for a tenant never run: done up to the day before the one whose slot
+        falls on today's date (with a slot past midnight, that is yesterday's day)."""
+        if last_day is not None:
+            return last_day
+        today = self.local_day(now)
+        shift = self.wall(tenant, today).date() - today          # 0 or 1 day
+        return today - shift - dt.timedelta(days=1)
+
+    def first_last_day(self, tenant: str, now: dt.datetime) -> dt.date:
+        """What a tenant never run before counts as done at ``now`` (see ``due``). A loop that
+        starts runs stores it the first time it sees the tenant: computed again at every tick, it
+        would move with the date, and a slot just before midnight that the tick after it finds on
+        the next date would never run."""
+        return self._last(tenant, None, now)
 
     # -- the two questions the serve loop and `status` ask ----------------------------------------
     def due(self, tenant: str, last_day: dt.date | None, now: dt.datetime) -> dt.date | None:
         """The local day whose run is due at ``now``, or None."""
         day = self.latest_passed_day(tenant, now)
-        last_day = self._last(last_day, now)
+        last_day = self._last(tenant, last_day, now)
         if last_day >= day:
             return None
         return day
@@ -169,7 +196,7 @@ class Schedule:
         """When the tenant's next run is due (UTC). At or before ``now`` exactly when ``due`` says so:
         then it is the slot of the overdue day, which the serve loop starts at its next tick."""
         latest = self.latest_passed_day(tenant, now)
-        last_day = self._last(last_day, now)
+        last_day = self._last(tenant, last_day, now)
         if last_day < latest:
             return self.slot(tenant, latest)
         return self.slot(tenant, max(last_day, latest) + dt.timedelta(days=1))

@@ -205,7 +205,11 @@ class Server:
             name = tenant.name
             if not tenant.activated or name in self._running or store.get_connection(name) is None:
                 continue
-            day = schedule.due(name, store.last_scheduled_day(name), now)
+            last = store.last_scheduled_day(name)
+            if last is None:                  # first sight: fix its first day now (engine.schedule)
+                last = schedule.first_last_day(name, now)
+                store.set_last_scheduled_day(name, last)
+            day = schedule.due(name, last, now)
             if day is not None:
                 due.append((schedule.slot(name, day), name, day))
         started: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import random
 from collections import Counter
 
 import pytest
@@ -233,7 +234,11 @@ def test_every_minute_of_a_year_for_one_tenant(at: str, jitter: int) -> None:
     offset = jitter_offset(name, dt.timedelta(minutes=jitter))
     assert len(spring) == 1 and len(fall) == 1
     if at == "02:30":                       # the run starts in the first minute on or after the slot
-        spring_slot = dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC) + offset     # 03:00 CEST + jitter
+        # the wall time 02:30 + jitter: inside the spring gap it is the jump (03:00 CEST), after it
+        # that wall time in CEST; in the fall, its first occurrence (CEST)
+        wall = dt.datetime(2026, 3, 29, 2, 30) + offset
+        spring_slot = (dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.UTC) if wall < dt.datetime(2026, 3, 29, 3, 0)
+                       else wall.replace(tzinfo=dt.UTC) - dt.timedelta(hours=2))
         fall_slot = dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC) + offset     # first 02:30 + jitter
         assert spring_slot <= spring[0] < spring_slot + step
         assert fall_slot <= fall[0] < fall_slot + step
@@ -261,3 +266,91 @@ def test_describe_and_defaults() -> None:
     assert parse_time_of_day(" 7:05 ") == dt.time(7, 5)
     with pytest.raises(ValueError, match="timezone-aware"):
         s.due("acme", None, dt.datetime(2026, 5, 4, 4, 0))
+
+
+# -- issue 9, item 15: slots past midnight, first days, DST: by simulation --------------------------
+
+ZONES = ["Europe/Berlin", "America/New_York", "America/Santiago", "Australia/Lord_Howe"]
+WINDOWS = [dt.date(2026, 3, 22), dt.date(2026, 10, 18),    # Berlin's changes (New York's fall)
+           dt.date(2026, 3, 2), dt.date(2026, 4, 1), dt.date(2026, 9, 1)]  # New York, Santiago, Lord Howe
+
+
+def _serve(schedule: Schedule, tenant: str, start: dt.datetime, days: int,
+           tick: dt.timedelta) -> list[tuple[dt.datetime, dt.date]]:
+    """What serve does: a tick every ``tick``, a tenant never run before (last day None) started
+    whenever due, its last day recorded when the run starts."""
+    last: dt.date | None = None
+    runs: list[tuple[dt.datetime, dt.date]] = []
+    now = start
+    end = start + dt.timedelta(days=days)
+    while now < end:
+        if last is None:                     # first sight, stored (as serve and the fleet do)
+            last = schedule.first_last_day(tenant, now)
+        day = schedule.due(tenant, last, now)
+        if day is not None:
+            runs.append((now, day))
+            last = day
+        now += tick
+    return runs
+
+
+def _check(schedule: Schedule, tenant: str, start: dt.datetime, runs: list[tuple[dt.datetime, dt.date]],
+           tick: dt.timedelta, days: int) -> None:
+    zone = schedule.zone
+    where = (schedule.at, schedule.jitter, zone.key, tenant, start)
+    assert len(runs) >= days - 2, where                                  # it runs at all
+    scheduled = [d for _, d in runs]
+    assert scheduled == [scheduled[0] + dt.timedelta(days=k) for k in range(len(runs))], where
+    for when, day in runs:
+        slot = schedule.slot(tenant, day)
+        assert slot <= when < max(slot, start) + tick, (where, when, day)  # on time (or at once)
+    # once per local day: the slots' local dates are consecutive dates, the first one the start's
+    dates = [schedule.slot(tenant, d).astimezone(zone).date() for d in scheduled]
+    first = start.astimezone(zone).date()
+    assert dates == [first + dt.timedelta(days=k) for k in range(len(dates))], where
+
+
+def _one(at: str, jitter: int, zone: str, tenant: str, start_utc: dt.datetime, days: int = 14) -> None:
+    s = Schedule.from_strings(at, zone, jitter)
+    tick = dt.timedelta(minutes=10)
+    _check(s, tenant, start_utc, _serve(s, tenant, start_utc, days, tick), tick, days)
+
+
+def test_a_slot_past_midnight_runs_every_day_from_the_first() -> None:
+    """--at 23:45 with 30 minutes of jitter: a tenant whose offset passes 00:00 was never due."""
+    s = Schedule.from_strings("23:45", "Europe/Berlin", 30)
+    late = next(f"t{i}" for i in range(100) if s.offset(f"t{i}") > dt.timedelta(minutes=15))
+    now = berlin("2026-05-04T12:00")
+    assert s.due(late, None, now) == dt.date(2026, 5, 3)              # today's slot (00:0x) passed: at once
+    assert s.due(late, dt.date(2026, 5, 3), now) is None
+    tonight = s.next_run(late, dt.date(2026, 5, 3), now)
+    assert tonight.astimezone(BERLIN).date() == dt.date(2026, 5, 5)   # just after midnight
+    assert s.due(late, dt.date(2026, 5, 3), tonight) == dt.date(2026, 5, 4)
+    morning = berlin("2026-05-04T00:01")                               # connected before today's slot
+    assert s.due(late, None, morning) is None
+    assert s.due(late, s.first_last_day(late, morning), s.slot(late, dt.date(2026, 5, 3))) == dt.date(2026, 5, 3)
+    _one("23:45", 30, "Europe/Berlin", late, now.astimezone(dt.UTC))
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Santiago"])
+def test_first_days_and_midnight_by_simulation(zone: str) -> None:
+    rng = random.Random(zone)
+    for at in ("23:45", "00:00", "23:59"):
+        for tenant in ("acme", "hausverwaltung-nord", "t7"):
+            start = dt.datetime(2026, 4, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=rng.randrange(3 * 24 * 60))
+            _one(at, 30, zone, tenant, start, days=10)
+
+
+@pytest.mark.slow
+def test_every_tenant_runs_once_per_local_day_over_dst_weeks() -> None:
+    """Many zones, times, jitters, tenant names and first moments, over the weeks of DST changes
+    (Santiago changes at midnight, Lord Howe by 30 minutes)."""
+    rng = random.Random(15)
+    for zone in ZONES:
+        for at in ("23:45", "23:59", "00:00", "00:10", "02:30", "04:00", "12:00", "21:30"):
+            for jitter in (0, 30, 90, 720):
+                for window in WINDOWS:
+                    tenant = f"tenant-{rng.randrange(10_000)}"
+                    start = (dt.datetime.combine(window, dt.time(0), dt.UTC)
+                             + dt.timedelta(minutes=rng.randrange(2 * 24 * 60)))
+                    _one(at, jitter, zone, tenant, start, days=16)

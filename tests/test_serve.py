@@ -217,7 +217,7 @@ def test_a_manual_run_holding_the_lock_defers_the_scheduled_one(state: Path) -> 
         assert sorted(srv.tick()) == ["bravo", "charlie"]
         settle(srv)
         assert srv.tick() == []                      # still held: still waiting, logged once
-        assert last_days(state)["alpha"] is None     # not marked: it stays due
+        assert last_days(state)["alpha"] == dt.date(2026, 5, 3)   # first sight stored; today not marked: due
         busy = log.events("run.busy")
         assert len(busy) == 1 and busy[0]["tenant"] == "alpha" and busy[0]["holder_purpose"] == "manual"
         lock.release()
@@ -320,7 +320,7 @@ def test_stop_tells_running_runs_to_stop_and_starts_no_new_ones(state: Path) -> 
     stopping = [m for _, m, f in log.lines if f.get("event") == "serve.stopping"]
     assert stopping and stopping[0].startswith("stopping (SIGTERM): waiting for 2 run(s)")
     assert {e["outcome"] for e in log.events("run.end")} == {"stopped"}
-    assert len([d for d in last_days(state).values() if d]) == 2   # the third never started
+    assert len([d for d in last_days(state).values() if d == dt.date(2026, 5, 4)]) == 2   # the third never started
 
 
 def test_a_second_serve_on_the_same_state_is_refused(state: Path) -> None:

@@ -119,6 +119,10 @@ def schedule_tick(app: Any) -> list[str]:
         candidates = store.scheduled_tenants()
     due = []
     for name, last in candidates:
+        if last is None:                      # first sight: fix its first day now (engine.schedule)
+            last = rt.schedule.first_last_day(name, now)
+            with rt.ctx.store() as store:
+                store.set_last_scheduled_day(name, last)
         day = rt.schedule.due(name, last, now)
         if day is not None:
             due.append((rt.schedule.slot(name, day), name, day))
