@@ -9,8 +9,9 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import OperatorContext, handle_errors, operator_options
-from engine.ops import failures as ops_failures
-from engine.sync.report import failure_label, problem_line
+
+# engine.ops.failures and engine.sync.report are imported inside the commands: every CLI start
+# imports this module, and those pull in the interpreter and the state store (a quarter second).
 
 
 @main.command()
@@ -23,6 +24,9 @@ def failures(fmt: str, **kwargs: Any) -> None:
     A record casavi refused (400/422) is not sent again until its payload changes (or `run
     --retry-failed`); a conflict (409 ...) is retried on a backoff. Exit codes: 0, 3.
     """
+    from engine.ops import failures as ops_failures
+    from engine.sync.report import failure_label, problem_line
+
     ctx = OperatorContext.from_kwargs(kwargs)
     docs = ops_failures.list_failures(ctx)
     if fmt == "json":
@@ -53,6 +57,8 @@ def ack(kind: str | None, record_id: str | None, note: str | None, all_: bool, *
     if all_ == bool(kind and record_id):
         raise click.UsageError("give KIND and ID of one failure, or --all")
     ctx = OperatorContext.from_kwargs(kwargs)
+    from engine.ops import failures as ops_failures
+
     n = ops_failures.acknowledge(ctx, None if all_ else kind, record_id, note)
     ctx.console.info(f"{n} failure(s) acknowledged for tenant '{ctx.tenant}'")
 
@@ -65,5 +71,7 @@ def ack(kind: str | None, record_id: str | None, note: str | None, all_: bool, *
 def unack(kind: str, record_id: str, **kwargs: Any) -> None:
     """Withdraw the acknowledgement of a failure (it makes runs partial again)."""
     ctx = OperatorContext.from_kwargs(kwargs)
+    from engine.ops import failures as ops_failures
+
     n = ops_failures.unacknowledge(ctx, kind, record_id)
     ctx.console.info(f"{n} acknowledgement(s) withdrawn for tenant '{ctx.tenant}'")

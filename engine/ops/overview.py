@@ -13,7 +13,6 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.ops.context import Context
-from engine.ops.failures import failure_overview
 from engine.timefmt import parse_stamp
 
 ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
@@ -71,7 +70,7 @@ def tenant_status(store: Any, tenant: Any, schedule: Any, now: dt.datetime) -> d
         "notScheduled": None,
         "running": None if holder is None else {
             "pid": holder.pid, "host": holder.hostname, "since": holder.started_at, "purpose": holder.purpose},
-        "failures": failure_overview(store, name),
+        "failures": _failure_overview(store, name),
     }
     if not tenant.activated:
         doc["notScheduled"] = f"not activated (casavi-sync tenant activate {name})"
@@ -154,3 +153,11 @@ def mapping_health(ctx: Context) -> dict[str, Any]:
     return {"path": str(where), "files": [f for f in files if not f.endswith(".test.yaml")],
             "valid": not any(p["severity"] == "error" for p in problems), "problems": problems,
             "coverage": coverage, "coverageRun": run_id}
+
+
+def _failure_overview(store: Any, name: str) -> Any:
+    # imported here: the CLI imports this module at every start, engine.ops.failures pulls in the
+    # state store and the sync (a quarter second)
+    from engine.ops.failures import failure_overview
+
+    return failure_overview(store, name)
