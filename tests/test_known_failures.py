@@ -169,3 +169,15 @@ def test_a_failure_for_another_reason_is_news_again_and_an_aborted_run_resolves_
     assert not delete and summary.total == 0  # not seen, but the run did not look at everything
     rows, delete, summary = merge(known, [], run_id=2, now=now, complete=True)
     assert delete == [("write", "units", "u-1")] and summary.resolved == 1
+
+
+def test_a_record_whose_mapping_failed_because_of_another_shares_that_ones_state() -> None:
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    unit = _row("no building with id 'b-9'", stage="map", ref_id="scalara:units/7", category="data",
+                status=None, payload_hash=None)
+    known = {unit.key: unit}
+    seen = [Seen("map", "units", "scalara:units/7", "units", "1", "data", "no building with id 'b-9'"),
+            Seen("map", "contracts", "own-1", "ownerships", "o-1", "data", "ownership o-1 depends on failed unit 1",
+                 caused_by=("units", "1"))]
+    _, _, summary = merge(known, seen, run_id=2, now=now, complete=True)
+    assert [f["id"] for f in summary.acknowledged] == ["scalara:units/7", "own-1"] and not summary.new

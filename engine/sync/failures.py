@@ -118,7 +118,8 @@ class Seen:
     payload_hash: str | None = None
     attempted: bool = False
     held: bool = False
-    blocked_by: tuple[str, str] | None = None
+    blocked_by: tuple[str, str] | None = None  # (kind, casavi id) of the record it waits for
+    caused_by: tuple[str, str] | None = None   # (resource, SCALARA id) of the record whose mapping failed
 
     @property
     def key(self) -> Key:
@@ -130,8 +131,12 @@ def failures_of_run(prepared: Prepared, result: ApplyResult | None) -> list[Seen
     seen: list[Seen] = []
     for e in prepared.plan.errors:
         target = e.get("targetId") or f"scalara:{e.get('resource')}/{e.get('sourceId')}"
+        raw = e.get("problem")
+        problem: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        cause = ((str(problem.get("target")), str(problem.get("targetId")))
+                 if problem.get("code") == "depends_on_failed" and problem.get("targetId") else None)
         seen.append(Seen("map", str(e.get("kind") or ""), str(target), e.get("resource"), e.get("sourceId"),
-                         "data", str(e.get("reason") or ""), field=e.get("field")))
+                         "data", str(e.get("reason") or ""), field=e.get("field"), caused_by=cause))
     hashes = {(a.kind, a.ref_id): a.payload_hash for a in prepared.plan.actions}
     for o in result.outcomes if result is not None else []:
         if o.ok:
@@ -204,6 +209,7 @@ def merge(known: Mapping[Key, FailureRow], seen: Iterable[Seen], *, run_id: int,
     rows: dict[Key, FailureRow] = {}
     fresh: set[Key] = set()
     blocked: dict[Key, tuple[str, str]] = {}
+    caused: dict[Key, tuple[str, str]] = {}
     held: set[Key] = set()
     for s in seen:
         old = known.get(s.key)
@@ -232,6 +238,8 @@ def merge(known: Mapping[Key, FailureRow], seen: Iterable[Seen], *, run_id: int,
             fresh.add(s.key)
         if s.blocked_by is not None:
             blocked[s.key] = s.blocked_by
+        if s.caused_by is not None:
+            caused[s.key] = s.caused_by
     delete: list[Key] = []
     for key, old in known.items():
         if key in rows:
@@ -242,6 +250,11 @@ def merge(known: Mapping[Key, FailureRow], seen: Iterable[Seen], *, run_id: int,
             continue
         delete.append(key)
     summary = FailureSummary(resolved=len(delete))
+    by_source = {(r.source_resource, r.source_id): k for k, r in rows.items() if r.stage == "map"}
+    for key, cause in caused.items():  # a mapping that failed because another record's mapping did
+        other = by_source.get(cause)
+        if other is not None and other != key:
+            blocked.setdefault(key, (other[1], other[2]))
     for key, row in rows.items():
         state = _state(key, row, rows, fresh, blocked)
         doc = entry(row, state, held=key in held, blocked_by=blocked.get(key))
