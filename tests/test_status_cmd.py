@@ -188,6 +188,13 @@ def test_report_unknown_run_is_exit_2(state: Path) -> None:
     assert result.output == f"error: there is no run 42 in {state}; `casavi-sync history` lists the runs\n"
 
 
+@pytest.mark.parametrize("command", [["report", "99999999999999999999"], ["notice", "--run", "99999999999999999999"],
+                                     ["report", "0"]])
+def test_a_run_id_beyond_the_store_is_a_usage_error(state: Path, command: list[str]) -> None:
+    result = invoke(*command, "--state", str(state))
+    assert result.exit_code == 2 and "internal error" not in result.output, result.output
+
+
 def test_report_without_a_file_comes_from_the_history(state: Path) -> None:
     text = invoke("report", "2", "--state", str(state))
     assert text.exit_code == 0, text.output

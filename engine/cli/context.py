@@ -26,6 +26,9 @@ from engine.text import clip
 
 EXIT_OK, EXIT_RECORDS, EXIT_USAGE, EXIT_ABORTED, EXIT_PENDING = 0, 1, 2, 3, 4
 
+# A run id as the state store holds it (a 64-bit integer): anything else is a usage error, not an overflow
+RUN_ID = click.IntRange(1, 2**63 - 1)
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

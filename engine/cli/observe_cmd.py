@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, EXIT_USAGE, OperatorContext, handle_errors, operator_options
+from engine.cli.context import EXIT_OK, EXIT_USAGE, RUN_ID, OperatorContext, handle_errors, operator_options
 from engine.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,7 +99,7 @@ def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
 
 @main.command()
 @operator_options
-@click.option("--run", "run_id", type=int, help="The notice of this run (default: the latest).")
+@click.option("--run", "run_id", type=RUN_ID, help="The notice of this run (default: the latest).")
 @click.option("--format", "fmt", type=click.Choice(["text", "html", "json"]), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the notice to this file (owner-only) instead of standard output.")

@@ -17,6 +17,7 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_ABORTED, EXIT_USAGE, OperatorContext, handle_errors, operator_options
+from engine.cli.context import RUN_ID as RUN_ID_TYPE
 from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
 from engine.ops.overview import changes_text as _changes
 from engine.ops.overview import run_counts as run_counts
@@ -163,7 +164,7 @@ def history(limit: int, fmt: str, zone: str, **kwargs: Any) -> None:
 # -- report ---------------------------------------------------------------------------------------------
 
 @main.command()
-@click.argument("run_id", type=int, metavar="RUN-ID")
+@click.argument("run_id", type=RUN_ID_TYPE, metavar="RUN-ID")
 @operator_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: the stored report file as written by the run.")
