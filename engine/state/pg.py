@@ -31,7 +31,7 @@ from engine.state.sql import LOCK_SPACE, PgConn
 
 SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
-POOL_MAX = 8
+POOL_MAX = 40  # opened on demand; a worker with --concurrency 32 holds one per running sync
 
 # The pool's background threads log reconnect attempts; the store reports failures itself, in one
 # line, so those log records must not reach stderr through logging's last-resort handler.
