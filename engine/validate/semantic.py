@@ -27,6 +27,7 @@ from engine.catalog import casavi_kinds, scalara_resources
 from engine.errors import Diagnostic
 from engine.loader import Document, JsonPath, format_path
 from engine.validate import expressions as ex
+from engine.validate import literals as lit
 from engine.validate.expressions import ANY, Shape, did_you_mean
 
 
@@ -166,6 +167,10 @@ class SetChecker:
             parsed, _ = self.expression(mf, (*path, "id"), scope)
             if parsed is not None:
                 prefix = _ref_id_prefix(parsed.ast)
+                bad = lit.prefix_problem(prefix) if prefix is not None else None
+                if bad is not None:
+                    self.add(mf, (*path, "id"), bad, "bad-id-prefix",
+                             "a prefix of letters, digits, '.', '_' or '-', e.g. ref_id('u', id)")
                 missing = [v for v in loops if v not in ex.field_names(parsed.ast)]
                 if missing:
                     self.add(mf, (*path, "id"), "the id does not use the loop variable(s) "
@@ -313,7 +318,14 @@ class SetChecker:
 
     def _literal(self, mf: MappingFile, path: JsonPath, value: Any, cspec: dict[str, Any] | None,
                  name: str) -> None:
-        if cspec is None or not self._ok(mf, path):
+        if not self._ok(mf, path):
+            return
+        where = lit.nonfinite(value)
+        if where is not None:
+            self.add(mf, path, f"{'.' + where + ' of ' if where else ''}casavi field '{name}' would be NaN or "
+                     "Infinity, which JSON cannot carry", "value-not-allowed", "write a number, or null")
+            return
+        if cspec is None:
             return
         nullable = bool(cspec.get("nullable"))
         if value is None:
@@ -321,15 +333,16 @@ class SetChecker:
                 self.add(mf, path, f"casavi field '{name}' cannot be null", "value-not-allowed")
             return
         allowed = [str(v) for v in cspec.get("values") or ()]
-        ftype = cspec.get("type")
         if allowed:
             if not isinstance(value, str) or value not in allowed:
                 shown = f"'{value}'" if isinstance(value, str) else json.dumps(value)
                 suggestion = did_you_mean(value, allowed) if isinstance(value, str) else ""
                 self.add(mf, path, f"{shown} is not an allowed value of casavi field '{name}'{suggestion}",
                          "value-not-allowed", "allowed: " + ", ".join(allowed) + (", null" if nullable else ""))
-        elif ftype == "boolean" and not isinstance(value, bool):
-            self.add(mf, path, f"casavi field '{name}' is true or false, not {value!r}", "value-not-allowed")
+        else:
+            problem = lit.type_problem(value, cspec, name)
+            if problem is not None:
+                self.add(mf, path, problem[0], "value-not-allowed", problem[1])
 
     # -- across files ------------------------------------------------------------------------
 
