@@ -188,3 +188,95 @@ def test_english_is_switchable(c: Console) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/tenants"
     assert "Tenants" in client.get("/tenants").text
     assert client.get("/lang/en?next=https://evil.example/").headers["location"] == "/tenants"
+
+
+@pytest.mark.slow
+def test_failures_are_listed_and_acknowledged(c: Console) -> None:
+    connected(c, c.client("team"), "hv-nord")
+    client = c.client("ops")
+    page = client.get("/tenants/hv-nord/failures")
+    assert page.status_code == 200 and 'id="failures"' in page.text and "failure-new" in page.text
+    from engine.ops.failures import list_failures
+
+    first = list_failures(c.dep.context("hv-nord"))[0]
+    r = client.post("/tenants/hv-nord/failures/acknowledge",
+                    data={"csrf": csrf_of(page.text), "kind": first["kind"], "id": first["id"], "note": "<b>wissen wir</b>"})
+    assert r.status_code == 303
+    after = client.get(r.headers["location"])
+    assert "Fehler bestätigt" in after.text and "&lt;b&gt;wissen wir&lt;/b&gt;" in after.text
+    assert any(f["acknowledged"] for f in list_failures(c.dep.context("hv-nord")))
+    assert client.post("/tenants/hv-nord/failures/acknowledge", data={"kind": "x", "id": "y"}).status_code == 403
+    assert "failure.acknowledged" in [e.action for e in c.dep.store().audit_log(tenant="hv-nord")]
+
+
+def test_i18n_tables_have_the_same_keys() -> None:
+    from engine.web.i18n import DE, EN, local_time, number
+
+    assert set(DE) == set(EN)
+    import datetime as dt
+
+    from engine.schedule import load_zone
+
+    zone = load_zone("Europe/Berlin")
+    assert local_time("2026-12-02T04:13:00Z", zone, "de") == "02.12.2026 05:13 MEZ"
+    assert local_time("2026-07-02T04:13:00Z", zone, "en") == "2026-07-02 06:13 CEST"
+    assert number(1234.5, "de") == "1\u202f234,5" and number(1234, "en") == "1,234"
+    assert local_time(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), zone, "de").startswith("01.01.2026 01:00")
+
+
+def test_trusted_proxy_header_only_from_the_proxy(c: Console) -> None:
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    from engine.web import create_app
+
+    trusting = create_app(dataclasses.replace(c.dep, trusted_header="X-Remote-User",
+                                              trusted_proxies=frozenset({"testclient"})))
+    client = TestClient(trusting, base_url="https://testserver", follow_redirects=False)
+    r = client.get("/tenants", headers={"X-Remote-User": "kunde"})
+    assert r.status_code == 200 and "hv-sued" not in r.text and "kunde" in r.text
+    assert client.get("/tenants", headers={"X-Remote-User": "niemand"}).status_code == 303
+    elsewhere = create_app(dataclasses.replace(c.dep, trusted_header="X-Remote-User",
+                                               trusted_proxies=frozenset({"10.0.0.5"})))
+    other = TestClient(elsewhere, base_url="https://testserver", follow_redirects=False)
+    assert other.get("/tenants", headers={"X-Remote-User": "team"}).status_code == 303
+
+
+def test_cli_user_add_list_and_audit_export(tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.state import StateStore
+
+    state = tmp_path / "state.db"
+    StateStore.open(state).close()
+    env = {"CASAVI_SYNC_STATE": str(state)}
+    run = CliRunner().invoke
+    r = run(main, ["user", "add", "anna", "--role", "customer-admin", "--password-stdin"], input="lang-genug-123\n",
+            env=env)
+    assert r.exit_code == 3 and "--tenant" in r.output  # a customer admin belongs to one tenant
+    r = run(main, ["user", "add", "kunde", "--role", "customer-admin", "--tenant", "default", "--password-stdin"],
+            input="lang-genug-123\n", env=env)
+    assert r.exit_code == 0 and "tenant default" in r.output
+    r = run(main, ["user", "add", "anna", "--role", "operator", "--password-stdin"], input="kurz\n", env=env)
+    assert r.exit_code == 3 and "too short" in r.output
+    r = run(main, ["user", "add", "anna", "--role", "operator", "--password-stdin"], input="lang-genug-123\n", env=env)
+    assert r.exit_code == 0, r.output
+    assert "lang-genug-123" not in r.output
+    listed = run(main, ["user", "list"], env=env).output
+    assert "anna" in listed and "kunde" in listed and "default" in listed
+    with StateStore.open(state) as store:
+        user = store.get_user("anna")
+    assert user is not None and user.password_hash.startswith("$argon2id$")
+    r = run(main, ["audit", "--format", "json"], env=env)
+    entries = json.loads(r.output)
+    assert entries[0]["action"] == "user.saved" and entries[0]["actor"].startswith("cli:")
+    assert entries[0]["detail"] == {"user": "anna", "role": "operator"}
+    assert "lang-genug-123" not in r.output
+    r = run(main, ["audit", "--format", "csv"], env=env)
+    assert r.output.splitlines()[0] == "id,at,actor,action,tenant,detail"
+    assert run(main, ["user", "remove", "anna"], env=env).exit_code == 0
+    assert run(main, ["user", "remove", "anna"], env=env).exit_code == 3

@@ -129,13 +129,18 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), required=True)
-@click.option("--tenant", "user_tenant", metavar="TENANT", help="Limit the user to one tenant (required for customer-admin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @operator_options
 @handle_errors
-def user_add(name: str, role: str, user_tenant: str | None, password_stdin: bool, **kwargs: Any) -> None:
-    """Create a console user (or set its role, tenant and password); the password by hidden prompt or stdin."""
+def user_add(name: str, role: str, password_stdin: bool, **kwargs: Any) -> None:
+    """Create a console user (or set its role, tenant and password); the password by hidden prompt or stdin.
+
+    --tenant limits the user to that tenant (required for customer-admin; without it the other
+    roles see every tenant).
+    """
+    source = click.get_current_context().get_parameter_source("tenant")
     ctx = OperatorContext.from_kwargs(kwargs)
+    user_tenant = ctx.tenant if source is not None and source.name != "DEFAULT" else None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif sys.stdin.isatty():

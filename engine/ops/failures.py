@@ -74,7 +74,10 @@ def acknowledge(ctx: Context, kind: str | None, ident: str | None, note: str | N
         keys = _match(store, ctx.tenant, kind, ident)
         if kind is None:
             keys = [k for k, r in store.failures(ctx.tenant).items() if not r.acknowledged]
-        return int(store.acknowledge_failures(ctx.tenant, keys, (note or "").strip()[:500] or None))
+        done = int(store.acknowledge_failures(ctx.tenant, keys, (note or "").strip()[:500] or None))
+        if done and hasattr(store, "audit"):
+            ctx.audit(store, "failure.acknowledged", ctx.tenant, kind=kind or "*", id=ident or "*", records=done)
+        return done
 
 
 def unacknowledge(ctx: Context, kind: str, ident: str) -> int:

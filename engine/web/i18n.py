@@ -68,6 +68,11 @@ DE: dict[str, str] = {
     "hält diesen Mandanten: {purpose}, Prozess {pid} auf {host}, seit {since}.",
     "failures_known": "bekannt", "records": "Datensätze", "elapsed": "Laufzeit",
     "properties_done": "Liegenschaften vollständig", "current": "aktuell",
+    "failures": "Fehler", "failures_intro": "Datensätze, die casavi abgelehnt hat oder die sich nicht abbilden "
+    "lassen; jeder Lauf versucht sie erneut. Bestätigte Fehler machen einen Lauf nicht mehr „partial“.",
+    "state_new": "neu", "state_known": "bekannt", "state_acknowledged": "bestätigt", "occurrences": "Läufe",
+    "since_run": "seit Lauf", "acknowledge": "Bestätigen", "note": "Notiz",
+    "msg_acknowledged": "Fehler bestätigt.", "no_known_failures": "Keine bekannten Fehler.",
 }
 
 EN: dict[str, str] = {
@@ -125,6 +130,11 @@ EN: dict[str, str] = {
     "holds this tenant: {purpose}, process {pid} on {host}, since {since}.",
     "failures_known": "known", "records": "records", "elapsed": "Elapsed",
     "properties_done": "Properties complete", "current": "now",
+    "failures": "Failures", "failures_intro": "Records casavi rejected or that cannot be mapped; every run "
+    "tries them again. Acknowledged failures no longer make a run partial.",
+    "state_new": "new", "state_known": "known", "state_acknowledged": "acknowledged", "occurrences": "Runs",
+    "since_run": "since run", "acknowledge": "Acknowledge", "note": "Note",
+    "msg_acknowledged": "Failure acknowledged.", "no_known_failures": "No known failures.",
 }
 
 TABLES = {"de": DE, "en": EN}

@@ -20,7 +20,7 @@ from engine.ops import connection, overview
 from engine.web.app import Req, page, render
 
 MESSAGES = ("msg_activated", "msg_deactivated", "msg_replaced", "msg_import", "msg_disconnected",
-            "msg_run_started", "msg_not_connected")
+            "msg_run_started", "msg_not_connected", "msg_acknowledged")
 
 
 def message(r: Req) -> str | None:

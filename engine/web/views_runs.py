@@ -116,6 +116,23 @@ def mappings(r: Req) -> Response:
     return render(r, "mappings.html", health=health, codes=unmapped_codes(health["coverage"]))
 
 
+def failures(r: Req) -> Response:
+    from engine.ops.failures import failure_list
+
+    rows = failure_list(r.dep.store(), r.tenant or "")
+    return render(r, "failures.html", rows=rows, message=message(r))
+
+
+def acknowledge(r: Req) -> Response:
+    from engine.ops.failures import acknowledge as ack
+
+    kind, ident = r.form.get("kind") or None, r.form.get("id") or None
+    if kind is None or ident is None:
+        raise NotFound()
+    ack(r.ctx(), kind, ident, r.form.get("note"))
+    return RedirectResponse(f"/tenants/{r.tenant}/failures?msg=msg_acknowledged", status_code=303)
+
+
 def _audit_entries(r: Req, limit: int | None) -> list[Any]:
     return list(r.dep.store().audit_log(tenant=r.user.tenant, limit=limit))
 
@@ -147,6 +164,8 @@ def routes() -> list[Route]:
         Route("/tenants/{tenant}/explain/{resource}/{sid}", page(explain)),
         Route("/tenants/{tenant}/plan", page(plan)),
         Route("/tenants/{tenant}/mappings", page(mappings)),
+        Route("/tenants/{tenant}/failures", page(failures)),
+        Route("/tenants/{tenant}/failures/acknowledge", page(acknowledge, "run"), methods=["POST"]),
         Route("/audit", page(audit, "audit")),
         Route("/audit.csv", page(audit_export, "audit")),
         Route("/audit.json", page(audit_export, "audit")),
