@@ -26,7 +26,6 @@ from typing import Any, NoReturn
 import click
 
 from engine.cli.base import main
-from engine.connectors.jsonsafe import problems_of
 from engine.errors import CasaviSyncError, SpecError
 from engine.paths import default_mappings, mapping_files
 from engine.text import clip
@@ -81,7 +80,7 @@ def _load_records(path: Path) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             _fail(f"{path}: '{clip(str(resource), 80)}' must be a list of records (objects)")
         for n, record in enumerate(records, 1):
-            problems = problems_of(record)         # absurd nesting or numbers JSON cannot carry
+            problems = _problems_of(record)        # absurd nesting or numbers JSON cannot carry
             if problems:
                 _fail(f"{path}: {clip(str(resource), 80)} record #{n}: {problems[0]}")
     return data
@@ -151,3 +150,11 @@ def map_command(mapping: str, input_path: Path, mapping_paths: tuple[Path, ...],
     click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
     if result.errors:
         raise click.exceptions.Exit(1)
+
+
+def _problems_of(record: Any) -> Any:
+    # imported here: engine.connectors pulls in httpx and both clients, and every CLI start imports
+    # this module
+    from engine.connectors.jsonsafe import problems_of
+
+    return problems_of(record)
