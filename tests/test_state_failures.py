@@ -71,3 +71,20 @@ def test_a_copy_to_a_location_with_another_key_re_encrypts_the_secrets(tmp_path:
     with StateStore.open(dst_path, secrets=SecretBox(KeySource(None, tmp_path / "dst" / "secret.key"))) as dst:
         assert dst.connection_token("acme") == "scl_token_0123456789"
         assert tuple(dst.tenant_credentials("acme")) == ("ck_key_0123456789", "cs_secret_0123456789")
+
+
+def test_rotate_key_on_either_backend(state_location: str | Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    with StateStore.open(state_location) as store:
+        store.add_tenant("acme", "ck_key_0123456789", "cs_secret_0123456789")
+        before = set(store.secret_key_ids())
+    result = CliRunner().invoke(main, ["rotate-key", "--state", str(state_location)])
+    assert result.exit_code == 0, result.output
+    assert "2 secret(s) re-encrypted" in result.output
+    with StateStore.open(state_location) as store:
+        after = set(store.secret_key_ids())
+        assert after.isdisjoint(before) and len(after) == 1
+        assert store.tenant_credentials("acme").secret == "cs_secret_0123456789"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -12,14 +11,13 @@ from engine.cli.context import handle_errors
 
 
 @main.command("rotate-key")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="CASAVI_SYNC_STATE", show_envvar=True,
-              help="State file (default: $XDG_STATE_HOME/casavi-sync/state.db).")
+@click.option("--state", "state_path", metavar="PATH|URL", envvar="CASAVI_SYNC_STATE", show_envvar=True,
+              help="State file or postgresql:// URL (default: $XDG_STATE_HOME/casavi-sync/state.db).")
 @click.option("--forget-unreadable", is_flag=True,
               help="Delete stored secrets that no configured key decrypts (a lost key); enter them again after.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @handle_errors
-def rotate_key(state_path: Path | None, forget_unreadable: bool, quiet: bool, **_: Any) -> None:
+def rotate_key(state_path: str | None, forget_unreadable: bool, quiet: bool, **_: Any) -> None:
     """Re-encrypt the stored tokens and key pairs under a new key.
 
     With the key file (default: secret.key beside the state file, or CASAVI_SYNC_SECRET_KEY_FILE) a
@@ -29,9 +27,9 @@ def rotate_key(state_path: Path | None, forget_unreadable: bool, quiet: bool, **
     stored secrets (the message says what to do), or the state cannot be read.
     """
     from engine.ops.keys import rotate_key as rotate
-    from engine.state import default_state_path
+    from engine.state import state_location
 
-    where = state_path or default_state_path()
+    where = state_location(state_path)
     done = rotate(where, forget_unreadable=forget_unreadable)
     r = done.result
     for tenant, what in r.forgotten:

@@ -36,7 +36,7 @@ class KeyRotation:
     from_env: bool = False
 
 
-def rotate_key(state_path: Path, environ: Mapping[str, str] | None = None, *,
+def rotate_key(state_path: Path | str, environ: Mapping[str, str] | None = None, *,
                forget_unreadable: bool = False) -> KeyRotation:
     from engine.state import StateStore
 
