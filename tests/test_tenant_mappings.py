@@ -100,6 +100,7 @@ def test_two_tenants_two_sets_in_one_run_each_report_names_its_set(two: tuple[Wo
     assert content_hash(a_set)[:12] in cli(env, "history").output
 
 
+@pytest.mark.slow
 def test_plan_after_a_change_counts_what_would_be_rewritten(two: tuple[World, dict[str, str]],
                                                             tmp_path: Path) -> None:
     world, env = two
