@@ -7,6 +7,7 @@ Everything read at run time ships inside the package (and so inside the wheel):
   OpenAPI documents of both APIs;
 * ``engine/catalog/``       - what the engine knows of both APIs' data models;
 * ``engine/connectors/default.yaml`` - the connector defaults;
+* ``engine/web/templates/``, ``engine/web/static/`` - the web console's pages;
 * ``engine/data/project/``  - the templates of a consultant's mapping project (``casavi-sync init``).
 
 A developer checkout has ``mappings`` and ``schemas`` links at its top level pointing into
@@ -30,6 +31,8 @@ MAPPING_TEST_SCHEMA = SCHEMAS_DIR / "mapping-test.schema.json"
 CONNECTOR_SCHEMA = SCHEMAS_DIR / "connector.schema.json"
 OPENAPI_CASAVI = SCHEMAS_DIR / "openapi-casavi.yaml"
 OPENAPI_SCALARA = SCHEMAS_DIR / "openapi-scalara.yaml"
+WEB_TEMPLATES = PACKAGE_DIR / "web" / "templates"
+WEB_STATIC = PACKAGE_DIR / "web" / "static"
 PROJECT_TEMPLATES = DATA_DIR / "project"
 """What `casavi-sync init` writes besides the mappings: README, editor settings, pre-commit, CI."""
 

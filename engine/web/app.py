@@ -29,11 +29,11 @@ from starlette.staticfiles import StaticFiles
 
 from engine.errors import AuthError, CasaviSyncError, ConfigError
 from engine.ops import Context, users
+from engine.paths import WEB_STATIC, WEB_TEMPLATES
 from engine.web import i18n, security
 from engine.web.jobs import JobBoard
 
 log = logging.getLogger("casavi_sync.web")
-HERE = Path(__file__).resolve().parent
 
 
 class Forbidden(Exception):
@@ -93,7 +93,7 @@ class Req:
 
 
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+    env = Environment(loader=FileSystemLoader(WEB_TEMPLATES), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     return env
 
@@ -270,7 +270,7 @@ def create_app(dep: Deployment) -> Any:
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", page(_logout), methods=["POST"]),
         Route("/lang/{code}", language),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/static", StaticFiles(directory=WEB_STATIC), name="static"),
         *views.routes(),
     ]
     app = Starlette(routes=routes)
