@@ -178,11 +178,16 @@ def _run_tenant(app: Any, context: Any, tenant: str, trigger: str, day_text: str
                 worker=rt.worker_name)
     try:
         outcome = start_run(tctx, trigger=trigger, should_stop=rt.stop.is_set)
-    except StateError:
-        with tctx.store() as store:
-            holder = store.lock_holder(tenant)
-        if holder is None:
-            raise
+    except StateError as exc:
+        try:
+            with tctx.store() as store:
+                holder = store.lock_holder(tenant)
+        except StateError:
+            holder = None
+        if holder is None:  # the state itself failed (PostgreSQL restarting): the next tick retries
+            rt.log.error(f"run for tenant '{tenant}' failed: {exc}; it is retried at the next schedule check",
+                         event="run.end", tenant=tenant, outcome="failed", error=str(exc))
+            return "failed, retried"
         rt.log.info(f"tenant '{tenant}' is being synced by pid {holder.pid} on host {holder.hostname}; "
                     f"retrying in {BUSY_RETRY_S} s", event="run.busy", tenant=tenant)
         defer_run(app, tenant, trigger, day, schedule_in_s=BUSY_RETRY_S)
@@ -190,6 +195,11 @@ def _run_tenant(app: Any, context: Any, tenant: str, trigger: str, day_text: str
     except CasaviSyncError as exc:  # bad mappings, config, missing credentials: the day is not repeated
         rt.log.error(f"run for tenant '{tenant}' could not start: {exc}", event="run.end", tenant=tenant,
                      outcome="failed", error=str(exc))
+        _mark_day(tctx, tenant, day)
+        return "failed"
+    except Exception as exc:  # a bug must not loop the tenant or print a traceback: one line, day done
+        rt.log.error(f"run for tenant '{tenant}' failed: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+                     "this is a bug in casavi-sync", event="run.end", tenant=tenant, outcome="failed")
         _mark_day(tctx, tenant, day)
         return "failed"
     rt.log.info(f"run {outcome.run_id} for tenant '{tenant}': {outcome.outcome}", event="run.end", tenant=tenant,

@@ -78,11 +78,25 @@ def install_schema(url: str) -> bool:
     return False
 
 
-class _Quiet(logging.Filter):
-    """procrastinate logs every job start and end at INFO; the worker logs its own lines."""
+class _ToLog(logging.Handler):
+    """procrastinate's warnings and errors as one line each in the worker's own log; its INFO
+    chatter (every job start and end) is dropped: the worker logs its own lines. Never a traceback
+    (a record's exception is named, not printed), and the URL's password is not in its messages."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(level=logging.WARNING)
+        self.rt = rt
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())[:300]
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text += f" ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            log = self.rt.log.error if record.levelno >= logging.ERROR else self.rt.log.warn
+            log(f"job queue: {text}", event="fleet.procrastinate")
+        except Exception:  # logging must never take the worker down
+            self.handleError(record)
 
 
 def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = DEFAULT_TICK_S,
@@ -91,7 +105,9 @@ def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = D
     if not schema_installed(url):
         raise StateError("the job tables are missing in this database; set the fleet up first: "
                          "casavi-sync state migrate")
-    logging.getLogger("procrastinate").addFilter(_Quiet())
+    queue_log = logging.getLogger("procrastinate")
+    queue_log.handlers[:] = [_ToLog(rt)]
+    queue_log.propagate = False
     stall_check_s = max(1.0, min(15.0, rt.stall_timeout_s / 4))
     app = build_app(url, tick_s=tick_s, stall_check_s=stall_check_s)
     set_runtime(rt)
