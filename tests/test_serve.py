@@ -406,6 +406,7 @@ def _serve(world: Any, *extra: str) -> subprocess.Popen[str]:
                             cwd=Path(__file__).resolve().parent.parent)
 
 
+@pytest.mark.slow  # a real serve process, a run and a signal (seconds of waiting)
 def test_sigterm_mid_run_stops_cleanly(world: Any) -> None:
     # yesterday counts as done: the run due is today's (or, right after midnight, yesterday's)
     world.store.set_last_scheduled_day("default", dt.datetime.now(BERLIN).date() - dt.timedelta(days=2))

@@ -188,6 +188,7 @@ def outage_world(tmp_path: Path, reference: Reference) -> Iterator[Any]:
     yield from make_world(tmp_path, properties=PROPERTIES, casavi_faults=FaultConfig(outage_after_writes=n))
 
 
+@pytest.mark.slow  # an outage scenario: three runs against the sandbox
 def test_outage_after_n_writes_aborts_and_runs_after_clearing_complete(outage_world: Any,
                                                                        reference: Reference) -> None:
     world, server = outage_world, outage_world.sandbox.casavi_server

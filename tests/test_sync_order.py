@@ -150,6 +150,7 @@ def four(tmp_path: Path) -> Iterator[World]:
     yield from make_world(tmp_path, properties=4, seed=3)
 
 
+@pytest.mark.slow  # a four-property scenario against the sandbox (timing-sensitive on a loaded machine)
 def test_the_request_log_shows_each_property_complete_before_the_run_moves_on(four: World) -> None:
     four.sandbox.casavi_server.counters.start_log()
     outcome = four.run(max_ahead=2)
@@ -176,6 +177,7 @@ def test_the_request_log_shows_each_property_complete_before_the_run_moves_on(fo
     assert after[0] < outcome.report["durationS"] / 2  # the first property long before the end
 
 
+@pytest.mark.slow  # a four-property scenario against the sandbox (timing-sensitive on a loaded machine)
 def test_the_same_check_fails_kind_by_kind(four: World) -> None:
     four.sandbox.casavi_server.counters.start_log()
     outcome = four.run(write_order="kind")
@@ -253,6 +255,7 @@ def test_progress_and_the_run_summary_count_complete_properties(cli_env: tuple[A
     assert "properties        1 of 1 complete; the first after" in text
 
 
+@pytest.mark.slow  # a four-property scenario against the sandbox (timing-sensitive on a loaded machine)
 def test_a_stop_during_the_writes_ends_the_run_and_the_next_run_completes_it(four: World) -> None:
     from engine.sync.runner import SyncOptions
     from engine.sync.session import run_for_tenant
