@@ -6,6 +6,7 @@ tests drive it over HTTP (Starlette's TestClient) against the real sandbox on lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -280,3 +281,36 @@ def test_cli_user_add_list_and_audit_export(tmp_path: Any) -> None:
     assert r.output.splitlines()[0] == "id,at,actor,action,tenant,detail"
     assert run(main, ["user", "remove", "anna"], env=env).exit_code == 0
     assert run(main, ["user", "remove", "anna"], env=env).exit_code == 3
+
+
+@pytest.mark.slow
+def test_a_guard_hold_is_shown_and_allow_archive_runs_again(tmp_path: Any) -> None:
+    """Its own console: the contacts it deletes in SCALARA would disturb the other tests."""
+    with console(tmp_path) as own:
+        team = own.client("team")
+        page = team.get("/tenants/default/scalara")
+        team.post("/tenants/default/activate", data={"csrf": csrf_of(page.text)})
+        connected(own, team, "default")
+        contacts = sorted(own.sb.scalara.dataset()["contacts"])
+        for cid in contacts[: len(contacts) // 2]:  # half of the contacts vanish: the guard holds
+            own.sb.scalara.delete_record("contacts", cid)
+        ops = own.client("ops")
+        page = ops.get("/tenants/default/runs")
+        assert ops.post("/tenants/default/run", data={"csrf": csrf_of(page.text)}).status_code == 303
+        held = wait_job(own, "default")
+        report = ops.get(f"/tenants/default/runs/{held['runId']}")
+        assert 'id="guard"' in report.text and 'id="allow-archive"' in report.text
+        r = ops.post(f"/tenants/default/runs/{held['runId']}/allow-archive", data={"csrf": csrf_of(report.text)})
+        assert r.status_code == 303
+        deadline = time.monotonic() + 60
+        while own.dep.jobs.current("default").snapshot()["runId"] == held["runId"] or \
+                not own.dep.jobs.current("default").finished:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        again = own.dep.jobs.current("default").snapshot()
+        archived = ops.get(f"/tenants/default/runs/{again['runId']}")
+        assert 'id="guard"' not in archived.text
+        run = own.dep.store().get_run(again["runId"])
+        assert run is not None and run.outcome_counts.get("archive", 0) > 0
+        actions = [e.action for e in own.dep.store().audit_log(tenant="default")]
+        assert actions[:2] == ["run.started", "archive.allowed"]
