@@ -314,3 +314,35 @@ def test_a_guard_hold_is_shown_and_allow_archive_runs_again(tmp_path: Any) -> No
         assert run is not None and run.outcome_counts.get("archive", 0) > 0
         actions = [e.action for e in own.dep.store().audit_log(tenant="default")]
         assert actions[:2] == ["run.started", "archive.allowed"]
+
+
+@pytest.mark.slow
+def test_serve_with_web_serves_the_console_and_stops_on_sigterm(c: Console) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.web_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", "serve",
+                             "--state", str(c.dep.ctx.state_path), "--config", str(c.dep.ctx.config_path),
+                             "--web", f"127.0.0.1:{port}", "--at", "03:00", "--tick", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        page = None
+        while time.monotonic() < deadline and page is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert page is not None and page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
+            "content-security-policy"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"console at http://127.0.0.1:{port}/" in err + out

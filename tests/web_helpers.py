@@ -92,16 +92,20 @@ def wait_job(c: Console, tenant: str = "default", timeout: float = 60) -> dict[s
     raise AssertionError("the console's run did not finish in time")
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port; yields the base URL."""
+def free_port() -> int:
     import socket
-
-    import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

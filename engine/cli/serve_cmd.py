@@ -61,10 +61,12 @@ def schedule_from_kwargs(kwargs: dict[str, Any]) -> Any:
 @alert_options
 @click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
               envvar="CASAVI_SYNC_PARALLEL", show_envvar=True, help="Most tenants synced at the same time.")
+@click.option("--web", "web_at", metavar="HOST:PORT", envvar="CASAVI_SYNC_WEB", show_envvar=True,
+              help="Also serve the web console here (one process does both; see casavi-sync web).")
 @click.option("--tick", "tick_s", type=click.FloatRange(0.05, 3600), default=30.0, hidden=True,
               help="Seconds between schedule checks.")
 @handle_errors
-def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
+def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> None:
     """Run every activated and connected tenant once a day, until stopped (SIGTERM or Ctrl-C).
 
     Each tenant's run starts at --at plus a fixed per-tenant offset within --jitter. After
@@ -101,6 +103,13 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.request_stop(signal.Signals(signum).name)
 
+    stop_web = None
+    if web_at:
+        from engine.cli.web_cmd import parse_listen, start_in_thread
+
+        host, port = parse_listen(web_at)
+        stop_web = start_in_thread(ctx, schedule, host, port)
+        ctx.console.info(f"console at http://{host}:{port}/", event="serve.web", url=f"http://{host}:{port}/")
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
@@ -113,4 +122,6 @@ def serve(parallel: int, tick_s: float, **kwargs: Any) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if stop_web is not None:
+            stop_web()
     raise SystemExit(EXIT_OK)

@@ -121,6 +121,40 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
         dep.jobs.stop_all()
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``PORT`` (loopback) for --web."""
+    host, _, port = value.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--web") from None
+    if not 0 < number < 65536:
+        raise click.BadParameter(f"port {number} is out of range", param_hint="--web")
+    return (host.strip("[]") or "127.0.0.1"), number
+
+
+def start_in_thread(ctx: OperatorContext, schedule: Any, host: str, port: int) -> Any:
+    """The console on a background thread (``serve --web``); returns a function that stops it."""
+    import threading
+
+    import uvicorn
+
+    from engine.web import Deployment, create_app
+
+    dep = Deployment(ctx, schedule)
+    server = uvicorn.Server(uvicorn.Config(create_app(dep), host=host, port=port, log_level="warning",
+                                           access_log=False, proxy_headers=True))
+    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        dep.jobs.stop_all()
+        server.should_exit = True
+        thread.join(timeout=15)
+
+    return stop
+
+
 @main.group()
 def user() -> None:
     """Console users and their roles."""

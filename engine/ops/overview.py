@@ -131,11 +131,13 @@ def failed_records(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def mapping_health(ctx: Context) -> dict[str, Any]:
-    """Which mapping set the deployment uses, whether it validates, and the last run's coverage."""
-    from engine.paths import default_mappings
+    """Which mapping set ctx.tenant uses (and why), whether it validates, and the last run's coverage."""
+    from engine.ops.mappings import resolve
     from engine.validate import validate_paths
 
-    where = ctx.mappings_path or default_mappings()
+    with ctx.store() as store:
+        resolved = resolve(ctx, store)
+    where = resolved.path
     report = validate_paths([where])
     problems = [{"location": d.location(), "severity": d.severity, "message": d.message}
                 for d in report.diagnostics]
@@ -150,7 +152,7 @@ def mapping_health(ctx: Context) -> dict[str, Any]:
                     continue
                 coverage, run_id = doc.get("coverage") or {}, run.id
                 break
-    return {"path": str(where), "files": [f for f in files if not f.endswith(".test.yaml")],
+    return {"path": str(where), "origin": resolved.origin, "files": [f for f in files if not f.endswith(".test.yaml")],
             "valid": not any(p["severity"] == "error" for p in problems), "problems": problems,
             "coverage": coverage, "coverageRun": run_id}
 
