@@ -125,6 +125,11 @@ def test_acknowledged_failures_make_a_clean_run_and_news_stands_out(world: World
     acked = _cli(world, "ack", "units", unit["source"]["id"], "--note", "Gebäude fehlt in SCALARA; Kunde informiert")
     assert acked.exit_code == 0 and "1 failure(s) acknowledged" in acked.output, acked.output
     assert _cli(world, "ack", "units", "no-such-id").exit_code == 3
+    assert _cli(world, "unack", "units", unit["source"]["id"]).exit_code == 0
+    actions = [e.action for e in world.store.audit_log(tenant="default")]
+    assert actions[:2] == ["failure.unacknowledged", "failure.acknowledged"]
+    assert _cli(world, "ack", "units", unit["source"]["id"], "--note", "Gebäude fehlt in SCALARA; Kunde informiert"
+                ).exit_code == 0
     assert _cli(world, "ack", "--all", "--note", "bekannte Datenfehler").exit_code == 0
 
     third = world.run()

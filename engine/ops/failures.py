@@ -83,7 +83,10 @@ def acknowledge(ctx: Context, kind: str | None, ident: str | None, note: str | N
 def unacknowledge(ctx: Context, kind: str, ident: str) -> int:
     with ctx.store() as store:
         store.tenant(ctx.tenant)
-        return int(store.unacknowledge_failures(ctx.tenant, _match(store, ctx.tenant, kind, ident)))
+        done = int(store.unacknowledge_failures(ctx.tenant, _match(store, ctx.tenant, kind, ident)))
+        if done:
+            ctx.audit(store, "failure.unacknowledged", ctx.tenant, kind=kind, id=ident, records=done)
+        return done
 
 
 def request_retry(ctx: Context, targets: Iterable[tuple[str, str]] | None = None) -> int:
@@ -94,4 +97,7 @@ def request_retry(ctx: Context, targets: Iterable[tuple[str, str]] | None = None
             keys = [k for k, r in store.failures(ctx.tenant).items() if r.stage == "write"]
         else:
             keys = [k for kind, ident in targets for k in _match(store, ctx.tenant, kind, ident)]
-        return int(store.request_retry(ctx.tenant, keys))
+        done = int(store.request_retry(ctx.tenant, keys))
+        if done:
+            ctx.audit(store, "failure.retry_requested", ctx.tenant, records=done)
+        return done
