@@ -288,3 +288,52 @@ def test_sigterm_drains_a_worker_mid_run_and_another_finishes_the_tenant(tmp_pat
                     w.wait()
     finally:
         sb.stop()
+
+
+def test_postgresql_restarting_mid_run_fails_the_run_in_one_line_and_the_day_still_completes(
+        tmp_path: Path, pg_server: Any, pg_url: str) -> None:
+    assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
+    sb = make_sandbox(latency_ms=60)
+    try:
+        key, secret = sb.casavi.add_account("pgr")
+        with StateStore.open(pg_url) as store:
+            store.add_tenant("pgr", key, secret)
+            store.activate_tenant("pgr")
+            store.save_connection("pgr", sb.generate_scalara_token("acc0"), "acc0")
+        env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path)), "CASAVI_SYNC_STATE": pg_url,
+               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
+        worker = start_worker(env, tmp_path / "worker.log")
+        try:
+            today = dt.datetime.now(dt.UTC).date()
+            with StateStore.open(pg_url) as store:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(r.outcome == "running" for r in store.runs("pgr")):
+                    time.sleep(0.05)
+            time.sleep(0.5)
+            pg_server.restart()
+            deadline = time.monotonic() + 120
+            done = False
+            while time.monotonic() < deadline and not done:
+                time.sleep(0.5)
+                try:
+                    with StateStore.open(pg_url) as store:
+                        done = store.last_scheduled_day("pgr") == today
+                        runs = sorted(store.runs("pgr"), key=lambda r: r.id)
+                except Exception:  # the server is still starting
+                    continue
+            assert done, (tmp_path / "worker.log").read_text()[-2000:]
+            assert runs[-1].outcome in ("clean", "partial") and len(runs) >= 2
+            assert all(r.outcome == "interrupted" for r in runs[:-1])
+            for r in sb.casavi.records("units", "pgr"):  # nothing duplicated: one record per reference id
+                assert sum(1 for x in sb.casavi.records("units", "pgr") if x["id"] == r["id"]) == 1
+            log = (tmp_path / "worker.log").read_text()
+            assert "Traceback" not in log and "lost the connection to PostgreSQL" in log
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    finally:
+        sb.stop()

@@ -124,10 +124,57 @@ async def _pulse(pulse: Callable[[], None], every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
+RECONNECT_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts after the database went away
+
+
 async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
                 pulse: Callable[[], None] | None = None) -> None:
+    """Serve jobs until a signal; when the database goes away (a restart, a failover) procrastinate
+    stops its worker: wait and reconnect instead of exiting, so a PostgreSQL restart costs the
+    interrupted runs a retry, not the fleet its workers."""
     loop = asyncio.get_running_loop()
     beating = asyncio.create_task(_pulse(pulse, heartbeat_s)) if pulse is not None else None
+    current: list[asyncio.Task[Any]] = []
+    wakeup = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if not rt.stop.is_set():
+            rt.log.info(f"worker {rt.worker_name} stopping ({signal.Signals(signum).name}): no new jobs; "
+                        "running syncs stop after their writes in flight and go to another worker",
+                        event="worker.stopping", worker=rt.worker_name)
+        rt.stop.set()
+        wakeup.set()
+        for task in current:
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    failures = 0
+    try:
+        while not rt.stop.is_set():
+            try:
+                await _serve(app, rt, concurrency, heartbeat_s, current, first=failures == 0)
+                if rt.stop.is_set():
+                    break
+                reason = "the job queue stopped"
+            except Exception as exc:  # the database is unreachable (still restarting) or went away again
+                reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            wait = RECONNECT_S[min(failures, len(RECONNECT_S) - 1)]
+            failures += 1
+            rt.log.error(f"worker {rt.worker_name}: lost the job queue ({reason}); reconnecting in {wait:g} s",
+                         event="worker.reconnect", worker=rt.worker_name)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=wait)
+    finally:
+        if beating is not None:
+            beating.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    rt.log.info(f"worker {rt.worker_name} stopped", event="worker.stop", worker=rt.worker_name)
+
+
+async def _serve(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float, current: list[asyncio.Task[Any]],
+                 *, first: bool) -> None:
     async with app.open_async():
         common: dict[str, Any] = {
             "install_signal_handlers": False, "update_heartbeat_interval": heartbeat_s,
@@ -136,31 +183,25 @@ async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
         # Two procrastinate workers in this process: the syncs, and the control jobs (schedule tick,
         # stalled-job recovery) with a slot of their own, so that workers whose every slot is busy
         # with a long sync still schedule and still rescue a dead worker's tenants.
-        tasks = [asyncio.create_task(app.run_worker_async(queues=[QUEUE], name=rt.worker_name,
-                                                          concurrency=concurrency, **common)),
-                 asyncio.create_task(app.run_worker_async(queues=[CONTROL_QUEUE], name=f"{rt.worker_name}/control",
-                                                          concurrency=1, **common))]
-
-        def on_signal(signum: int) -> None:
-            if not rt.stop.is_set():
-                rt.log.info(f"worker {rt.worker_name} stopping ({signal.Signals(signum).name}): no new jobs; "
-                            "running syncs stop after their writes in flight and go to another worker",
-                            event="worker.stopping", worker=rt.worker_name)
-            rt.stop.set()
-            for task in tasks:
+        current[:] = [asyncio.create_task(app.run_worker_async(queues=[QUEUE], name=rt.worker_name,
+                                                               concurrency=concurrency, **common)),
+                      asyncio.create_task(app.run_worker_async(queues=[CONTROL_QUEUE],
+                                                               name=f"{rt.worker_name}/control",
+                                                               concurrency=1, **common))]
+        if rt.stop.is_set():  # a signal while connecting
+            for task in current:
                 task.cancel()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        rt.log.info(f"worker {rt.worker_name} started: up to {concurrency} run(s) at a time; "
-                    f"{rt.schedule.describe()}", event="worker.start", worker=rt.worker_name)
-        try:
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        finally:
-            if beating is not None:
-                beating.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-    rt.log.info(f"worker {rt.worker_name} stopped", event="worker.stop", worker=rt.worker_name)
+        if first:
+            rt.log.info(f"worker {rt.worker_name} started: up to {concurrency} run(s) at a time; "
+                        f"{rt.schedule.describe()}", event="worker.start", worker=rt.worker_name)
+        else:
+            rt.log.info(f"worker {rt.worker_name}: job queue reconnected", event="worker.reconnected",
+                        worker=rt.worker_name)
+        # When one of the two stops (the database went away), stop the other too.
+        _done, pending = await asyncio.wait(current, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in current:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        current.clear()
