@@ -152,7 +152,10 @@ def test_a_record_without_a_usable_id_is_an_error_and_nothing_made_from_its_kind
     archived = {kind: row.get("archive", 0) for kind, row in report["counts"].items()}
     assert sum(archived.values()) == 0, archived                         # even with --allow-archive
     assert {g["kind"] for g in report["guard"]} >= {"units"}
-    assert all("incomplete" in g["reason"] for g in report["guard"] if g["kind"] == "units")
+    assert all("incomplete" in g["reason"] and g["overridable"] is False
+               for g in report["guard"] if g["kind"] == "units")
+    from engine.sync.report import run_summary
+    assert any("--allow-archive does not lift this" in line for line in run_summary(report))
     assert {kind: len(world.sandbox.casavi.records(kind)) for kind in KINDS} == before   # nothing new
     assert inconsistencies(world.sandbox) == []
     again = world.run()                                                  # SCALARA is whole again

@@ -170,7 +170,8 @@ def plan_archives(
         if not keys:
             continue
         if kind in whole:
-            plan.guard_trips.append(GuardTrip(kind, len(keys), existing.get(kind, 0), whole[kind].reason))
+            plan.guard_trips.append(GuardTrip(kind, len(keys), existing.get(kind, 0), whole[kind].reason,
+                                              whole[kind].overridable))
             continue
         because = [tied[k] for k in keys if k in tied]
         pinned = [k for k in keys if k in held and k not in tied]
@@ -182,7 +183,9 @@ def plan_archives(
                 why.append(f"still referred to by records produced this run ({_some([referenced[k] for k in pinned])})")
             reason = (f"{len(because) + len(pinned)} held: {' and '.join(why)}; "
                       "no active record may refer to an archived one")
-            plan.guard_trips.append(GuardTrip(kind, len(because) + len(pinned), existing.get(kind, 0), reason))
+            lifts = not pinned and all(h.overridable for h in whole.values())
+            plan.guard_trips.append(GuardTrip(kind, len(because) + len(pinned), existing.get(kind, 0), reason,
+                                              lifts))
 
     # archives wait for the records that referred to them: their archive, or the update re-pointing them
     repointed: dict[Key, list[Key]] = {}

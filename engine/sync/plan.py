@@ -101,10 +101,15 @@ class GuardTrip:
     would_archive: int
     existing: int
     reason: str
+    overridable: bool = True          # False: --allow-archive does not lift it (an incomplete read)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "wouldArchive": self.would_archive, "existing": self.existing,
-                "reason": self.reason}
+                "reason": self.reason, "overridable": self.overridable}
+
+    def advice(self) -> str:
+        return ("use --allow-archive to archive anyway" if self.overridable
+                else "fix the data in SCALARA; --allow-archive does not lift this")
 
 
 @dataclass

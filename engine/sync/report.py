@@ -152,7 +152,7 @@ def plan_summary(prepared: Prepared) -> list[str]:
         row = counts.get(kind, {})
         lines.append(f"{kind:<18}" + "".join(f"{row.get(c, 0):>11}" for c in COLUMNS))
     for g in plan.guard_trips:
-        lines.append(f"guard: {g.kind}: {g.reason}; use --allow-archive to archive anyway")
+        lines.append(f"guard: {g.kind}: {g.reason}; {g.advice()}")
     shown: set[str] = set()
     for e in plan.errors[:20]:
         lines.append("error: " + problem_line(e, shown))
@@ -198,7 +198,9 @@ def run_summary(report: dict[str, Any]) -> list[str]:
                      f"{props['medianCompleteS']:.1f} s")
         lines.append(line)
     for g in report["guard"]:
-        lines.append(f"  guard: {g['kind']}: {g['reason']}; rerun with --allow-archive to archive anyway")
+        advice = ("rerun with --allow-archive to archive anyway" if g.get("overridable", True)
+                  else "fix the data in SCALARA; --allow-archive does not lift this")
+        lines.append(f"  guard: {g['kind']}: {g['reason']}; {advice}")
     failures = report.get("failureStates")
     if failures:
         lines.extend(failure_lines(failures))
