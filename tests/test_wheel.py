@@ -49,6 +49,10 @@ def test_the_wheel_works_from_an_unrelated_folder(tmp_path: Path) -> None:
     assert schema.is_file() and schema.is_relative_to(venv) and schema.name == "mapping.schema.json"
     assert "valid" in run(tool, "validate")
     assert " passed" in run(tool, "test") and "failed" not in run(tool, "test", "--quiet")
+    # the console's templates and stylesheet ship in the wheel
+    console = run(venv / "bin" / "python", "-c", "from engine.paths import WEB_STATIC; from engine.web.app import ENV; "
+                  "print(ENV.get_template('scalara.html').filename, (WEB_STATIC / 'style.css').is_file())")
+    assert console.strip().endswith("True") and Path(console.split()[0]).is_relative_to(venv)
     demo = run(tool, "demo", "--properties", "1", "--state", elsewhere / "demo" / "state.db", ok=(0, 1))
     assert "demo finished" in demo
 
