@@ -128,7 +128,7 @@ def test_the_console_flow_in_chromium(browser: Any, tmp_path: Path) -> None:
         f.wait_for("#progress")
         f.shot("initial-import-progress")
         link = f.wait_for("a#report-link[href$='/runs/1']", timeout=120)
-        assert "Erstimport" in browser.page_source or "Lauf beendet" in browser.page_source
+        assert "Der Erstimport ist beendet" in browser.page_source and "Lauf beendet" in browser.page_source
         assert f.find("#fingerprint").text.startswith("…")
         f.shot("initial-import-finished")
 

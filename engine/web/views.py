@@ -62,8 +62,11 @@ def scalara(r: Req, *, error: str | None = None, status: int = 200) -> Response:
     foreign = holder if holder is not None and (job is None or job.finished) else None
     snap = job.snapshot() if job else None
     refresh = bool((snap and not snap["finished"]) or foreign)
+    note = message(r)
+    if r.request.query_params.get("msg") == "msg_import" and snap and snap["finished"]:
+        note = r.t("import_done")  # the page reloaded itself until the import ended
     return render(r, "scalara.html", status, tn=t, conn=conn, job=snap, refresh=refresh, error=error,
-                  foreign=holder_text(r, foreign, "lock_held_elsewhere") if foreign else None, message=message(r))
+                  foreign=holder_text(r, foreign, "lock_held_elsewhere") if foreign else None, message=note)
 
 
 def _to(r: Req, where: str, msg: str | None = None) -> RedirectResponse:
