@@ -244,14 +244,17 @@ def test_trusted_proxy_header_only_from_the_proxy(c: Console) -> None:
     assert other.get("/tenants", headers={"X-Remote-User": "team"}).status_code == 303
 
 
-def test_cli_user_add_list_and_audit_export(tmp_path: Any) -> None:
+def test_cli_user_add_list_and_audit_export(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from click.testing import CliRunner
 
     from engine.cli import main
+    from engine.ops import users
     from engine.state import StateStore
+    from tests.web_helpers import FAST_HASH
 
+    monkeypatch.setattr(users, "HASH_PARAMS", dict(FAST_HASH))
     state = tmp_path / "state.db"
     StateStore.open(state).close()
     env = {"CASAVI_SYNC_STATE": str(state)}

@@ -21,6 +21,7 @@ PASSWORDS = {"team": "team-passwort-1", "kunde": "kunden-passwort-1", "ops": "op
              "berater": "berater-passwort-1", "sperre": "sperren-passwort-1"}
 ROLES = {"team": ("casavi-team", None), "kunde": ("customer-admin", "default"), "ops": ("operator", None),
          "berater": ("consultant", None), "sperre": ("operator", None)}
+FAST_HASH = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}  # argon2id still; tests need no 64 MiB
 XSS_NAME = "<script>alert(\"x\")</script> Müller & Söhne 'Grüne Aue'"
 
 
@@ -64,6 +65,7 @@ def console(tmp: Path, *, properties: int = 1, seed: int = 7) -> Iterator[Consol
     from engine.schedule import Schedule
     from engine.web import Deployment, create_app
 
+    users.HASH_PARAMS.update(FAST_HASH)
     with Sandbox(properties=properties, seed=seed, scalara_faults=FaultConfig(),
                  casavi_faults=FaultConfig()) as sb:
         cfg = tmp / "connectors.yaml"
@@ -78,8 +80,11 @@ def console(tmp: Path, *, properties: int = 1, seed: int = 7) -> Iterator[Consol
         for name, (role, tenant) in ROLES.items():
             users.add_user(ctx, name, role, PASSWORDS[name], tenant)
         dep = Deployment(ctx, Schedule())
-        yield Console(sb, tmp, dep, create_app(dep), sb.generate_scalara_token())
-        dep.jobs.stop_all()
+        try:
+            yield Console(sb, tmp, dep, create_app(dep), sb.generate_scalara_token())
+        finally:
+            dep.jobs.stop_all()
+            users.HASH_PARAMS.clear()
 
 
 def wait_job(c: Console, tenant: str = "default", timeout: float = 60) -> dict[str, Any]:

@@ -43,10 +43,19 @@ def may(user: Any, permission: str, tenant: str | None = None) -> bool:
     return user.tenant is None or tenant == user.tenant
 
 
+# argon2-cffi's defaults (RFC 9106 "low memory": 3 passes, 64 MiB). Tests lower them for speed;
+# a hash records its own parameters, so verifying never depends on this setting.
+HASH_PARAMS: dict[str, int] = {}
+
+
 def _hasher() -> Any:
     from argon2 import PasswordHasher
 
-    return PasswordHasher()
+    if not HASH_PARAMS:
+        return PasswordHasher()
+    return PasswordHasher(time_cost=HASH_PARAMS.get("time_cost", 3),
+                          memory_cost=HASH_PARAMS.get("memory_cost", 65536),
+                          parallelism=HASH_PARAMS.get("parallelism", 4))
 
 
 def hash_password(password: str) -> str:
