@@ -305,11 +305,11 @@ def test_stop_tells_running_runs_to_stop_and_starts_no_new_ones(state: Path) -> 
     with srv:
         thread = threading.Thread(target=loop)
         thread.start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # generous: a loaded machine starts threads late
         while len(runner.calls) < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
         srv.request_stop("SIGTERM")
-        assert done.wait(5)
+        assert done.wait(60)
         thread.join()
     assert sorted(runner.stopped_by_flag) == sorted(runner.calls) and len(runner.calls) == 2
     events = [f.get("event") for _, _, f in log.lines]
