@@ -151,6 +151,8 @@ def test_connect_imports_then_replace_without_import_no_secret_anywhere(c: Conso
         assert resp.status_code == 200, path
         bodies.append(resp.text)
     no_secrets(c, *bodies)
+    mappings = client.get("/tenants/hv-nord/mappings").text
+    assert '<strong id="validity">gültig</strong>' in mappings and f"#{run_id}" in mappings  # coverage of that run
     audit = client.get("/audit.json").json()
     assert [e["action"] for e in audit if e["tenant"] == "hv-nord"][:3] == ["token.replaced", "run.started",
                                                                              "token.saved"]
