@@ -174,7 +174,9 @@ def test_the_request_log_shows_each_property_complete_before_the_run_moves_on(fo
     assert [p["id"] for p in props["completed"]] == order
     after = [p["afterS"] for p in props["completed"]]
     assert after == sorted(after) and props["firstCompleteS"] == after[0]
-    assert after[0] < outcome.report["durationS"] / 2  # the first property long before the end
+    # the first property is complete long before the end: counted in writes, not seconds (a loaded
+    # machine stretches the extraction before the first write, which is no fault of the order)
+    assert max(positions[order[0]]) < len(writes) / 2
 
 
 @pytest.mark.slow  # a four-property scenario against the sandbox (timing-sensitive on a loaded machine)
