@@ -67,3 +67,14 @@ def test_demo_prints_no_path_that_is_gone(tmp_path: Path) -> None:
     assert "run-0" not in out and "/tmp" not in out.split("sandbox:")[0]
     assert ".json" not in out
     assert "keep them with --state PATH" in out
+
+
+def test_demo_refuses_a_state_file_that_exists(tmp_path: Path) -> None:
+    """A second demo on the same --state failed in step 3 (its new sandbox met the old state); now it
+    says so before it starts, and never touches the file."""
+    state = tmp_path / "state.db"
+    state.write_bytes(b"a deployment's state")
+    result = CliRunner().invoke(main, ["demo", "--state", str(state)])
+    assert result.exit_code == 3 and "already exists" in result.output, result.output
+    assert "1. casavi activates" not in result.output
+    assert state.read_bytes() == b"a deployment's state"

@@ -18,6 +18,7 @@ import click
 from engine.cli.base import main
 from engine.cli.console import Console
 from engine.cli.context import EXIT_ABORTED, OperatorContext, handle_errors
+from engine.errors import ConfigError
 
 KINDS = ("properties", "units", "contacts", "contracts")
 
@@ -73,6 +74,11 @@ def demo(properties: int, seed: int, state_path: Path | None, quiet: bool) -> No
     from engine.ops import connection, runs
     from engine.sandbox import FaultConfig, Sandbox
 
+    if state_path is not None and (state_path.exists() or state_path.is_symlink()):
+        # every demo runs against a new sandbox: an old state would hold records this casavi never got
+        # (and a deployment's real state file must never be touched by a demo)
+        raise ConfigError(f"{state_path} already exists; the demo starts from a new state file each time: "
+                          "give a path that does not exist yet, or leave out --state")
     console = Console(quiet=quiet, plain_progress=False)
     with tempfile.TemporaryDirectory(prefix="casavi-sync-demo-") as tmp:
         state = state_path or Path(tmp) / "state.db"
