@@ -403,3 +403,15 @@ def test_acknowledged_failures_do_not_fire_and_are_counted_as_such(world: World)
             assert value(found, "casavi_sync_last_run_failures", tenant="default", state=state) == counts[state]
     finally:
         receiver.close()
+
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/livez", "/metrics?x=1", "metrics"])
+def test_a_metrics_path_that_hides_a_probe_or_never_matches_is_refused(path: str) -> None:
+    """--metrics-path /healthz served the metrics on the liveness path: the probe always passed."""
+    from engine.cli.observe_cmd import observe_config
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--metrics-path"):
+        observe_config({"metrics_address": "127.0.0.1:0", "metrics_path": path})
+    assert observe_config({"metrics_address": "127.0.0.1:0", "metrics_path": "/m"}).metrics_path == "/m"

@@ -19,6 +19,7 @@ from engine.errors import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 
 SECRET_ENV = "CASAVI_SYNC_ALERT_SECRET"
+HEALTH_PATHS = ("/healthz", "/livez", "/readyz")  # engine.observe.server answers these
 
 
 def alert_options(func: F) -> F:
@@ -68,8 +69,10 @@ def observe_config(kwargs: dict[str, Any]) -> Any:
             raise ConfigError(f"--alert-webhook needs a signing secret: set {SECRET_ENV} or --alert-secret-file")
     address = kwargs.pop("metrics_address", None)
     path = kwargs.pop("metrics_path", "/metrics") or "/metrics"
-    if not path.startswith("/"):
-        raise ConfigError(f"--metrics-path must start with '/', not {path!r}")
+    if not path.startswith("/") or any(c in path for c in "?# \t"):
+        raise ConfigError(f"--metrics-path must be a plain path starting with '/' (e.g. /metrics), not {path!r}")
+    if path in HEALTH_PATHS:  # the metrics would hide the probe: a liveness check would always pass
+        raise ConfigError(f"--metrics-path {path} is the health endpoint's path; choose another (e.g. /metrics)")
     return ObserveConfig(address or None, path, url or None, secret)
 
 
