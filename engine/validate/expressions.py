@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from engine.functions import REGISTRY
+from engine.validate.literals import nonfinite
 
 # (message, hint, code, offset inside the expression or None for the expression's start)
 Report = Callable[[str, str | None, str, int | None], None]
@@ -232,9 +233,24 @@ class Checker:
             return self.function(str(node.get("value")), kids, scope)
         if kind in ("current", "identity"):
             return scope
+        if kind == "literal":
+            self.literal(node.get("value"))
         for kid in kids:
             self.walk(kid, ANY if kind == "expref" else scope)
         return ANY
+
+    def literal(self, value: Any) -> None:
+        """A backtick literal holding NaN or Infinity (1e999 in backticks): JSON cannot carry it."""
+        where = nonfinite(value)
+        if where is None:
+            return
+        offset = next((int(t["start"]) for t in self.parsed.tokens
+                       if t["type"] == "literal" and nonfinite(t["value"]) is not None
+                       and int(t["start"]) not in self._used_offsets), None)
+        if offset is not None:
+            self._used_offsets.add(offset)
+        self.report(f"{'.' + where + ' of ' if where else ''}the literal would be NaN or Infinity, "
+                    "which JSON cannot carry", "write a number, or null", "value-not-allowed", offset)
 
     def field(self, scope: Shape, name: str) -> Shape:
         if scope.kind == "object":
