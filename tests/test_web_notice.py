@@ -42,6 +42,8 @@ def test_notice_page_and_downloads(c: Console) -> None:
     assert text.text == render_text(doc, zone=c.dep.schedule.zone)
     html = client.get("/tenants/hv-nord/notice.html")
     assert html.status_code == 200 and "<table>" in html.text
+    pdf = client.get("/tenants/hv-nord/notice.pdf")  # no such download: not the text under another name
+    assert pdf.status_code == 404 and "attachment" not in pdf.headers.get("content-disposition", "")
     # a customer admin of another tenant does not even learn that this page exists
     assert c.client("kunde").get("/tenants/hv-nord/notice").status_code == 404
     assert client.get("/tenants/hv-nord/notice").status_code == 200
@@ -53,3 +55,11 @@ def test_notice_page_and_downloads(c: Console) -> None:
 def test_notice_page_needs_login(c: Console) -> None:
     r = c.client().get("/tenants/default/notice")
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_notice_download_of_an_unknown_format_is_not_found(c: Console) -> None:
+    client = c.client("team")
+    for fmt in ("pdf", "exe", "TXT"):
+        r = client.get(f"/tenants/default/notice.{fmt}")
+        assert r.status_code == 404, fmt
+        assert "attachment" not in r.headers.get("content-disposition", "")

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from engine.errors import StateError
 from engine.observe.notice import render_html, render_text
 from engine.ops.notice import tenant_notice
-from engine.web.app import Req, page, render
+from engine.web.app import NotFound, Req, page, render
 
 
 def notice(r: Req) -> Response:
@@ -31,6 +31,8 @@ def _dependents(doc: object) -> dict[str, int]:
 
 def download(r: Req) -> Response:
     fmt = r.request.path_params["fmt"]
+    if fmt not in ("txt", "html"):
+        raise NotFound()  # notice.pdf and the like: no such download, not the text under another name
     try:
         doc = tenant_notice(r.ctx())
     except StateError as exc:
@@ -41,8 +43,7 @@ def download(r: Req) -> Response:
         body, media = render_html(doc, zone=zone), "text/html; charset=utf-8"
     else:
         body, media = render_text(doc, zone=zone), "text/plain; charset=utf-8"
-    return Response(body, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{name}.{"html" if fmt == "html" else "txt"}"'})
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
 
 
 def routes() -> list[Route]:
