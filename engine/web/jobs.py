@@ -31,7 +31,7 @@ class Step:
 
     def rate(self) -> float:
         took = self.updated - self.started
-        return self.done / took if took > 0.05 and self.done else 0.0
+        return self.done / took if took > 0.001 and self.done else 0.0
 
     def eta_s(self) -> float | None:
         rate = self.rate()
@@ -49,6 +49,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     steps: list[Step] = field(default_factory=list)
     finished: bool = False
+    ended: float | None = None  # monotonic, once finished: the elapsed time stops there
+    last_progress: float | None = None  # monotonic, the engine's latest progress call
     outcome: str | None = None
     run_id: int | None = None
     error: str | None = None
@@ -67,9 +69,14 @@ class Job:
             if step is None or (step.phase, step.kind) != (phase, kind):
                 step = next((s for s in self.steps if (s.phase, s.kind) == (phase, kind)), None)
                 if step is None:
-                    step = Step(phase, kind, started=now)
+                    # a step begins where the one before it ended: an extract reports its first count
+                    # only after fetching the page(s), so starting its clock at that report made its
+                    # rate 0/s
+                    begun = self.last_progress if self.last_progress is not None else self.started
+                    step = Step(phase, kind, started=begun)
                     self.steps.append(step)
             step.done, step.total, step.updated = done, total, now
+            self.last_progress = now
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
@@ -81,7 +88,11 @@ class Job:
         current = steps[-1] if steps else None
         return {"tenant": self.tenant, "trigger": self.trigger, "finished": self.finished,
                 "outcome": self.outcome, "runId": self.run_id, "error": self.error, "steps": steps,
-                "current": current, "properties": self.detail.get("properties"), "elapsed": round(time.monotonic() - self.started, 1)}
+                "current": current, "properties": self.detail.get("properties"), "elapsed": round(self.elapsed_s(), 1)}
+
+    def elapsed_s(self) -> float:
+        """Seconds since the job started, frozen once it has finished."""
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
 
 class JobBoard:
@@ -127,6 +138,7 @@ class JobBoard:
         elif outcome is not None:
             job.outcome, job.run_id = outcome.outcome, outcome.run_id
             job.error = str(outcome.error) if outcome.error else None
+        job.ended = time.monotonic()
         job.finished = True
 
     def stop_all(self) -> None:
