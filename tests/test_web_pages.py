@@ -16,3 +16,27 @@ def test_plan_page_omits_a_missing_casavi_id() -> None:
 
 def test_both_languages_have_the_same_words() -> None:
     assert set(i18n.DE) == set(i18n.EN)
+
+
+def _run_page(lang: str) -> str:
+    run = {"runId": 3, "trigger": "manual", "startedAt": "2026-12-02T10:00:00Z", "outcome": "partial",
+           "durationS": 0.1, "error": None}
+    counts = {"units": {"planned_create": 2, "create": 1, "failed": 1, "map_errors": 0}}
+    columns = ["planned_create", "create", "failed", "map_errors"]
+    return str(render(None, "run.html", lang=lang, run=run, report=None, failed=[], counts=counts,
+                      columns=columns).body.decode())
+
+
+def test_run_page_translates_count_columns_and_outcome() -> None:
+    de = _run_page("de")
+    assert "Ergebnis: <strong id=\"run-outcome\">teilweise</strong>" in de
+    for raw in ("planned_create", "map_errors", ">partial<", ">failed<", ">create<"):
+        assert raw not in de, raw
+    assert "geplant: anlegen" in de and "angelegt" in de and "fehlgeschlagen" in de
+    en = _run_page("en")
+    assert ">partial<" in en and "planned create" in en and "planned_create" not in en
+
+
+def test_unknown_engine_words_show_as_they_are() -> None:
+    assert i18n.term("de", "outcome", "something-new") == "something-new"
+    assert i18n.term("de", "outcome", None) == "–"

@@ -109,6 +109,7 @@ def render(r: Req | None, name: str, status: int = 200, *, lang: str = "de", csr
         t=lambda key, **kw: i18n.translate(lang, key, **kw), lang=lang, user=r.user if r else None,
         csrf=r.csrf if r else csrf, tenant=r.tenant if r else None, may=r.may if r else (lambda *a: False),
         local=lambda stamp: i18n.local_time(stamp, zone, lang), num=lambda v: i18n.number(v, lang),
+        term=lambda group, value: i18n.term(lang, group, value),
         path=r.request.url.path if r else "/", **values)
     return HTMLResponse(html, status_code=status)
 

@@ -73,6 +73,15 @@ DE: dict[str, str] = {
     "state_new": "neu", "state_known": "bekannt", "state_acknowledged": "bestätigt", "occurrences": "Läufe",
     "since_run": "seit Lauf", "acknowledge": "Bestätigen", "note": "Notiz",
     "msg_acknowledged": "Fehler bestätigt.", "no_known_failures": "Keine bekannten Fehler.",
+    # a run's outcome and the report's count columns, shown via term("outcome", …) / term("col", …)
+    "outcome_clean": "sauber", "outcome_partial": "teilweise", "outcome_aborted": "abgebrochen",
+    "outcome_stopped": "angehalten", "outcome_failed": "fehlgeschlagen", "outcome_running": "läuft",
+    "outcome_interrupted": "unterbrochen",
+    "col_planned_create": "geplant: anlegen", "col_planned_update": "geplant: ändern",
+    "col_planned_restore": "geplant: wiederherstellen", "col_planned_archive": "geplant: archivieren",
+    "col_create": "angelegt", "col_update": "geändert", "col_restore": "wiederhergestellt",
+    "col_archive": "archiviert", "col_unchanged": "unverändert", "col_failed": "fehlgeschlagen",
+    "col_skipped": "übersprungen", "col_map_errors": "Abbildungsfehler", "col_error": "Fehler",
 }
 
 EN: dict[str, str] = {
@@ -135,6 +144,14 @@ EN: dict[str, str] = {
     "state_new": "new", "state_known": "known", "state_acknowledged": "acknowledged", "occurrences": "Runs",
     "since_run": "since run", "acknowledge": "Acknowledge", "note": "Note",
     "msg_acknowledged": "Failure acknowledged.", "no_known_failures": "No known failures.",
+    "outcome_clean": "clean", "outcome_partial": "partial", "outcome_aborted": "aborted",
+    "outcome_stopped": "stopped", "outcome_failed": "failed", "outcome_running": "running",
+    "outcome_interrupted": "interrupted",
+    "col_planned_create": "planned create", "col_planned_update": "planned update",
+    "col_planned_restore": "planned restore", "col_planned_archive": "planned archive",
+    "col_create": "created", "col_update": "updated", "col_restore": "restored",
+    "col_archive": "archived", "col_unchanged": "unchanged", "col_failed": "failed",
+    "col_skipped": "skipped", "col_map_errors": "mapping errors", "col_error": "errors",
 }
 
 TABLES = {"de": DE, "en": EN}
@@ -143,6 +160,14 @@ TABLES = {"de": DE, "en": EN}
 def translate(lang: str, key: str, **values: Any) -> str:
     text = TABLES.get(lang, DE).get(key) or DE.get(key) or key
     return text.format(**values) if values else text
+
+
+def term(lang: str, group: str, value: Any) -> str:
+    """An engine word (an outcome, a count column) in the page's language; unknown ones as they are."""
+    if value is None:
+        return "–"
+    key = f"{group}_{value}"
+    return translate(lang, key) if key in DE else str(value)
 
 
 def parse_stamp(stamp: str | None) -> dt.datetime | None:
