@@ -111,14 +111,22 @@ def test_status_next_run_agrees_with_the_schedule_and_env(state: Path) -> None:
     assert Schedule.from_strings("00:00", "Europe/Berlin", 0).describe() in text
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--tenant", "alpah"], "did you mean 'alpha'"),
-    (["--timezone", "Nowhere/Town"], "unknown time zone 'Nowhere/Town'"),
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["--tenant", "alpah"], "did you mean 'alpha'", 3),
+    (["--timezone", "Nowhere/Town"], "unknown time zone 'Nowhere/Town'", 2),
 ])
-def test_status_errors_are_one_line(state: Path, args: list[str], message: str) -> None:
+def test_status_errors_are_one_line(state: Path, args: list[str], message: str, code: int) -> None:
     result = invoke("status", "--state", str(state), *args)
-    assert result.exit_code == 3
+    assert result.exit_code == code
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["report", "1"], ["notice"], ["history"]])
+def test_unknown_timezone_is_a_usage_error(state: Path, command: list[str]) -> None:
+    """docs/operations.md: a bad option value is exit 2 (usage), before anything is read."""
+    result = invoke(*command, "--state", str(state), "--timezone", "Nowhere/Town")
+    assert result.exit_code == 2, result.output
+    assert "unknown time zone 'Nowhere/Town'" in result.output and "Traceback" not in result.output
 
 
 # -- history ----------------------------------------------------------------------------------------------

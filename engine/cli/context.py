@@ -174,3 +174,15 @@ def validate_command(exc: SpecError, given: Any = None) -> str:
         folders = sorted({str(Path(d.file).parent) for d in exc.diagnostics if d.file})
         where = folders[0] if len(folders) == 1 else (os.path.commonpath(folders) if folders else "")
     return f"casavi-sync validate {shlex.quote(where)}" if where else "casavi-sync validate"
+
+
+def check_zone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """An unknown --timezone is a usage error (exit 2), found before anything opens."""
+    from engine.errors import CasaviSyncError
+    from engine.schedule import load_zone
+
+    try:
+        load_zone(value)
+    except CasaviSyncError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value

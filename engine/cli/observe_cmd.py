@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, EXIT_USAGE, RUN_ID, OperatorContext, handle_errors, operator_options
+from engine.cli.context import (
+    EXIT_OK,
+    EXIT_USAGE,
+    RUN_ID,
+    OperatorContext,
+    check_zone,
+    handle_errors,
+    operator_options,
+)
 from engine.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,7 +114,8 @@ def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
 @click.option("--format", "fmt", type=click.Choice(["text", "html", "json"]), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the notice to this file (owner-only) instead of standard output.")
-@click.option("--timezone", "zone", default="Europe/Berlin", show_default=True, help="Zone of the date shown.")
+@click.option("--timezone", "zone", default="Europe/Berlin", show_default=True, callback=check_zone,
+              help="Zone of the date shown.")
 @handle_errors
 def notice(run_id: int | None, fmt: str, output: Path | None, zone: str, **kwargs: Any) -> None:
     """The customer's data-quality notice (German): what to fix in SCALARA, and where.

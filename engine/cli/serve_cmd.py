@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
+from engine.cli.context import (
+    EXIT_OK,
+    OperatorContext,
+    check_zone,
+    guard_options,
+    handle_errors,
+    operator_options,
+)
 from engine.cli.observe_cmd import (
     alert_options,
     metrics_options,
@@ -36,7 +43,7 @@ def schedule_options(func: F) -> F:
         click.option("--at", "schedule_at", default="04:00", show_default=True, envvar=AT_ENV, show_envvar=True,
                      metavar="HH:MM", help="Local time of the daily run."),
         click.option("--timezone", "schedule_zone", default="Europe/Berlin", show_default=True, envvar=ZONE_ENV,
-                     show_envvar=True, help="IANA time zone of --at."),
+                     show_envvar=True, callback=check_zone, help="IANA time zone of --at."),
         click.option("--jitter", "schedule_jitter", type=click.IntRange(0, 720), default=30, show_default=True,
                      envvar=JITTER_ENV, show_envvar=True, metavar="MINUTES",
                      help="Spread the tenants over this many minutes after --at (fixed per tenant)."),

@@ -16,7 +16,14 @@ from typing import Any
 import click
 
 from engine.cli.base import main
-from engine.cli.context import EXIT_ABORTED, EXIT_USAGE, OperatorContext, handle_errors, operator_options
+from engine.cli.context import (
+    EXIT_ABORTED,
+    EXIT_USAGE,
+    OperatorContext,
+    check_zone,
+    handle_errors,
+    operator_options,
+)
 from engine.cli.context import RUN_ID as RUN_ID_TYPE
 from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
 from engine.ops.overview import changes_text as _changes
@@ -120,7 +127,7 @@ def status(fmt: str, **kwargs: Any) -> None:
 
 def _zone_option(func: Any) -> Any:
     return click.option("--timezone", "zone", default="Europe/Berlin", show_default=True, envvar=ZONE_ENV,
-                        help="Show times in this IANA time zone.")(func)
+                        callback=check_zone, help="Show times in this IANA time zone.")(func)
 
 
 @main.command()
