@@ -282,6 +282,12 @@ def test_cli_user_add_list_and_audit_export(tmp_path: Any, monkeypatch: pytest.M
     assert entries[0]["action"] == "user.saved" and entries[0]["actor"].startswith("cli:")
     assert entries[0]["detail"] == {"user": "anna", "role": "operator"}
     assert "lang-genug-123" not in r.output
+    with StateStore.open(state) as store:
+        store.audit("web:anna", "token.saved", "default", account=None, token="…wxyz")
+    text = run(main, ["audit", "--timezone", "Europe/Berlin", "--limit", "1"], env=env).output
+    # for a person: local time with its zone, and no "account=None"
+    assert " CET " in text and "Z " not in text and "T" not in text.split()[1], text
+    assert "token=…wxyz" in text and "account" not in text and "None" not in text
     r = run(main, ["audit", "--format", "csv"], env=env)
     assert r.output.splitlines()[0] == "id,at,actor,action,tenant,detail"
     assert run(main, ["user", "remove", "anna"], env=env).exit_code == 0

@@ -25,6 +25,7 @@ from engine.cli.observe_cmd import (
     store_opener,
 )
 from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
+from engine.cli.status_cmd import _zone_option
 from engine.ops import connection, users
 from engine.ops.users import ROLES
 
@@ -217,8 +218,9 @@ def user_remove(name: str, **kwargs: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the newest N entries.")
 @click.option("--all-tenants", is_flag=True, help="Every tenant (default: only --tenant when given).")
+@_zone_option
 @handle_errors
-def audit(fmt: str, limit: int | None, all_tenants: bool, **kwargs: Any) -> None:
+def audit(fmt: str, limit: int | None, all_tenants: bool, zone: str, **kwargs: Any) -> None:
     """The audit log: who did what, when, on which tenant (newest first); export with --format json|csv."""
     source = click.get_current_context().get_parameter_source("tenant")
     ctx = OperatorContext.from_kwargs(kwargs)
@@ -235,7 +237,12 @@ def audit(fmt: str, limit: int | None, all_tenants: bool, **kwargs: Any) -> None
         for e in entries:
             writer.writerow([e["id"], e["at"], e["actor"], e["action"], e["tenant"] or "",
                              json.dumps(e["detail"], ensure_ascii=False)])
-    else:
+    else:  # for a person: local time with its zone, no empty values (json and csv keep everything)
+        from engine.schedule import load_zone
+        from engine.timefmt import human_time
+
+        tz = load_zone(zone)
         for e in entries:
-            detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
-            click.echo(f"{e['at']}  {e['actor']:<16} {e['action']:<18} {e['tenant'] or '-':<14} {detail}")
+            detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v is not None and v != "")
+            click.echo(f"{human_time(e['at'], tz)}  {e['actor']:<16} {e['action']:<18} {e['tenant'] or '-':<14} "
+                       f"{detail}".rstrip())
