@@ -115,8 +115,11 @@ def test_wrong_or_revoked_token_names_the_menu_path(cli: Cli) -> None:
 
 
 def _account_endpoint_config(cli: Cli) -> dict[str, str]:
-    path = cli.state.parent / "connectors.yaml"
-    path.write_text("scalara: {me_path: /me}\n", encoding="utf-8")
+    folder = cli.state.parent / "with-me"
+    folder.mkdir(exist_ok=True)
+    path = fast_connector_config(folder)  # the test's fast rates, plus the account endpoint
+    path.write_text(path.read_text(encoding="utf-8").replace("scalara:\n", "scalara:\n  me_path: /me\n", 1),
+                    encoding="utf-8")
     return {"CASAVI_SYNC_CONNECTOR_CONFIG": str(path)}
 
 

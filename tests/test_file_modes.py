@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.sync.runner import write_report
+from tests.conftest import fast_connector_config
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def _mode(path: Path) -> int:
 
 
 def test_the_operator_flow_under_umask_000_leaves_nothing_readable_by_others(
-        tmp_path: Path, umask_000: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, umask_000: None, monkeypatch: pytest.MonkeyPatch,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     from engine.sandbox import FaultConfig, Sandbox
 
     for var in ("CASAVI_SYNC_SECRET_KEY", "CASAVI_SYNC_SECRET_KEY_FILE"):
@@ -41,7 +43,9 @@ def test_the_operator_flow_under_umask_000_leaves_nothing_readable_by_others(
     state = tmp_path / "srv" / "casavi-sync" / "state.db"
     with Sandbox(properties=1, seed=5, scalara_faults=FaultConfig(), casavi_faults=FaultConfig()) as sb:
         env = {"CASAVI_SYNC_STATE": str(state), "CASAVI_SYNC_SCALARA_URL": sb.scalara_url,
-               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url, "CASAVI_SYNC_CASAVI_KEY": sb.casavi_key}
+               "CASAVI_SYNC_CASAVI_URL": sb.casavi_url, "CASAVI_SYNC_CASAVI_KEY": sb.casavi_key,
+               # the test's fast rates, kept outside tmp_path (every file there is checked)
+               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path_factory.mktemp("cfg")))}
         runner = CliRunner()
 
         def cli(*args: str, input: str | None = None) -> Any:
