@@ -443,3 +443,12 @@ def test_sigterm_mid_run_stops_cleanly(world: Any) -> None:
     assert world.store.last_scheduled_day("default") is not None
     assert "SIGTERM" in next(rec["msg"] for rec in lines if rec.get("event") == "serve.stopping")
     assert world.token not in err + out
+
+
+def test_serve_without_a_state_file_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """As `status` and `run`: a mistyped --state must not become a new, empty state served forever."""
+    missing = tmp_path / "no" / "such" / "state.db"
+    result = CliRunner().invoke(main, ["serve", "--state", str(missing), "--tick", "0.05"])
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith(f"error: no state file at {missing}")
+    assert not (tmp_path / "no").exists()

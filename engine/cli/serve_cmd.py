@@ -82,8 +82,8 @@ def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> No
     their writes in flight (outcome "stopped"), and serve exits 0. --tenant is ignored: serve
     serves all tenants of the state file.
 
-    Exit codes: 0 stopped by a signal, 3 could not start (another serve holds this state file,
-    invalid mappings or connector config, unreadable state).
+    Exit codes: 0 stopped by a signal, 3 could not start (no state file, another serve holds this
+    state file, invalid mappings or connector config, unreadable state).
     """
     from engine.observe.wiring import Observability
     from engine.ops.runs import scheduled_runner
@@ -94,17 +94,17 @@ def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> No
     ctx = OperatorContext.from_kwargs(kwargs)
     # Fail at start, not at 04:00: the connector config and every tenant's mappings must load.
     ctx.connector_config()
-    if ctx.state_exists:
-        from engine.ops.mappings import check_all, short
+    # As `status` and `run`: a mistyped --state is "no state file" (exit 3), not a new empty state
+    # served with zero tenants forever.
+    ctx.require_state()
+    from engine.ops.mappings import check_all, short
 
-        for tenant, ref in check_all(ctx).items():
-            if ref.origin != "tenant":  # the deployment's set: nothing to tell per tenant
-                continue
-            ctx.console.info(f"tenant '{tenant}': mappings {ref.path} ({ref.origin}, {short(ref.content_hash)})",
-                             event="serve.mappings", tenant=tenant, path=ref.path, origin=ref.origin,
-                             content_hash=ref.content_hash)
-    else:
-        ctx.mapping_set()
+    for tenant, ref in check_all(ctx).items():
+        if ref.origin != "tenant":  # the deployment's set: nothing to tell per tenant
+            continue
+        ctx.console.info(f"tenant '{tenant}': mappings {ref.path} ({ref.origin}, {short(ref.content_hash)})",
+                         event="serve.mappings", tenant=tenant, path=ref.path, origin=ref.origin,
+                         content_hash=ref.content_hash)
     server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), scheduled_runner(ctx), ctx.console)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -53,15 +53,20 @@ class Context:
         """A PostgreSQL state always exists for this purpose; a SQLite file once created."""
         return not isinstance(self.state_path, Path) or self.state_path.exists()
 
+    def require_state(self) -> None:
+        """A StateError when the SQLite state file does not exist (nothing may create it by accident)."""
+        if isinstance(self.state_path, Path) and not self.state_path.exists():
+            raise StateError(f"no state file at {self.state_display}; register a tenant first (casavi-sync tenant "
+                             f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
+
     @contextmanager
     def store(self, *, must_exist: bool = True) -> Iterator[Any]:
         """The state store; only registering a tenant (must_exist=False) may create the file."""
         if self.shared_store is not None:  # a long-lived face (the console) keeps one store per thread
             yield self.shared_store
             return
-        if must_exist and isinstance(self.state_path, Path) and not self.state_path.exists():
-            raise StateError(f"no state file at {self.state_display}; register a tenant first (casavi-sync tenant "
-                             f"add) or point --state / CASAVI_SYNC_STATE at the deployment's state file")
+        if must_exist:
+            self.require_state()
         store = self.open_store()
         try:
             yield store
