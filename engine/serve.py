@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from engine.errors import CasaviSyncError, OperatorError
 from engine.schedule import Schedule
 from engine.state import StateStore, describe_location
-from engine.timefmt import human_time
+from engine.timefmt import human_time, machine_time
 
 BUSY = "busy"      # another process holds the tenant's run lock: retried at the next tick
 FAILED = "failed"  # the run could not start (bad mappings or config, missing credentials)
@@ -274,10 +274,9 @@ class Server:
                       tenants=names, parallel=self.options.parallel)
         for name in names:
             when = schedule.next_run(name, store.last_scheduled_day(name), now)
-            local = when.astimezone(schedule.zone)
             text = "now" if when <= now else human_time(when, schedule.zone)
             self.log.info(f"tenant '{name}': next run {text}", event="schedule.next", tenant=name,
-                          next_run=local.isoformat(timespec="seconds"))
+                          next_run=machine_time(when))
 
     def _log_end(self, r: RunResult) -> None:
         fields: dict[str, Any] = {"event": "run.end", "tenant": r.tenant, "outcome": r.outcome,

@@ -27,6 +27,13 @@ def parse_stamp(stamp: str | dt.datetime | None) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def machine_time(moment: dt.datetime) -> str:
+    """For machines: ISO 8601 in UTC with ``Z``, milliseconds (as the state store's stamps)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def human_time(stamp: str | dt.datetime | None, zone: dt.tzinfo | None = None) -> str:
     """``2026-12-02 04:15:49 CET`` (``zone``: default the schedule's default zone); "-" when unknown."""
     moment = parse_stamp(stamp)

@@ -452,3 +452,13 @@ def test_serve_without_a_state_file_is_refused_and_creates_nothing(tmp_path: Pat
     assert result.exit_code == 3, result.output
     assert result.output.startswith(f"error: no state file at {missing}")
     assert not (tmp_path / "no").exists()
+
+
+def test_next_run_in_the_start_log_is_a_utc_stamp(state: Path) -> None:
+    """Machine fields (--log-format json) are ISO 8601 UTC with Z, as every other machine stamp."""
+    clock = FakeClock("2026-05-04T03:00")                    # before the 04:00 Berlin slot
+    srv, log = server(state, FakeRunner(), clock)
+    with srv:
+        srv._log_start()
+    nexts = {f["tenant"]: f["next_run"] for _, _, f in log.lines if f.get("event") == "schedule.next"}
+    assert nexts and set(nexts.values()) == {"2026-05-04T02:00:00.000Z"}   # 04:00 CEST

@@ -248,6 +248,8 @@ def test_serve_lock_refuses_a_second_serve_and_dies_with_its_process(state: Path
             store.acquire_serve_lock()
         assert str(info.value).startswith(f"casavi-sync serve is already running on {store.where} (pid {child.pid} "
                                           "on host ")
+        # a person reads it: local time with its zone, as every human-facing time (not ISO UTC)
+        assert re.search(r" since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET|CEST)\)$", str(info.value)), info.value
         child.kill()  # SIGKILL: no cleanup at all; the kernel drops the flock (PostgreSQL: the session lock)
         if is_pg(state):
             deadline = time.monotonic() + 10

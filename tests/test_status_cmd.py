@@ -95,7 +95,7 @@ def test_status_json_for_one_tenant_with_a_run_in_progress(state: Path) -> None:
     assert alpha["lastRun"]["runId"] == 2 and alpha["lastRun"]["changes"] == {"update": 1, "unchanged": 1, "error": 1}
     assert alpha["running"]["purpose"] == "manual" and alpha["running"]["pid"] == os.getpid()
     tomorrow = today + dt.timedelta(days=1)
-    assert alpha["nextRun"] == f"{tomorrow.isoformat()}T06:15:00+00:00" and alpha["nextRunDue"] is False
+    assert alpha["nextRun"] == f"{tomorrow.isoformat()}T06:15:00.000Z" and alpha["nextRunDue"] is False
 
 
 def test_status_next_run_agrees_with_the_schedule_and_env(state: Path) -> None:

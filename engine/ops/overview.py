@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.ops.context import Context
-from engine.timefmt import parse_stamp
+from engine.timefmt import machine_time, parse_stamp
 
 ACTION_ORDER = ("create", "update", "restore", "archive", "unchanged", "error", "skipped")
 
@@ -78,7 +78,7 @@ def tenant_status(store: Any, tenant: Any, schedule: Any, now: dt.datetime) -> d
         doc["notScheduled"] = f"not connected (casavi-sync connect --tenant {name})"
     else:
         when = schedule.next_run(name, last_day, now)
-        doc["nextRun"] = max(when, now).astimezone(schedule.zone).isoformat(timespec="seconds")
+        doc["nextRun"] = machine_time(max(when, now))
         doc["nextRunDue"] = when <= now
     return doc
 

@@ -34,6 +34,7 @@ from engine.state.base import StoreBase
 from engine.state.db import HOSTNAME, process_alive, process_start, tight_umask
 from engine.state.models import LockInfo
 from engine.state.runs import interrupt_dead_runs
+from engine.timefmt import human_time
 
 SERVE = "serve"
 
@@ -212,7 +213,7 @@ class LocksMixin(StoreBase):
         except OSError as exc:
             os.close(fd)
             holder = self._live_row(SERVE, check=False)
-            who = f" (pid {holder.pid} on host {holder.hostname} since {holder.started_at})" if holder else ""
+            who = f" (pid {holder.pid} on host {holder.hostname} since {human_time(holder.started_at)})" if holder else ""
             raise StateError(f"casavi-sync serve is already running on {self.path}{who}") from exc
         nonce, now, pid = secrets.token_hex(8), self.now(), os.getpid()
         try:
@@ -231,7 +232,7 @@ class LocksMixin(StoreBase):
         """PostgreSQL: one ``serve`` per database, a session lock the server drops when serve dies."""
         if not self._pg_try_lock(SERVE):
             holder = self._live_row(SERVE, check=False)
-            who = f" (pid {holder.pid} on host {holder.hostname} since {holder.started_at})" if holder else ""
+            who = f" (pid {holder.pid} on host {holder.hostname} since {human_time(holder.started_at)})" if holder else ""
             raise StateError(f"casavi-sync serve is already running on {self.where}{who}")
         nonce, now, pid = secrets.token_hex(8), self.now(), os.getpid()
         try:
