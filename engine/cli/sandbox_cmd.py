@@ -62,8 +62,19 @@ def _preview_environment(box: Any, token: str) -> str:
     lines = ["", "In another shell (copy-paste; sandbox credentials only, a state file of its own):"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in pairs]
     lines += ["casavi-sync tenant add && casavi-sync tenant activate && casavi-sync connect --no-initial-import",
-              "casavi-sync plan --details --mappings mappings    # docs/consultant-guide.md: the preview loop", ""]
+              _preview_plan(Path.cwd()), ""]
     return "\n".join(lines)
+
+
+def _preview_plan(cwd: Path) -> str:
+    """The preview command, right in any folder it is pasted into: the mappings folder as an absolute
+    path when the sandbox was started in a project folder, else a placeholder to fill in."""
+    guide = "docs/consultant-guide.md: the preview loop"
+    if (cwd / "mappings").is_dir():
+        folder = shlex.quote(str((cwd / "mappings").resolve()))
+        return f"casavi-sync plan --details --mappings {folder}    # {guide}"
+    return (f"casavi-sync plan --details --mappings PROJECT/mappings    # PROJECT: your mapping project "
+            f"folder; {guide}")
 
 
 def _describe(config: Any) -> str:
