@@ -99,27 +99,44 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
 
     if header and not proxies:
         raise click.UsageError("--trusted-user-header needs --trusted-proxy (the proxy's address)")
+    # the state store first: a wrong secrets key or a broken state fails here, before any URL is shown
+    lines = ["  " + line for line in logins or []]
+    if not logins:
+        with ctx.store() as store:
+            if not store.list_users():
+                lines.append("  no console users yet: casavi-sync user add NAME --role casavi-team")
     dep = Deployment(ctx, schedule, header, frozenset(proxies))
     app = create_app(dep)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             proxy_headers=True, forwarded_allow_ips=",".join(proxies) or "127.0.0.1")
-    server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"casavi-sync console: http://{shown}:{port}/  (state {ctx.state_display}; Ctrl-C stops)")
-    for line in logins or []:
-        click.echo("  " + line)
-    if not logins:
-        with ctx.store() as store:
-            if not store.list_users():
-                click.echo("  no console users yet: casavi-sync user add NAME --role casavi-team")
+    server = _announcing_server(config, ctx.state_display, lines)
     try:
         # the console's own runs (initial imports, "run now") feed the metrics and alerts too
         with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx)) as obs:
             if obs.url:
-                click.echo(f"  metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz, /readyz")
+                lines.append(f"  metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz, /readyz")
             server.run()
     finally:
         dep.jobs.stop_all()
+
+
+def _announcing_server(config: Any, state: str, lines: list[str]) -> Any:
+    """uvicorn's server that prints the console's URL once it is bound (``--port 0``: the real port)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if not self.started:
+                return
+            bound = [s.getsockname() for srv in self.servers for s in (srv.sockets or ())]
+            host, port = (bound[0][0], bound[0][1]) if bound else (self.config.host, self.config.port)
+            shown = f"[{host}]" if ":" in str(host) else host
+            click.echo(f"casavi-sync console: http://{shown}:{port}/  (state {state}; Ctrl-C stops)")
+            for line in lines:
+                click.echo(line)
+
+    return Server(config)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
