@@ -40,3 +40,10 @@ def test_run_page_translates_count_columns_and_outcome() -> None:
 def test_unknown_engine_words_show_as_they_are() -> None:
     assert i18n.term("de", "outcome", "something-new") == "something-new"
     assert i18n.term("de", "outcome", None) == "–"
+
+
+def test_plan_columns_say_what_would_happen_not_what_happened() -> None:
+    doc = {"counts": {"units": {"create": 2}}, "pendingChanges": 2, "guard": [], "errors": []}
+    html = render(None, "plan.html", doc=doc, by_kind={}, limit=10, busy=None, dumps=str).body.decode()
+    assert "<th>geplant: anlegen</th>" in html and "<th>angelegt</th>" not in html
+    assert "<th>create</th>" not in html
