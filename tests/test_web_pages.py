@@ -47,3 +47,11 @@ def test_plan_columns_say_what_would_happen_not_what_happened() -> None:
     html = render(None, "plan.html", doc=doc, by_kind={}, limit=10, busy=None, dumps=str).body.decode()
     assert "<th>geplant: anlegen</th>" in html and "<th>angelegt</th>" not in html
     assert "<th>create</th>" not in html
+
+
+def test_progress_names_the_phases_in_the_page_language() -> None:
+    step = {"phase": "extract", "kind": "units", "done": 5, "total": 10, "rate": 50.0, "eta": 0.1}
+    job = {"tenant": "t", "trigger": "manual", "finished": False, "outcome": None, "runId": None, "error": None,
+           "steps": [step], "current": step, "properties": None, "elapsed": 0.1}
+    html = render(None, "runs.html", runs=[], job=job, refresh=True, error=None, message=None).body.decode()
+    assert "Lesen aus SCALARA" in html and ">extract<" not in html

@@ -82,6 +82,8 @@ DE: dict[str, str] = {
     "col_create": "angelegt", "col_update": "geändert", "col_restore": "wiederhergestellt",
     "col_archive": "archiviert", "col_unchanged": "unverändert", "col_failed": "fehlgeschlagen",
     "col_skipped": "übersprungen", "col_map_errors": "Abbildungsfehler", "col_error": "Fehler",
+    "phase_extract": "Lesen aus SCALARA", "phase_reconcile": "Abgleich mit casavi", "phase_write": "Schreiben",
+    "phase_archive": "Archivieren",
 }
 
 EN: dict[str, str] = {
@@ -152,6 +154,8 @@ EN: dict[str, str] = {
     "col_create": "created", "col_update": "updated", "col_restore": "restored",
     "col_archive": "archived", "col_unchanged": "unchanged", "col_failed": "failed",
     "col_skipped": "skipped", "col_map_errors": "mapping errors", "col_error": "errors",
+    "phase_extract": "Reading SCALARA", "phase_reconcile": "Reconciling with casavi", "phase_write": "Writing",
+    "phase_archive": "Archiving",
 }
 
 TABLES = {"de": DE, "en": EN}
