@@ -186,3 +186,37 @@ def test_a_record_whose_mapping_failed_because_of_another_shares_that_ones_state
                  caused_by=("units", "1"))]
     _, _, summary = merge(known, seen, run_id=2, now=now, complete=True)
     assert [f["id"] for f in summary.acknowledged] == ["scalara:units/7", "own-1"] and not summary.new
+
+
+def test_failure_lines_show_the_scalara_record_and_the_explain_command_not_the_placeholder_id() -> None:
+    """A unit that failed to map has the state's placeholder id 'scalara:units/<id>': people must see
+    the SCALARA record, and how to explain it (explain takes SCALARA resources, not 'own-…' ids)."""
+    from engine.sync.report import failure_lines, problem_line
+
+    now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    seen = [Seen("map", "units", "scalara:units/4f73", "units", "4f73", "data", "no building with id 'b-9'"),
+            Seen("write", "contracts", "own-1", "ownerships", "o-1", "rejected", "invalid_value on start",
+                 status=422, payload_hash="h", attempted=True)]
+    _, _, summary = merge({}, seen, run_id=1, now=now, complete=True)
+    unit, contract = sorted(summary.new, key=lambda f: str(f["kind"]), reverse=True)
+    assert problem_line(unit) == "units (SCALARA units 4f73): no building with id 'b-9'"
+    assert problem_line(contract).startswith("contracts own-1 (SCALARA ownerships o-1): ")
+    lines = failure_lines({"counts": {"new": 2}, "new": [unit, contract]})
+    assert not any("scalara:" in line for line in lines)
+    assert "    why: casavi-sync explain units 4f73" in lines
+    assert "    why: casavi-sync explain ownerships o-1" in lines
+
+
+def test_failures_command_lists_the_explain_command(tmp_path: Path) -> None:
+    from engine.state import StateStore
+
+    state = tmp_path / "state.db"
+    with StateStore.open(state) as store:
+        store.add_tenant("default", "key-1234", "secret-1234")
+        store.save_failures("default", [_row("no building with id 'b-9'", stage="map", ref_id="scalara:units/4f73",
+                                             source_id="4f73", category="data", status=None, payload_hash=None,
+                                             acknowledged_at=None, ack_note=None)])
+    result = CliRunner().invoke(main, ["failures", "--state", str(state)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["new: units (SCALARA units 4f73): no building with id 'b-9'",
+                                          "  why: casavi-sync explain units 4f73"]

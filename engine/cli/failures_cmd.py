@@ -25,7 +25,7 @@ def failures(fmt: str, **kwargs: Any) -> None:
     --retry-failed`); a conflict (409 ...) is retried on a backoff. Exit codes: 0, 3.
     """
     from engine.ops import failures as ops_failures
-    from engine.sync.report import failure_label, problem_line
+    from engine.sync.report import explain_command, failure_label, problem_line
 
     ctx = OperatorContext.from_kwargs(kwargs)
     docs = ops_failures.list_failures(ctx)
@@ -38,6 +38,9 @@ def failures(fmt: str, **kwargs: Any) -> None:
     for d in docs:
         extra = f"; next try after {d['nextRetryAt']}" if d.get("nextRetryAt") else ""
         click.echo(f"{failure_label(d)}: {problem_line(d)}{extra}")
+        command = explain_command(d)
+        if command:
+            click.echo(f"  why: {command}")
 
 
 @main.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from engine.coverage import render_coverage
@@ -130,7 +131,9 @@ def problem_line(p: dict[str, Any], shown: set[str] | None = None) -> str:
     err = p.get("error") or p
     src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
     reason = str(err.get("reason") or "")
-    target = p.get("id") or p.get("targetId")
+    target = p.get("targetId") or p.get("id")
+    if str(target or "").startswith("scalara:"):   # the state's placeholder id of a record never mapped
+        target = None
     where = f"{p.get('kind') or '?'} {target}" if target else str(p.get("kind") or "?")
     source = f"SCALARA {src.get('resource')} {src.get('id')}"
     if src.get("id") and reason.split(":", 1)[0].endswith(str(src.get("id"))):
@@ -142,6 +145,23 @@ def problem_line(p: dict[str, Any], shown: set[str] | None = None) -> str:
         if src.get("id"):
             shown.add(str(src.get("id")))
     return f"{where} ({source}): {reason}"
+
+
+def explain_command(p: dict[str, Any]) -> str | None:
+    """``casavi-sync explain <resource> <id>`` for a failed record's SCALARA source, or None.
+
+    People copy ids from these lines; ``explain`` takes the SCALARA resource and id, not the casavi
+    reference id, so the line hands them the command itself."""
+    src = p.get("source") or {"resource": p.get("resource"), "id": p.get("sourceId")}
+    resource, source_id = src.get("resource"), src.get("id")
+    if not resource or not source_id:
+        return None
+    return f"casavi-sync explain {shlex.quote(str(resource))} {shlex.quote(str(source_id))}"
+
+
+def _with_explain(line: str, p: dict[str, Any], indent: str) -> list[str]:
+    command = explain_command(p)
+    return [line] if command is None else [line, f"{indent}why: {command}"]
 
 
 def plan_summary(prepared: Prepared) -> list[str]:
@@ -208,7 +228,7 @@ def run_summary(report: dict[str, Any]) -> list[str]:
     problems = report["mapErrors"] + report["writeFailures"]
     shown: set[str] = set()
     for p in problems[:10]:
-        lines.append("  failed: " + problem_line(p, shown))
+        lines.extend(_with_explain("  failed: " + problem_line(p, shown), p, "    "))
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more (see the report)")
     return lines
@@ -229,7 +249,7 @@ def failure_lines(failures: dict[str, Any], limit: int = 10) -> list[str]:
                 rest = sum(len(failures.get(k) or []) for k in ("new", "known", "acknowledged")) - limit
                 lines.append(f"  ... and {rest} more (see the report)")
                 return lines
-            lines.append(f"  {failure_label(f)}: {problem_line(f)}")
+            lines.extend(_with_explain(f"  {failure_label(f)}: {problem_line(f)}", f, "    "))
             shown += 1
     return lines
 
