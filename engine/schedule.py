@@ -33,6 +33,9 @@ The rules, and why:
 * **First sight.** The loops that start runs (``serve``, the fleet's scheduler) store
   ``first_last_day`` for a tenant the first time they see it never run, so its first day is
   fixed at that moment, not re-read from the clock at every tick.
+* **Initial import.** ``connect``'s initial import counts as the scheduled run of the latest day
+  whose slot passed before it ended (``after_initial_import``), so a tenant connected after its
+  slot is not synced again at once.
 * **Done when started.** The caller records D as the last scheduled day when it *starts* the run,
   not when the run ends: a run that crashes mid-way is not repeated at every tick or restart
   (the next day's run picks up what it missed; an operator can always ``run`` by hand).
@@ -43,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -183,6 +187,14 @@ class Schedule:
         the next date would never run."""
         return self._last(tenant, None, now)
 
+    def after_initial_import(self, tenant: str, last_day: dt.date | None, now: dt.datetime) -> dt.date | None:
+        """The day an initial import that ended at ``now`` counts as run for, or None.
+
+        Its slot passed before or during the import, so the import *is* that day's run: without
+        this, a tenant connected at 11:00 was "due now" and ``serve`` synced it again at once."""
+        day = self.latest_passed_day(tenant, now)
+        return day if day > self._last(tenant, last_day, now) else None
+
     # -- the two questions the serve loop and `status` ask ----------------------------------------
     def due(self, tenant: str, last_day: dt.date | None, now: dt.datetime) -> dt.date | None:
         """The local day whose run is due at ``now``, or None."""
@@ -209,6 +221,18 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 _DEFAULT: Schedule | None = None
+
+AT_ENV, ZONE_ENV, JITTER_ENV = "CASAVI_SYNC_SCHEDULE_AT", "CASAVI_SYNC_SCHEDULE_ZONE", "CASAVI_SYNC_SCHEDULE_JITTER"
+
+
+def schedule_from_env(env: Mapping[str, str]) -> Schedule:
+    """The schedule ``serve`` reads from the environment (the default one where a value is bad: serve
+    refuses those at its start)."""
+    try:
+        return Schedule.from_strings(env.get(AT_ENV) or "04:00", env.get(ZONE_ENV) or DEFAULT_ZONE,
+                                     float(env.get(JITTER_ENV) or 30))
+    except (ConfigError, ValueError):
+        return default_schedule()
 
 
 def default_schedule() -> Schedule:

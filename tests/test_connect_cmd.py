@@ -299,3 +299,26 @@ def test_invalid_mappings_hint_names_the_folder_to_validate(cli: Cli, tmp_path: 
     assert f"run `casavi-sync validate '{broken}'` for details" in result.output
     from_env = cli("plan", env={"CASAVI_SYNC_MAPPINGS": str(broken)})
     assert f"run `casavi-sync validate '{broken}'` for details" in from_env.output
+
+
+def test_the_initial_import_counts_as_the_days_scheduled_run(cli: Cli) -> None:
+    """Connected after the day's slot: status must not say "due now" (serve would sync again at once)."""
+    import json
+
+    utc_hour = dt.datetime.now(dt.UTC).hour
+    offset = 12 - utc_hour                                    # a zone where it is about noon now
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"      # (Etc/GMT-5 is UTC+5)
+    env = {"CASAVI_SYNC_SCHEDULE_AT": "00:00", "CASAVI_SYNC_SCHEDULE_ZONE": zone,
+           "CASAVI_SYNC_SCHEDULE_JITTER": "0"}
+    cli.tenant()
+    first = cli("connect", "--token-stdin", input=cli.sb.generate_scalara_token() + "\n", env=env)
+    assert "run 1 (initial)" in first.output, first.output
+    [doc] = json.loads(cli("status", "--format", "json", env=env).output)["tenants"]
+    from zoneinfo import ZoneInfo
+
+    local = ZoneInfo(zone)
+    today = dt.datetime.now(local).date()
+    assert doc["lastScheduledDay"] == today.isoformat()
+    tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(0, 0), local)
+    assert doc["nextRunDue"] is False
+    assert dt.datetime.fromisoformat(doc["nextRun"].replace("Z", "+00:00")) == tomorrow

@@ -354,3 +354,20 @@ def test_every_tenant_runs_once_per_local_day_over_dst_weeks() -> None:
                     start = (dt.datetime.combine(window, dt.time(0), dt.UTC)
                              + dt.timedelta(minutes=rng.randrange(2 * 24 * 60)))
                     _one(at, jitter, zone, tenant, start, days=16)
+
+
+@pytest.mark.parametrize(("at", "last", "ended", "expected"), [
+    ("04:00", None, "2026-05-04T11:00", "2026-05-04"),          # after today's slot: it is today's run
+    ("04:00", None, "2026-05-04T03:00", None),                  # before it: the 04:00 run still comes
+    ("10:30", None, "2026-05-04T10:45", "2026-05-04"),          # the slot fell within the import
+    ("04:00", "2026-05-04", "2026-05-04T11:00", None),          # today already run by the schedule
+    ("23:50", None, "2026-05-05T00:10", None),                  # yesterday counts as done anyway
+])
+def test_an_initial_import_counts_as_the_day_whose_slot_passed(at: str, last: str | None, ended: str,
+                                                              expected: str | None) -> None:
+    s = sched(at)
+    last_day = dt.date.fromisoformat(last) if last else None
+    got = s.after_initial_import("acme", last_day, berlin(ended))
+    assert got == (dt.date.fromisoformat(expected) if expected else None)
+    recorded = got or last_day
+    assert s.due("acme", recorded, berlin(ended)) is None        # not run again at once

@@ -29,12 +29,10 @@ from engine.cli.observe_cmd import (
     readiness_checks,
     store_opener,
 )
+from engine.schedule import AT_ENV, JITTER_ENV, ZONE_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-AT_ENV = "CASAVI_SYNC_SCHEDULE_AT"
-ZONE_ENV = "CASAVI_SYNC_SCHEDULE_ZONE"
-JITTER_ENV = "CASAVI_SYNC_SCHEDULE_JITTER"
 
 
 def schedule_options(func: F) -> F:

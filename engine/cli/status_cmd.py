@@ -25,12 +25,13 @@ from engine.cli.context import (
     operator_options,
 )
 from engine.cli.context import RUN_ID as RUN_ID_TYPE
-from engine.cli.serve_cmd import ZONE_ENV, schedule_from_kwargs, schedule_options
+from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
 from engine.ops.overview import changes_text as _changes
 from engine.ops.overview import run_counts as run_counts
 from engine.ops.overview import run_doc as _run_doc
 from engine.ops.overview import run_duration as _duration
 from engine.ops.overview import tenant_status
+from engine.schedule import ZONE_ENV
 from engine.timefmt import human_time, parse_stamp
 
 

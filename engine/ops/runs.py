@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,24 @@ def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = Fa
                                      stats=stats, mappings=where.ref())
             if trigger == "initial" and outcome.outcome != "aborted":
                 store.mark_initial_import(ctx.tenant, outcome.run_id)
+                _count_as_scheduled(ctx, store)
     return outcome
+
+
+def _count_as_scheduled(ctx: Context, store: Any) -> None:
+    """The initial import is the day's scheduled run when that day's slot has passed (schedule from
+    the environment serve reads, CASAVI_SYNC_SCHEDULE_*): `status` then says tomorrow, not "due now",
+    and `serve` does not sync the tenant again right after it (engine.schedule)."""
+    from engine.schedule import schedule_from_env
+    from engine.timefmt import parse_stamp
+
+    now = parse_stamp(store.now())
+    if now is None:
+        return
+    schedule = schedule_from_env(ctx.env if ctx.env is not None else os.environ)
+    day = schedule.after_initial_import(ctx.tenant, store.last_scheduled_day(ctx.tenant), now)
+    if day is not None:
+        store.set_last_scheduled_day(ctx.tenant, day)
 
 
 def plan(ctx: Context, *, reconcile: bool = False, run_date: dt.date | None = None,
