@@ -218,7 +218,7 @@ def test_a_lock_from_another_host_is_respected_until_broken(state: Path | str) -
     raw.commit()
     raw.close()
     with StateStore.open(state) as store:
-        with pytest.raises(StateError, match=re.escape("by pid 4242 on host elsewhere since 2026-03-01T06:00:00.000Z")):
+        with pytest.raises(StateError, match=re.escape("by pid 4242 on host elsewhere since 2026-03-01 07:00:00 CET")):
             store.acquire_lock("acme", "manual")
         broken = store.break_lock("acme")
         assert broken is not None and (broken.pid, broken.hostname) == (4242, "elsewhere")

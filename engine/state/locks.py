@@ -155,7 +155,7 @@ class LocksMixin(StoreBase):
         if holder is None:
             return StateError(f"tenant '{tenant}' is already being synced by another process")
         return StateError(f"tenant '{tenant}' is already being synced by pid {holder.pid} on host "
-                          f"{holder.hostname} since {holder.started_at} ({holder.purpose})")
+                          f"{holder.hostname} since {human_time(holder.started_at)} ({holder.purpose})")
 
     # -- run locks ------------------------------------------------------------------------------
     def acquire_lock(self, tenant: str, purpose: str) -> RunLock:
@@ -172,7 +172,7 @@ class LocksMixin(StoreBase):
                     holder = _info(row)
                     if not self.postgres and _alive(row):
                         raise StateError(f"tenant '{tenant}' is already being synced by pid {holder.pid} on host "
-                                         f"{holder.hostname} since {holder.started_at} ({holder.purpose})")
+                                         f"{holder.hostname} since {human_time(holder.started_at)} ({holder.purpose})")
                     stale = holder
                     db.execute("DELETE FROM locks WHERE name = ?", (name,))
                 interrupted = interrupt_dead_runs(db, tenant, now, all_dead=self.postgres)
