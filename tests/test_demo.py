@@ -32,6 +32,7 @@ def test_demo_explains_itself_and_runs_the_scheduler(tmp_path: Path) -> None:
     assert flat.count("Why it matters:") == len(STEPS)
     # the planted broken record: explained once, called an edge case, never "unexpected"
     assert out.count("no building with id") == 1, out
+    assert "why: casavi-sync explain" not in out  # the demo explains planted records itself, once
     assert "not a demo failure" in flat and "dangling_building" in out
     assert "unexpected" not in out
     assert flat.count("the same planted broken data as in step 3") == 3  # plan, scheduled run, idle run

@@ -415,3 +415,15 @@ def test_a_metrics_path_that_hides_a_probe_or_never_matches_is_refused(path: str
     with pytest.raises(ConfigError, match="--metrics-path"):
         observe_config({"metrics_address": "127.0.0.1:0", "metrics_path": path})
     assert observe_config({"metrics_address": "127.0.0.1:0", "metrics_path": "/m"}).metrics_path == "/m"
+
+
+def test_run_summary_names_each_explain_command_once() -> None:
+    from engine.sync.report import run_summary
+
+    row = {"stage": "map", "kind": "contracts", "resource": "ownerships", "sourceId": "o-1", "reason": "x"}
+    report = {"runId": 1, "trigger": "manual", "tenant": "t", "outcome": "partial", "durationS": 0.1,
+              "counts": {}, "guard": [], "mapErrors": [{**row, "targetId": "own-1"}, {**row, "targetId": "own-2"}],
+              "writeFailures": []}
+    lines = run_summary(report)
+    assert sum("failed:" in line for line in lines) == 2
+    assert [line.strip() for line in lines if "why:" in line] == ["why: casavi-sync explain ownerships o-1"]

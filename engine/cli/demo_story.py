@@ -69,7 +69,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     """The run summary without its failure lines (the demo explains those once, see ``failures``)
     and without the mapping set's path (always the shipped one here: noise in the story)."""
     lines = [line for line in run_summary({**report, "failureStates": None})  # the plain failure lines
-             if not line.startswith(("  failed: ", "  ... and ", "  mappings "))]
+             if not line.startswith(("  failed: ", "  ... and ", "  mappings ", "    why: "))]
     return ["   " + line.strip() if i == 0 else "   " + line for i, line in enumerate(lines)]
 
 

@@ -159,9 +159,15 @@ def explain_command(p: dict[str, Any]) -> str | None:
     return f"casavi-sync explain {shlex.quote(str(resource))} {shlex.quote(str(source_id))}"
 
 
-def _with_explain(line: str, p: dict[str, Any], indent: str) -> list[str]:
+def _with_explain(line: str, p: dict[str, Any], indent: str, explained: set[str] | None = None) -> list[str]:
+    """The failure line and, once per SCALARA record (two contracts of one ownership share it), the
+    explain command for it."""
     command = explain_command(p)
-    return [line] if command is None else [line, f"{indent}why: {command}"]
+    if command is None or (explained is not None and command in explained):
+        return [line]
+    if explained is not None:
+        explained.add(command)
+    return [line, f"{indent}why: {command}"]
 
 
 def plan_summary(prepared: Prepared) -> list[str]:
@@ -227,8 +233,9 @@ def run_summary(report: dict[str, Any]) -> list[str]:
         return lines
     problems = report["mapErrors"] + report["writeFailures"]
     shown: set[str] = set()
+    explained: set[str] = set()
     for p in problems[:10]:
-        lines.extend(_with_explain("  failed: " + problem_line(p, shown), p, "    "))
+        lines.extend(_with_explain("  failed: " + problem_line(p, shown), p, "    ", explained))
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more (see the report)")
     return lines
@@ -243,13 +250,14 @@ def failure_lines(failures: dict[str, Any], limit: int = 10) -> list[str]:
              f"{counts.get('acknowledged', 0)} acknowledged (casavi-sync failures lists them; "
              f"casavi-sync ack acknowledges one)"]
     shown = 0
+    explained: set[str] = set()
     for state in ("new", "known", "acknowledged"):
         for f in failures.get(state) or []:
             if shown == limit:
                 rest = sum(len(failures.get(k) or []) for k in ("new", "known", "acknowledged")) - limit
                 lines.append(f"  ... and {rest} more (see the report)")
                 return lines
-            lines.extend(_with_explain(f"  {failure_label(f)}: {problem_line(f)}", f, "    "))
+            lines.extend(_with_explain(f"  {failure_label(f)}: {problem_line(f)}", f, "    ", explained))
             shown += 1
     return lines
 
