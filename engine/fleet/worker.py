@@ -105,9 +105,12 @@ def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = D
     if not schema_installed(url):
         raise StateError("the job tables are missing in this database; set the fleet up first: "
                          "casavi-sync state migrate")
-    queue_log = logging.getLogger("procrastinate")
-    queue_log.handlers[:] = [_ToLog(rt)]
-    queue_log.propagate = False
+    # procrastinate's log lines, and asyncio's ("Task exception was never retrieved" when the database
+    # drops under a job's status update), become one line each in our log, never a traceback
+    for name in ("procrastinate", "asyncio"):
+        queue_log = logging.getLogger(name)
+        queue_log.handlers[:] = [_ToLog(rt)]
+        queue_log.propagate = False
     stall_check_s = max(1.0, min(15.0, rt.stall_timeout_s / 4))
     app = build_app(url, tick_s=tick_s, stall_check_s=stall_check_s)
     set_runtime(rt)
@@ -115,6 +118,15 @@ def run_worker(url: str, rt: Runtime, *, concurrency: int = 2, tick_s: float = D
         asyncio.run(_main(app, rt, concurrency, heartbeat_s, pulse))
     finally:
         set_runtime(None)
+
+
+def _loop_error(rt: Runtime, context: dict[str, Any]) -> None:
+    """An exception nobody awaited (e.g. a job's status update when PostgreSQL restarts): one line."""
+    exc = context.get("exception")
+    text = " ".join(str(context.get("message") or "event loop error").split())[:200]
+    if exc is not None:
+        text += f" ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    rt.log.warn(f"job queue: {text}", event="fleet.procrastinate")
 
 
 async def _pulse(pulse: Callable[[], None], every_s: float) -> None:
@@ -133,6 +145,7 @@ async def _main(app: Any, rt: Runtime, concurrency: int, heartbeat_s: float,
     stops its worker: wait and reconnect instead of exiting, so a PostgreSQL restart costs the
     interrupted runs a retry, not the fleet its workers."""
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: _loop_error(rt, context))
     beating = asyncio.create_task(_pulse(pulse, heartbeat_s)) if pulse is not None else None
     current: list[asyncio.Task[Any]] = []
     wakeup = asyncio.Event()
