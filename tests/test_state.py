@@ -288,7 +288,7 @@ def test_payload_hash_is_canonical() -> None:
 
 
 @pytest.mark.slow
-def test_many_records_load_fast(store: StateStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_many_records_load_fast(store: StateStore, tmp_path: Path) -> None:
     if store.postgres:
         pytest.skip("a measurement of the SQLite file's load path")
     n, sample = 200_000, 20_000
@@ -307,16 +307,14 @@ def test_many_records_load_fast(store: StateStore, tmp_path: Path, capsys: pytes
             ((f"unit-{i:06d}", H1, canonical_json(payload), f"src-{i}", "2026-03-01T06:30:00.000Z")
              for i in range(sample, n)))
     raw.close()
-    t0, c0 = time.perf_counter(), time.process_time()
+    c0 = time.process_time()
     records = store.records("acme")
-    t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
+    c_load = time.process_time() - c0
     t0 = time.perf_counter()
     decoded = sum(1 for r in records.values() if r.payload)
     t_decode = time.perf_counter() - t0
-    with capsys.disabled():
-        print(f"\n[state] mark_written in a batch: {t_write * 1e6:.0f} µs/record; records() of {n}: {t_load:.2f} s "
-              f"({c_load:.2f} s CPU); "
-              f"decoding every payload: {t_decode:.2f} s")
+    # the numbers themselves belong to the benchmarks (bench/), not to the test output
+    assert t_write < 0.01 and t_decode < 10.0
     assert len(records) == n and decoded == n
     assert records["units", "unit-199999"].source_id == "src-199999"
     assert records["units", "unit-000001"] == records["units", "unit-000001"]
