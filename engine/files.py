@@ -9,8 +9,10 @@ set again with ``chmod``, because the umask can only take bits away, never keep 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -75,3 +77,32 @@ def tighten(folder: Path) -> None:
     with contextlib.suppress(OSError):
         if folder.stat().st_mode & 0o077:
             os.chmod(folder, DIR_MODE)
+
+
+_REPORTS: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+_REPORTS_KEPT = 64
+
+
+def read_report(path: str | None) -> dict[str, Any] | None:
+    """A run report, parsed once while the file stays the same (a console shows the same reports often).
+
+    Treat the result as read-only: it is shared between callers. None when there is no path, the
+    file is gone or it is not JSON.
+    """
+    if not path:
+        return None
+    try:
+        st = Path(path).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = _REPORTS.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict):
+        return None
+    if len(_REPORTS) >= _REPORTS_KEPT:
+        _REPORTS.pop(next(iter(_REPORTS)), None)
+    _REPORTS[path] = (stamp, report)
+    return report

@@ -18,18 +18,17 @@ The metric names are documented in docs/observability.md, with example alert rul
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from engine.files import read_report
 from engine.observe.webhook import all_failures, new_failures
 from engine.schedule import Schedule
 
@@ -181,16 +180,10 @@ class StateCollector(Collector):
         key = (name, int(latest.id), int(previous.id) if previous is not None else None)
         found = self._failure_cache.get(key)
         if found is None:
-            report = _read_report(latest.report_path)
+            report = read_report(latest.report_path)
             out = {"new": 0, "known": 0, "acknowledged": 0}
-            states = report.get("failureStates") if report is not None else None
-            counts = states.get("counts") if isinstance(states, Mapping) else None
-            if isinstance(counts, Mapping):  # the failure tracking classified them (engine.sync.failures)
-                for state in out:
-                    n = counts.get(state)
-                    out[state] = n if isinstance(n, int) else 0
-            elif report is not None:
-                before = _read_report(previous.report_path) if previous is not None else None
+            if report is not None:
+                before = read_report(previous.report_path) if previous is not None else None
                 total = len(all_failures(report))
                 out["new"] = len(new_failures(report, before))
                 out["known"] = max(0, total - out["new"])
@@ -198,16 +191,6 @@ class StateCollector(Collector):
                 self._failure_cache.clear()
             found = self._failure_cache[key] = out
         return dict(found)
-
-
-def _read_report(path: str | None) -> Mapping[str, Any] | None:
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def failure_summary(counts: Mapping[str, Any]) -> dict[str, int]:

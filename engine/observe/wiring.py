@@ -14,12 +14,11 @@ removes them, delivers queued alerts (bounded wait) and stops the endpoint.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from engine.files import read_report
 from engine.observe.health import Check, Health
 from engine.observe.hooks import add_listener
 from engine.observe.metrics import StoreOpener, build_registry
@@ -45,14 +44,7 @@ def previous_report_reader(open_store: StoreOpener) -> Callable[[str, int], Mapp
         if not runs:
             return None
         run = max(runs, key=lambda r: r.id)
-        if run.report_path:
-            try:
-                doc = json.loads(Path(run.report_path).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                doc = None
-            if isinstance(doc, dict):
-                return doc
-        return {"runId": run.id, "tenant": tenant, "outcome": run.outcome}
+        return read_report(run.report_path) or {"runId": run.id, "tenant": tenant, "outcome": run.outcome}
 
     return previous
 

@@ -6,24 +6,12 @@ run before it (to mark new items), and builds the notice (engine.observe.notice)
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from engine.errors import StateError
+from engine.files import read_report
 from engine.observe.notice import Notice, build_notice
 from engine.ops.context import Context
-
-
-def _load(path: str | None) -> dict[str, Any] | None:
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
 
 EARLIER = 30  # older reports read for the details of failures carried over from run to run
 
@@ -50,14 +38,14 @@ def reports(ctx: Context, run_id: int | None = None) -> tuple[dict[str, Any], di
     if not with_report:
         raise StateError(f"tenant '{ctx.tenant}' has no finished run with a report yet; run a sync first")
     latest = with_report[0]
-    report = _load(latest.report_path)
+    report = read_report(latest.report_path)
     if report is None:
         raise StateError(f"the report of run {latest.id} ({latest.report_path}) cannot be read")
     before = [r for r in finished if r.id < latest.id]
     previous = None
     if before:
-        previous = _load(before[0].report_path) or {"runId": before[0].id, "outcome": before[0].outcome}
-    earlier = [doc for r in before[1:EARLIER] if (doc := _load(r.report_path)) is not None]
+        previous = read_report(before[0].report_path) or {"runId": before[0].id, "outcome": before[0].outcome}
+    earlier = [doc for r in before[1:EARLIER] if (doc := read_report(r.report_path)) is not None]
     return report, previous, earlier
 
 

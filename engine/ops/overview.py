@@ -7,11 +7,11 @@ secrets (fingerprints only), so ``casavi-sync status`` and the console's tenant 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.files import read_report
 from engine.ops.context import Context
 from engine.timefmt import machine_time, parse_stamp
 
@@ -90,30 +90,6 @@ def load_report(ctx: Context, run_id: int) -> tuple[Any, dict[str, Any] | None]:
     if run is None or run.tenant != ctx.tenant:
         raise ConfigError(f"tenant '{ctx.tenant}' has no run {run_id}")
     return run, read_report(run.report_path) if run.report_path else None
-
-
-_REPORTS: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
-_REPORTS_KEPT = 64
-
-
-def read_report(path: str) -> dict[str, Any] | None:
-    """A run report, parsed once while the file stays the same (a console shows the same reports often).
-
-    Treat the result as read-only: it is shared between callers.
-    """
-    try:
-        st = Path(path).stat()
-        stamp = (st.st_mtime_ns, st.st_size)
-        cached = _REPORTS.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        report: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if len(_REPORTS) >= _REPORTS_KEPT:
-        _REPORTS.pop(next(iter(_REPORTS)), None)
-    _REPORTS[path] = (stamp, report)
-    return report
 
 
 def failed_records(report: dict[str, Any]) -> list[dict[str, Any]]:
