@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -215,18 +216,7 @@ class LocksMixin(StoreBase):
             holder = self._live_row(SERVE, check=False)
             who = f" (pid {holder.pid} on host {holder.hostname} since {human_time(holder.started_at)})" if holder else ""
             raise StateError(f"casavi-sync serve is already running on {self.path}{who}") from exc
-        nonce, now, pid = secrets.token_hex(8), self.now(), os.getpid()
-        try:
-            with self._write() as db:
-                db.execute("DELETE FROM locks WHERE name = ?", (SERVE,))
-                db.execute(f"INSERT INTO locks ({_LOCK_COLUMNS}, nonce) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-                           (SERVE, pid, HOSTNAME, now, "serve", process_start(pid), nonce))
-        except BaseException:
-            os.close(fd)
-            raise
-        lock = ServeLock(self, LockInfo(SERVE, None, pid, HOSTNAME, now, "serve"), nonce, fd)
-        self._held.add(lock)
-        return lock
+        return self._record_serve_lock(fd, release=lambda: os.close(fd))
 
     def _acquire_pg_serve_lock(self) -> ServeLock:
         """PostgreSQL: one ``serve`` per database, a session lock the server drops when serve dies."""
@@ -234,6 +224,11 @@ class LocksMixin(StoreBase):
             holder = self._live_row(SERVE, check=False)
             who = f" (pid {holder.pid} on host {holder.hostname} since {human_time(holder.started_at)})" if holder else ""
             raise StateError(f"casavi-sync serve is already running on {self.where}{who}")
+        return self._record_serve_lock(None, release=lambda: self._pg_unlock(SERVE))
+
+    def _record_serve_lock(self, fd: int | None, release: Callable[[], None]) -> ServeLock:
+        """Both backends, once the lock itself is held: the row that ``status`` shows; ``release``
+        gives the lock back if the row cannot be written."""
         nonce, now, pid = secrets.token_hex(8), self.now(), os.getpid()
         try:
             with self._write() as db:
@@ -241,9 +236,9 @@ class LocksMixin(StoreBase):
                 db.execute(f"INSERT INTO locks ({_LOCK_COLUMNS}, nonce) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
                            (SERVE, pid, HOSTNAME, now, "serve", process_start(pid), nonce))
         except BaseException:
-            self._pg_unlock(SERVE)
+            release()
             raise
-        lock = ServeLock(self, LockInfo(SERVE, None, pid, HOSTNAME, now, "serve"), nonce, None)
+        lock = ServeLock(self, LockInfo(SERVE, None, pid, HOSTNAME, now, "serve"), nonce, fd)
         self._held.add(lock)
         return lock
 
