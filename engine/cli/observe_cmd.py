@@ -90,6 +90,14 @@ def store_opener(ctx: OperatorContext) -> Callable[[], AbstractContextManager[An
     return open_store
 
 
+def observability(ctx: OperatorContext, config: Any, schedule: Any = None, loop_tick_s: float | None = None) -> Any:
+    """The process's Observability (engine.observe.wiring) over this deployment's store and checks."""
+    from engine.observe.wiring import Observability
+
+    return Observability(config, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
+                         loop_tick_s=loop_tick_s)
+
+
 def readiness_checks(ctx: OperatorContext) -> dict[str, Callable[[], None]]:
     def state() -> None:
         with ctx.store() as store:

@@ -22,13 +22,7 @@ from engine.cli.context import (
     handle_errors,
     operator_options,
 )
-from engine.cli.observe_cmd import (
-    alert_options,
-    metrics_options,
-    observe_config,
-    readiness_checks,
-    store_opener,
-)
+from engine.cli.observe_cmd import alert_options, metrics_options, observability, observe_config
 from engine.schedule import AT_ENV, JITTER_ENV, ZONE_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,7 +77,6 @@ def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> No
     Exit codes: 0 stopped by a signal, 3 could not start (no state file, another serve holds this
     state file, invalid mappings or connector config, unreadable state).
     """
-    from engine.observe.wiring import Observability
     from engine.ops.runs import scheduled_runner
     from engine.serve import ServeOptions, Server
 
@@ -117,12 +110,10 @@ def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> No
         ctx.console.info(f"console at http://{host}:{port}/", event="serve.web", url=f"http://{host}:{port}/")
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
-                           loop_tick_s=tick_s) as obs, server:
+        with observability(ctx, observe, schedule, loop_tick_s=tick_s) as obs, server:
             server.heartbeat = obs.health.tick
             if obs.url:
-                ctx.console.info(f"metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz and "
-                                 f"{obs.url}/readyz", event="serve.metrics", url=obs.url)
+                ctx.console.info(obs.endpoints(), event="serve.metrics", url=obs.url)
             server.serve_forever()
     finally:
         for sig, handler in previous.items():

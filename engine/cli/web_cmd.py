@@ -17,13 +17,7 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_ABORTED, OperatorContext, handle_errors, operator_options
-from engine.cli.observe_cmd import (
-    alert_options,
-    metrics_options,
-    observe_config,
-    readiness_checks,
-    store_opener,
-)
+from engine.cli.observe_cmd import alert_options, metrics_options, observability, observe_config
 from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
 from engine.cli.status_cmd import _zone_option
 from engine.ops import connection, users
@@ -94,7 +88,6 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
            proxies: tuple[str, ...], logins: list[str] | None, observe: Any) -> None:
     import uvicorn
 
-    from engine.observe.wiring import Observability
     from engine.web import Deployment, create_app
 
     if header and not proxies:
@@ -112,9 +105,9 @@ def _serve(ctx: OperatorContext, schedule: Any, host: str, port: int, header: st
     server = _announcing_server(config, ctx.state_display, lines)
     try:
         # the console's own runs (initial imports, "run now") feed the metrics and alerts too
-        with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx)) as obs:
+        with observability(ctx, observe, schedule) as obs:
             if obs.url:
-                lines.append(f"  metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz, /readyz")
+                lines.append(f"  {obs.endpoints()}")
             server.run()
     finally:
         dep.jobs.stop_all()

@@ -12,13 +12,7 @@ import click
 
 from engine.cli.base import main
 from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
-from engine.cli.observe_cmd import (
-    alert_options,
-    metrics_options,
-    observe_config,
-    readiness_checks,
-    store_opener,
-)
+from engine.cli.observe_cmd import alert_options, metrics_options, observability, observe_config
 from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
 
 
@@ -53,7 +47,6 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
     from engine.errors import ConfigError
     from engine.fleet.jobs import Runtime
     from engine.fleet.worker import run_worker, worker_name
-    from engine.observe.wiring import Observability
     from engine.serve import LockedLog
     from engine.state import StateStore, is_postgres_url
 
@@ -70,11 +63,9 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
     ctx.mapping_set()  # fail at start, not at 04:00: the mappings must load (as serve checks)
     rt = Runtime(ctx=ctx, schedule=schedule, log=LockedLog(ctx.console), worker_name=worker_name(),
                  stall_timeout_s=stall_timeout_s)
-    with Observability(observe, store_opener(ctx), schedule=schedule, checks=readiness_checks(ctx),
-                       loop_tick_s=heartbeat_s) as obs:
+    with observability(ctx, observe, schedule, loop_tick_s=heartbeat_s) as obs:
         if obs.url:
-            ctx.console.info(f"metrics at {obs.url}{observe.metrics_path}, health at {obs.url}/healthz and "
-                             f"{obs.url}/readyz", event="worker.metrics", url=obs.url)
+            ctx.console.info(obs.endpoints(), event="worker.metrics", url=obs.url)
         run_worker(str(ctx.state_path), rt, concurrency=concurrency, tick_s=tick_s, heartbeat_s=heartbeat_s,
                    pulse=obs.health.tick)
     raise SystemExit(EXIT_OK)

@@ -70,6 +70,13 @@ class Observability:
     def url(self) -> str | None:
         return self._server.url if self._server is not None else None
 
+    def endpoints(self) -> str | None:
+        """Where to scrape and probe, for the start-up line (None without an endpoint)."""
+        if self.url is None:
+            return None
+        return (f"metrics at {self.url}{self.config.metrics_path}, health at {self.url}/healthz and "
+                f"{self.url}/readyz")
+
     def __enter__(self) -> Observability:
         self._removers.append(add_listener(self.metrics.observe_run))
         if self.sender is not None and self._open_store is not None:
