@@ -35,7 +35,8 @@ class _ResourceChoice(click.Choice):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(())
 
-    @property  # type: ignore[override]
+    # click releases differ in how they declare `choices`, so the override is flagged by some only
+    @property  # type: ignore[override,unused-ignore]
     def choices(self) -> list[str]:
         from engine.catalog import scalara_resources
 
