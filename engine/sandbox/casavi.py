@@ -28,11 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -40,136 +38,21 @@ from urllib.parse import urlencode
 from engine.catalog import casavi_kinds, reference_id_rule
 from engine.errors import ConfigError
 from engine.sandbox.app import Request, Response
+from engine.sandbox.casavi_fields import (
+    FieldError,
+    Reject,
+    allow,
+    contact_key,
+    copy_json,
+    error,
+    json_object,
+    person_key,
+    validate_body,
+)
 from engine.sandbox.clock import Clock
 
 KINDS = ("properties", "units", "contacts", "contracts")
 _TOKEN_HEADER = "token"
-READ_ONLY = frozenset({"internalId", "modifiedAt", "archived", "isRegistered", "isInvited",
-                       "responsibilities", "contracts"})
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One entry of a 400/422 answer's ``errors`` list."""
-
-    field: str
-    code: str
-
-
-def validate_body(kind: str, spec: dict[str, Any], body: dict[str, Any], *,
-                  path_ids: dict[str, str]) -> tuple[dict[str, Any], list[FieldError]]:
-    """Check a PUT body against the catalog's field rules; returns (stored fields, ALL problems).
-
-    The body replaces the writable fields: an absent field becomes null (or {} / [] for objects
-    and lists). Path ids may be repeated in the body only with the same value.
-    """
-    fields_spec: dict[str, Any] = spec["fields"]
-    errors: list[FieldError] = []
-    for name in body:
-        if name in path_ids:
-            if body[name] != path_ids[name]:
-                errors.append(FieldError(name, "path_mismatch"))
-        elif name in READ_ONLY:
-            errors.append(FieldError(name, "read_only"))
-        elif name not in fields_spec:
-            errors.append(FieldError(name, "unknown_field"))
-    fields: dict[str, Any] = {}
-    for name, fspec in fields_spec.items():
-        if name in path_ids:
-            continue
-        value = body.get(name, _MISSING)
-        ftype = str(fspec.get("type", "string"))
-        if value is _MISSING or value is None:
-            if fspec.get("required"):
-                errors.append(FieldError(name, "required"))
-            elif value is None and not fspec.get("nullable") and ftype in ("object", "array<object>"):
-                errors.append(FieldError(name, "invalid_type"))
-            fields[name] = {} if ftype == "object" else [] if ftype == "array<object>" else None
-            continue
-        code = _type_problem(ftype, fspec, value)
-        if code is None and fspec.get("required") and isinstance(value, str) and not value.strip():
-            code = "required"
-        if code is None and ftype == "array<object>":
-            errors.extend(_item_problems(name, value))
-        if code is not None:
-            errors.append(FieldError(name, code))
-        fields[name] = value
-    one_of = spec.get("required_one_of") or []
-    if one_of and not any(isinstance(fields.get(n), str) and fields[n].strip() for n in one_of):
-        errors.extend(FieldError(n, "required_one_of") for n in one_of)
-    start, end = fields.get("startDate"), fields.get("endDate")
-    if kind == "contracts" and isinstance(start, str) and isinstance(end, str) and _DATE.match(start) \
-            and _DATE.match(end) and end < start:
-        errors.append(FieldError("endDate", "end_before_start"))
-    return fields, errors
-
-
-def _type_problem(ftype: str, fspec: dict[str, Any], value: Any) -> str | None:
-    if ftype in ("string", "enum", "date") and not isinstance(value, str):
-        return "invalid_type"
-    if ftype == "enum" and value not in fspec.get("values", []):
-        return "invalid_value"
-    if ftype == "date":
-        try:
-            if not _DATE.match(value):
-                raise ValueError(value)
-            dt.date.fromisoformat(value)
-        except ValueError:
-            return "invalid_format"
-    if fspec.get("format") == "email" and not _EMAIL.match(value):
-        return "invalid_format"
-    checks: dict[str, Callable[[Any], bool]] = {
-        "object": lambda v: isinstance(v, dict),
-        "array<object>": lambda v: isinstance(v, list),
-        "boolean": lambda v: isinstance(v, bool),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    }
-    check = checks.get(ftype)
-    return "invalid_type" if check is not None and not check(value) else None
-
-
-def _item_problems(name: str, items: list[Any]) -> list[FieldError]:
-    """Items of a list field; only ``addresses: [{"street"}]`` exists in the write model."""
-    errors: list[FieldError] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        where = f"{name}[{i}]"
-        if not isinstance(item, dict):
-            errors.append(FieldError(where, "invalid_type"))
-            continue
-        errors.extend(FieldError(f"{where}.{key}", "read_only" if key == "units" else "unknown_field")
-                      for key in item if key != "street")
-        street = item.get("street")
-        if not isinstance(street, str) or not street.strip():
-            errors.append(FieldError(f"{where}.street", "required" if street is None else "invalid_type"))
-        elif street in seen:
-            errors.append(FieldError(f"{where}.street", "duplicate"))
-        else:
-            seen.add(street)
-    return errors
-
-
-class _Reject(Exception):
-    """Carries an error response out of deep validation code; never leaves this module."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _error(status: int, message: str, code: str | None = None, errors: list[FieldError] | None = None,
-           **extra: Any) -> _Reject:
-    body: dict[str, Any] = {"message": message}
-    if code is not None:
-        body["code"] = code
-    if errors is not None:
-        body["errors"] = [{"field": e.field, "code": e.code} for e in errors]
-    body.update(extra)
-    return _Reject(Response(status, body))
 
 
 @dataclass
@@ -252,15 +135,15 @@ class CasaviApp:
             return key, secret
 
     def _authenticate(self, request: Request) -> Response:
-        body = _json_object(request)
+        body = json_object(request)
         errors = [FieldError(name, "required" if body.get(name) is None else "invalid_type")
                   for name in ("key", "secret") if not isinstance(body.get(name), str)]
         errors += [FieldError(name, "unknown_field") for name in body if name not in ("key", "secret")]
         if errors:
-            raise _error(400, "invalid authentication request", errors=errors)
+            raise error(400, "invalid authentication request", errors=errors)
         account = self._by_key.get(body["key"])
         if account is None or not hmac.compare_digest(account.secret_hash, _hash(account.salt, body["secret"])):
-            raise _error(401, "wrong key or secret", code="invalid_credentials")
+            raise error(401, "wrong key or secret", code="invalid_credentials")
         token = secrets.token_urlsafe(32)
         expires = self.clock.now() + dt.timedelta(seconds=self.token_lifetime_s)
         self._tokens[_hash(self._token_salt, token)] = (account.name, expires)
@@ -270,13 +153,13 @@ class CasaviApp:
     def _account_of(self, request: Request) -> _Account:
         token = request.headers.get(_TOKEN_HEADER)
         if not token:
-            raise _error(401, "missing token header", code="unauthorized")
+            raise error(401, "missing token header", code="unauthorized")
         entry = self._tokens.get(_hash(self._token_salt, token))
         if entry is None:
-            raise _error(401, "unknown token", code="unauthorized")
+            raise error(401, "unknown token", code="unauthorized")
         if entry[1] <= self.clock.now():
             del self._tokens[_hash(self._token_salt, token)]
-            raise _error(401, "token expired; authenticate again", code="token_expired")
+            raise error(401, "token expired; authenticate again", code="token_expired")
         return self._accounts[entry[0]]
 
     # -- the App protocol ----------------------------------------------------------------------------
@@ -285,7 +168,7 @@ class CasaviApp:
         with self._lock:
             try:
                 return self._route(request)
-            except _Reject as reject:
+            except Reject as reject:
                 return reject.response
 
     def resource_of(self, request: Request) -> str:
@@ -312,43 +195,43 @@ class CasaviApp:
         parts = [p for p in request.path.split("/") if p]
         method = request.method
         if len(parts) < 2 or parts[0] != "v2":
-            raise _error(404, f"no such endpoint: {request.path}", code="not_found")
+            raise error(404, f"no such endpoint: {request.path}", code="not_found")
         if parts[1] == "authenticate" and len(parts) == 2:
-            _allow(method, "POST")
+            allow(method, "POST")
             return self._authenticate(request)
         kind = parts[1]
         if kind not in KINDS or len(parts) > 5:
-            raise _error(404, f"no such endpoint: {request.path}", code="not_found")
+            raise error(404, f"no such endpoint: {request.path}", code="not_found")
         shape = len(parts)
         sub = parts[3] if shape >= 4 else None
         bad_sub = sub not in ("archive", "restore") if shape == 4 else (
             shape == 5 and (kind != "properties" or sub != "responsibilities"))
         if bad_sub:
-            raise _error(404, f"no such endpoint: {request.path}", code="not_found")
+            raise error(404, f"no such endpoint: {request.path}", code="not_found")
         account = self._account_of(request)
         if shape == 2:
-            _allow(method, "GET")
+            allow(method, "GET")
             return self._list(account, kind, request)
         record_id = self._check_id(parts[2], "id")
         if shape == 3:
-            _allow(method, "GET", "PUT", "DELETE")
+            allow(method, "GET", "PUT", "DELETE")
             if method == "GET":
                 return Response(200, self._view(account, kind, self._get(account, kind, record_id)))
             if method == "PUT":
-                return self._put(account, kind, record_id, _json_object(request))
+                return self._put(account, kind, record_id, json_object(request))
             return self._delete(account, kind, record_id)
         if shape == 4:
-            _allow(method, "POST")
+            allow(method, "POST")
             return self._set_archived(account, kind, record_id, archived=sub == "archive")
         contact_id = self._check_id(parts[4], "contactId")
-        _allow(method, "PUT", "DELETE")
+        allow(method, "PUT", "DELETE")
         if method == "PUT":
-            return self._put_responsibility(account, record_id, contact_id, _json_object(request))
+            return self._put_responsibility(account, record_id, contact_id, json_object(request))
         return self._delete_responsibility(account, record_id, contact_id)
 
     def _check_id(self, value: str, name: str) -> str:
         if not self._id_pattern.match(value):
-            raise _error(400, f"invalid reference id in path ({name}): 1-64 of A-Z a-z 0-9 . _ -",
+            raise error(400, f"invalid reference id in path ({name}): 1-64 of A-Z a-z 0-9 . _ -",
                          errors=[FieldError(name, "invalid_reference_id")])
         return value
 
@@ -377,7 +260,7 @@ class CasaviApp:
                     errors.append(FieldError("includeArchived", "invalid_parameter"))
                 archived = q["includeArchived"] == "true"
         if errors:
-            raise _error(400, "invalid query parameters", errors=errors)
+            raise error(400, "invalid query parameters", errors=errors)
         start, stop = (page - 1) * self.page_size, page * self.page_size
         matched: list[_Record] = []
         for record in account.records[kind].values():      # insertion order = internalId order
@@ -400,7 +283,7 @@ class CasaviApp:
     def _get(self, account: _Account, kind: str, record_id: str) -> _Record:
         record = account.records[kind].get(record_id)
         if record is None:
-            raise _error(404, f"{kind[:-1]} {record_id} not found", code="not_found")
+            raise error(404, f"{kind[:-1]} {record_id} not found", code="not_found")
         return record
 
     def _view(self, account: _Account, kind: str, record: _Record) -> dict[str, Any]:
@@ -438,7 +321,7 @@ class CasaviApp:
     def _put(self, account: _Account, kind: str, record_id: str, body: dict[str, Any]) -> Response:
         fields, errors = validate_body(kind, self._kinds[kind], body, path_ids={"id": record_id})
         if errors:
-            raise _error(400, f"invalid {kind[:-1]}", errors=errors)
+            raise error(400, f"invalid {kind[:-1]}", errors=errors)
         self._check_references(account, kind, fields)
         existing = account.records[kind].get(record_id)
         if kind == "units":
@@ -464,13 +347,13 @@ class CasaviApp:
                   if spec.get("references") and name in fields
                   and fields[name] not in account.records[spec["references"]]]
         if errors:
-            raise _error(422, "reference to an unknown record", errors=errors)
+            raise error(422, "reference to an unknown record", errors=errors)
 
     def _check_unit(self, account: _Account, fields: dict[str, Any], *, creating: bool) -> None:
         prop = account.records["properties"][fields["propertyId"]]
         streets = {a["street"] for a in prop.fields.get("addresses", [])}
         if fields.get("address") is not None and fields["address"] not in streets:
-            raise _error(400, "unit address is not one of its property's address streets",
+            raise error(400, "unit address is not one of its property's address streets",
                          errors=[FieldError("address", "address_not_in_property")])
         if creating:
             self._check_quota(account)
@@ -480,7 +363,7 @@ class CasaviApp:
             return
         active = sum(1 for u in account.records["units"].values() if not u.archived)
         if active >= self.unit_quota:
-            raise _error(409, f"unit quota of {self.unit_quota} reached", code="unit_quota_exceeded",
+            raise error(409, f"unit quota of {self.unit_quota} reached", code="unit_quota_exceeded",
                          limit=self.unit_quota)
 
     def _check_duplicate_contact(self, account: _Account, record_id: str, fields: dict[str, Any]) -> None:
@@ -488,9 +371,9 @@ class CasaviApp:
         if not email:
             return
         contacts = account.records["contacts"]
-        for other_id in account.contacts_by_person.get((email, *_person_key(fields)), {}):
+        for other_id in account.contacts_by_person.get((email, *person_key(fields)), {}):
             if other_id != record_id and not contacts[other_id].archived:
-                raise _error(409, f"the same person exists already as contact {other_id}",
+                raise error(409, f"the same person exists already as contact {other_id}",
                              code="duplicate_contact", existingId=other_id)
 
     def _index(self, account: _Account, kind: str, record: _Record) -> None:
@@ -499,7 +382,7 @@ class CasaviApp:
         elif kind == "contracts":
             account.contracts_by_unit.setdefault(record.fields["unitId"], {})[record.id] = None
             account.contracts_by_contact.setdefault(record.fields["contactId"], {})[record.id] = None
-        elif kind == "contacts" and (key := _contact_key(record.fields)) is not None:
+        elif kind == "contacts" and (key := contact_key(record.fields)) is not None:
             account.contacts_by_person.setdefault(key, {})[record.id] = None
 
     def _unindex(self, account: _Account, kind: str, record: _Record) -> None:
@@ -508,7 +391,7 @@ class CasaviApp:
         elif kind == "contracts":
             account.contracts_by_unit.get(record.fields["unitId"], {}).pop(record.id, None)
             account.contracts_by_contact.get(record.fields["contactId"], {}).pop(record.id, None)
-        elif kind == "contacts" and (key := _contact_key(record.fields)) is not None:
+        elif kind == "contacts" and (key := contact_key(record.fields)) is not None:
             account.contacts_by_person.get(key, {}).pop(record.id, None)
 
     def _set_archived(self, account: _Account, kind: str, record_id: str, *, archived: bool) -> Response:
@@ -525,11 +408,11 @@ class CasaviApp:
     def _delete(self, account: _Account, kind: str, record_id: str) -> Response:
         record = self._get(account, kind, record_id)
         if not record.archived:
-            raise _error(409, f"archive the {kind[:-1]} before deleting it", code="not_archived")
+            raise error(409, f"archive the {kind[:-1]} before deleting it", code="not_archived")
         if kind == "properties" and account.units_by_property.get(record_id):
-            raise _error(409, "the property still has units", code="has_dependents")
+            raise error(409, "the property still has units", code="has_dependents")
         if kind == "contacts" and account.contracts_by_contact.get(record_id):
-            raise _error(409, "the contact still has contracts", code="has_dependents")
+            raise error(409, "the contact still has contracts", code="has_dependents")
         if kind == "units":
             for contract_id in list(account.contracts_by_unit.get(record_id, {})):
                 self._remove(account, "contracts", account.records["contracts"][contract_id])
@@ -550,9 +433,9 @@ class CasaviApp:
         fields, errors = validate_body("responsibilities", self._kinds["responsibilities"], body,
                                        path_ids={"propertyId": property_id, "contactId": contact_id})
         if errors:
-            raise _error(400, "invalid responsibility", errors=errors)
+            raise error(400, "invalid responsibility", errors=errors)
         if contact_id not in account.records["contacts"]:
-            raise _error(422, "reference to an unknown record",
+            raise error(422, "reference to an unknown record",
                          errors=[FieldError("contactId", "unknown_reference")])
         existing = prop.responsibilities.get(contact_id)
         if existing != fields:
@@ -563,7 +446,7 @@ class CasaviApp:
     def _delete_responsibility(self, account: _Account, property_id: str, contact_id: str) -> Response:
         prop = self._get(account, "properties", property_id)
         if prop.responsibilities.pop(contact_id, None) is None:
-            raise _error(404, f"contact {contact_id} has no responsibility on {property_id}", code="not_found")
+            raise error(404, f"contact {contact_id} has no responsibility on {property_id}", code="not_found")
         prop.modified = self.clock.timestamp()
         return Response(204, None)
 
@@ -573,7 +456,7 @@ class CasaviApp:
         """What is stored, as the API would read it (in internalId order)."""
         with self._lock:
             acc = self._account(account)
-            views: list[dict[str, Any]] = _copy([self._view(acc, kind, r) for r in acc.records[kind].values()
+            views: list[dict[str, Any]] = copy_json([self._view(acc, kind, r) for r in acc.records[kind].values()
                                                  if include_archived or not r.archived])
             return views
 
@@ -581,7 +464,7 @@ class CasaviApp:
         with self._lock:
             acc = self._account(account)
             rec = acc.records[kind].get(record_id)
-            return None if rec is None else _copy(self._view(acc, kind, rec))
+            return None if rec is None else copy_json(self._view(acc, kind, rec))
 
     def counts(self, account: str = "demo") -> dict[str, int]:
         """Stored records per kind (archived included), plus ``archived`` and ``responsibilities``."""
@@ -609,40 +492,3 @@ class CasaviApp:
         if name not in self._accounts:
             raise ConfigError(f"no casavi sandbox account {name!r}; known: {', '.join(sorted(self._accounts))}")
         return self._accounts[name]
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of JSON data (faster than copy.deepcopy for plain dicts and lists)."""
-    return json.loads(json.dumps(value))
-
-
-def _person_key(fields: dict[str, Any]) -> tuple[str, ...]:
-    return tuple((fields.get(n) or "").strip().lower() for n in ("firstName", "lastName", "companyName"))
-
-
-def _contact_key(fields: dict[str, Any]) -> tuple[str, ...] | None:
-    """The "same person" key of a contact: e-mail plus names (None without an e-mail)."""
-    email = (fields.get("email") or "").strip().lower()
-    return (email, *_person_key(fields)) if email else None
-
-
-def _allow(method: str, *methods: str) -> None:
-    if method not in methods:
-        reject = _error(405, f"method {method} not allowed here", code="method_not_allowed")
-        reject.response.headers["Allow"] = ", ".join(methods)
-        raise reject
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _json_object(request: Request) -> dict[str, Any]:
-    parse: Callable[[str], Any] = lambda text: json.loads(text, parse_constant=_reject_constant)  # noqa: E731
-    try:
-        body = parse(request.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _error(400, "the body is not valid JSON", errors=[FieldError("$", "invalid_json")]) from None
-    if not isinstance(body, dict):
-        raise _error(400, "the body must be a JSON object", errors=[FieldError("$", "invalid_type")])
-    return body
