@@ -26,27 +26,39 @@ Choices API.md leaves open (all [assumed], listed in docs/sandbox-data.md):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import datetime as dt
 import hashlib
 import hmac
 import json
-import math
 import random
-import re
 import secrets
 import string
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from engine.errors import CasaviSyncError
 from engine.sandbox.app import Request, Response
 from engine.sandbox.clock import Clock
-from engine.sandbox.generator import FIELDS, RESOURCES, Dataset, Record, generate
+from engine.sandbox.dataset import FIELDS
+from engine.sandbox.generator import RESOURCES, Dataset, Record, generate
+from engine.sandbox.scalara_checks import (
+    LIMIT_DEFAULT,
+    READ_ONLY,
+    ScalaraApiError,
+    allow,
+    bad_body,
+    check_type,
+    clock_body,
+    encode_cursor,
+    list_params,
+    no_query,
+    not_found,
+    only,
+    parse_date,
+    stamp,
+    validate_fields,
+)
 
 DEFAULT_ACCOUNT = "demo"
 DEFAULT_ADMIN_PASSWORD = "admin-sandbox"     # sandbox-only credentials, not secrets
@@ -55,104 +67,13 @@ ADMIN_USER, STAFF_USER = "admin", "user"
 DEMO_PROPERTIES, DEMO_SEED = 12, 1
 TOMBSTONE_DAYS = 90
 MAX_BODY_BYTES = 1024 * 1024
-LIMIT_DEFAULT, LIMIT_MAX = 100, 500
 TOKEN_PREFIX, TOKEN_LENGTH = "scl_", 40
-LIST_PARAMS = ("limit", "cursor", "updatedSince", "includeDeleted")
 
 _ALPHABET = string.ascii_letters + string.digits
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_STAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$")
-_READ_ONLY = frozenset({"id", "updatedAt"})
-
-
-class ScalaraApiError(CasaviSyncError):
-    """A request the sandbox refuses; becomes ``{"error": code, "message": message}``."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def _bad_param(name: str, why: str) -> ScalaraApiError:
-    return ScalaraApiError(400, "invalid_parameter", f"query parameter '{name}': {why}")
-
-
-def _bad_body(why: str) -> ScalaraApiError:
-    return ScalaraApiError(400, "invalid_body", why)
-
-
-def _not_found(what: str) -> ScalaraApiError:
-    return ScalaraApiError(404, "not_found", f"{what} not found")
 
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def stamp(moment: dt.datetime) -> str:
-    """The one timestamp format of the API (ms, ``Z``): fixed width, so strings sort like times."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_date(value: Any, name: str) -> dt.date:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str) and _DATE.match(value):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise _bad_body(f"'{name}' must be a date YYYY-MM-DD")
-
-
-# --------------------------------------------------------------------------------------------
-# field validation for mutations, driven by generator.FIELDS
-
-
-def _check_type(spec: str, value: Any) -> bool:
-    if spec.endswith("?"):
-        if value is None:
-            return True
-        spec = spec[:-1]
-    if spec.startswith("enum:"):
-        return isinstance(value, str) and value in spec[5:].split("|")
-    checks: dict[str, Callable[[Any], bool]] = {
-        "uuid": lambda v: isinstance(v, str) and bool(_UUID.match(v)),
-        "uuids": lambda v: isinstance(v, list) and all(isinstance(x, str) and _UUID.match(x) for x in v),
-        "string": lambda v: isinstance(v, str),
-        "date": lambda v: isinstance(v, str) and bool(_DATE.match(v)) and _valid_date(v),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-    }
-    return checks[spec](value)
-
-
-def _valid_date(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-def validate_fields(resource: str, fields: dict[str, Any]) -> None:
-    """Reject unknown, read-only and mistyped fields; name every offender in one message."""
-    table = FIELDS[resource]
-    problems = []
-    for name, value in fields.items():
-        if name not in table:
-            problems.append(f"unknown field '{name}' (fields of {resource}: {', '.join(table)})")
-        elif name in _READ_ONLY:
-            problems.append(f"field '{name}' is read-only")
-        elif not _check_type(table[name], value):
-            problems.append(f"field '{name}' must be {table[name].replace('?', ' or null')}")
-    if problems:
-        raise _bad_body("; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +100,7 @@ class _Account:
     def live(self, resource: str, record_id: str) -> Record:
         record = self.data.records[resource].get(record_id)
         if record is None:
-            raise _not_found(f"{resource[:-1] if resource != 'property-roles' else 'property role'} "
+            raise not_found(f"{resource[:-1] if resource != 'property-roles' else 'property role'} "
                              f"'{record_id}'")
         return record
 
@@ -221,7 +142,7 @@ class ScalaraApp:
         try:
             return self._accounts[name]
         except KeyError:
-            raise _not_found(f"account '{name}'") from None
+            raise not_found(f"account '{name}'") from None
 
     def issue_token(self, account: str, user: str, password: str) -> str:
         """SCALARA's "generate token" button: admin only, password asked again, old token revoked."""
@@ -268,7 +189,7 @@ class ScalaraApp:
         return self._list(self._account(account), self._resource(resource), query)
 
     def _list(self, acct: _Account, resource: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        limit, after, since, deleted = _list_params(resource, query)
+        limit, after, since, deleted = list_params(resource, query)
         with acct.lock:
             ids = acct.ids[resource]
             live = acct.data.records[resource]
@@ -292,7 +213,7 @@ class ScalaraApp:
                 if item is not None:
                     items.append(item)
             more = any(visible(ids[i]) is not None for i in range(position, len(ids)))
-        next_cursor = _encode_cursor(resource, items[-1]["id"]) if more and items else None
+        next_cursor = encode_cursor(resource, items[-1]["id"]) if more and items else None
         return {"items": items, "nextCursor": next_cursor}
 
     def get_record(self, account: str, resource: str, record_id: str) -> Record:
@@ -303,7 +224,7 @@ class ScalaraApp:
     @staticmethod
     def _resource(resource: str) -> str:
         if resource not in RESOURCES:
-            raise _not_found(f"resource '{resource}' (resources: {', '.join(RESOURCES)})")
+            raise not_found(f"resource '{resource}' (resources: {', '.join(RESOURCES)})")
         return resource
 
     # -- mutations (Python API; the /sandbox endpoints call these) ------------------------------
@@ -324,19 +245,19 @@ class ScalaraApp:
         table = FIELDS[self._resource(resource)]
         fields = {k: v for k, v in record.items() if k != "id"}
         validate_fields(resource, fields)
-        missing = [f for f, spec in table.items() if f not in record and f not in _READ_ONLY
+        missing = [f for f, spec in table.items() if f not in record and f not in READ_ONLY
                    and not spec.endswith("?")]
         if missing:
-            raise _bad_body(f"missing required field(s) of {resource}: {', '.join(missing)}")
+            raise bad_body(f"missing required field(s) of {resource}: {', '.join(missing)}")
         with acct.lock:
             record_id = record.get("id")
             if record_id is None:
                 record_id = str(uuid.UUID(int=acct.rng.getrandbits(128), version=4))
-            elif not _check_type("uuid", record_id):
-                raise _bad_body("field 'id' must be a uuid")
+            elif not check_type("uuid", record_id):
+                raise bad_body("field 'id' must be a uuid")
             if record_id in acct.data.records[resource]:
                 raise ScalaraApiError(409, "conflict", f"{resource} '{record_id}' already exists")
-            new = {"id": record_id, **{f: fields.get(f) for f in table if f not in _READ_ONLY},
+            new = {"id": record_id, **{f: fields.get(f) for f in table if f not in READ_ONLY},
                    "updatedAt": self.clock.timestamp()}
             if acct.data.tombstones[resource].pop(record_id, None) is None:
                 bisect.insort(acct.ids[resource], record_id)
@@ -360,7 +281,7 @@ class ScalaraApp:
         with acct.lock:
             usage = acct.live("usages", usage_id)
             if end < dt.date.fromisoformat(usage["startDate"]):
-                raise _bad_body(f"'endDate' {end} is before the usage's startDate {usage['startDate']}")
+                raise bad_body(f"'endDate' {end} is before the usage's startDate {usage['startDate']}")
             return self.update_record("usages", usage_id, {"endDate": end.isoformat()}, account=account)
 
     def change_owner(self, unit_id: str, owner_ids: list[str], valid_from: str | dt.date, *,
@@ -368,20 +289,20 @@ class ScalaraApp:
         """Register a new owner: the open ownership ends the day before ``valid_from``."""
         acct = self._account(account)
         start = parse_date(valid_from, "validFrom")
-        if not owner_ids or not _check_type("uuids", owner_ids):
-            raise _bad_body("'newOwnerContactIds' must be a non-empty list of contact ids")
+        if not owner_ids or not check_type("uuids", owner_ids):
+            raise bad_body("'newOwnerContactIds' must be a non-empty list of contact ids")
         with acct.lock:
             acct.live("units", unit_id)
             unknown = [c for c in owner_ids if c not in acct.data.records["contacts"]]
             if unknown:
-                raise _bad_body(f"unknown contact(s) in 'newOwnerContactIds': {', '.join(unknown)}")
+                raise bad_body(f"unknown contact(s) in 'newOwnerContactIds': {', '.join(unknown)}")
             held = [o for o in acct.data.records["ownerships"].values() if o["unitId"] == unit_id]
             for other in held:
                 if other["validTo"] is None and other["validFrom"] >= start.isoformat():
-                    raise _bad_body(f"'validFrom' must be after the current ownership's validFrom "
+                    raise bad_body(f"'validFrom' must be after the current ownership's validFrom "
                                     f"{other['validFrom']}")
                 if other["validTo"] is not None and other["validTo"] >= start.isoformat():
-                    raise _bad_body(f"'validFrom' overlaps an ownership valid until {other['validTo']}")
+                    raise bad_body(f"'validFrom' overlaps an ownership valid until {other['validTo']}")
             day_before = (start - dt.timedelta(days=1)).isoformat()
             for other in held:
                 if other["validTo"] is None:
@@ -418,141 +339,61 @@ class ScalaraApp:
             return self._sandbox(request, parts[1:])
         acct = self._authenticate(request)
         if len(parts) == 1 and parts[0] == "me" and self.account_endpoint:
-            _allow(request, "GET")
-            _no_query(request)
+            allow(request, "GET")
+            no_query(request)
             return 200, {"accountId": acct.account_id, "accountName": acct.name}
         if not parts or len(parts) > 2 or parts[0] not in RESOURCES:
-            raise _not_found(f"path '{request.path}'")
-        _allow(request, "GET")
+            raise not_found(f"path '{request.path}'")
+        allow(request, "GET")
         if len(parts) == 1:
             return 200, self._list(acct, parts[0], request.query)
-        _no_query(request)
+        no_query(request)
         with acct.lock:
             return 200, acct.live(parts[0], parts[1])
 
     def _sandbox(self, request: Request, parts: list[str]) -> tuple[int, Any]:
-        _no_query(request)
+        no_query(request)
         if parts == ["clock", "advance"]:
-            _allow(request, "POST")
-            return 200, {"now": self.advance_clock(**_clock_body(self._body(request)))}
+            allow(request, "POST")
+            return 200, {"now": self.advance_clock(**clock_body(self._body(request)))}
         if len(parts) < 3 or parts[0] != "accounts":
-            raise _not_found(f"path '{request.path}'")
+            raise not_found(f"path '{request.path}'")
         account, rest = parts[1], parts[2:]
         if rest == ["casavi-token"]:
-            _allow(request, "POST")
+            allow(request, "POST")
             body = self._body(request)
             user, password = body.get("user"), body.get("password")
             if not isinstance(user, str) or not isinstance(password, str) or set(body) - {"user", "password"}:
-                raise _bad_body("body must be {\"user\": <string>, \"password\": <string>}")
+                raise bad_body("body must be {\"user\": <string>, \"password\": <string>}")
             return 201, {"token": self.issue_token(account, user, password)}
         self._account(account)
         if len(rest) == 2 and rest[0] == "records" and rest[1] in RESOURCES:
-            _allow(request, "POST")
+            allow(request, "POST")
             return 201, self.add_record(rest[1], self._body(request), account=account)
         if len(rest) == 3 and rest[0] == "records" and rest[1] in RESOURCES:
-            _allow(request, "PATCH", "DELETE")
+            allow(request, "PATCH", "DELETE")
             if request.method == "DELETE":
                 return 200, self.delete_record(rest[1], rest[2], account=account)
             return 200, self.update_record(rest[1], rest[2], self._body(request), account=account)
         if len(rest) == 3 and rest[0] == "usages" and rest[2] == "end":
-            _allow(request, "POST")
-            body = _only(self._body(request), "endDate")
+            allow(request, "POST")
+            body = only(self._body(request), "endDate")
             return 200, self.end_usage(rest[1], parse_date(body.get("endDate"), "endDate"), account=account)
         if len(rest) == 3 and rest[0] == "units" and rest[2] == "owner-change":
-            _allow(request, "POST")
-            body = _only(self._body(request), "newOwnerContactIds", "validFrom")
+            allow(request, "POST")
+            body = only(self._body(request), "newOwnerContactIds", "validFrom")
             return 201, self.change_owner(rest[1], body.get("newOwnerContactIds") or [],
                                           parse_date(body.get("validFrom"), "validFrom"), account=account)
-        raise _not_found(f"path '{request.path}'")
+        raise not_found(f"path '{request.path}'")
 
     def _body(self, request: Request) -> dict[str, Any]:
         if len(request.body) > self.max_body_bytes:
-            raise _bad_body(f"body larger than {self.max_body_bytes} bytes")
+            raise bad_body(f"body larger than {self.max_body_bytes} bytes")
         try:
             body = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise _bad_body(f"body is not valid JSON: {error}") from None
+            raise bad_body(f"body is not valid JSON: {error}") from None
         if not isinstance(body, dict):
-            raise _bad_body("body must be a JSON object")
+            raise bad_body("body must be a JSON object")
         return body
 
-
-# --------------------------------------------------------------------------------------------
-# request helpers
-
-
-def _allow(request: Request, *methods: str) -> None:
-    if request.method not in methods:
-        raise ScalaraApiError(405, "method_not_allowed",
-                              f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}",
-                              {"Allow": ", ".join(methods)})
-
-
-def _no_query(request: Request) -> None:
-    if request.query:
-        raise _bad_param(sorted(request.query)[0], "unknown parameter (this endpoint takes none)")
-
-
-def _only(body: dict[str, Any], *names: str) -> dict[str, Any]:
-    extra = sorted(set(body) - set(names))
-    if extra:
-        raise _bad_body(f"unknown field(s) {', '.join(extra)}; expected {', '.join(names)}")
-    return body
-
-
-def _clock_body(body: dict[str, Any]) -> dict[str, float]:
-    _only(body, "days", "seconds")
-    if not body:
-        raise _bad_body("give 'days' and/or 'seconds'")
-    for name, value in body.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            raise _bad_body(f"'{name}' must be a non-negative number")
-    return {name: float(value) for name, value in body.items()}
-
-
-def _list_params(resource: str, query: dict[str, list[str]]) -> tuple[int, str | None, str | None, bool]:
-    """Validate the list query: (limit, id after which to start, updatedSince stamp, includeDeleted)."""
-    for name, values in query.items():
-        if name not in LIST_PARAMS:
-            raise _bad_param(name, f"unknown parameter (allowed: {', '.join(LIST_PARAMS)})")
-        if len(values) != 1:
-            raise _bad_param(name, "given more than once")
-    value = query.get("limit", [str(LIMIT_DEFAULT)])[0]
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= LIMIT_MAX:
-        raise _bad_param("limit", f"must be an integer from 1 to {LIMIT_MAX}")
-    limit = int(value)
-    after = _decode_cursor(resource, query["cursor"][0]) if "cursor" in query else None
-    since = _parse_since(query["updatedSince"][0]) if "updatedSince" in query else None
-    deleted = query.get("includeDeleted", ["false"])[0]
-    if deleted not in ("true", "false"):
-        raise _bad_param("includeDeleted", "must be true or false")
-    return limit, after, since, deleted == "true"
-
-
-def _encode_cursor(resource: str, last_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{resource}:{last_id}".encode()).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(resource: str, cursor: str) -> str:
-    try:
-        raw = base64.b64decode(cursor.translate(str.maketrans("-_", "+/")) + "=" * (-len(cursor) % 4),
-                               validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise _bad_param("cursor", "not a cursor this API issued") from None
-    kind, _, last_id = raw.partition(":")
-    if kind != resource or not last_id or _encode_cursor(kind, last_id) != cursor:
-        raise _bad_param("cursor", f"not a cursor of {resource}")
-    return last_id
-
-
-def _parse_since(value: str) -> str:
-    """``updatedSince`` -> the API's own stamp format, rounded up to the millisecond (inclusive)."""
-    if not _STAMP.match(value):
-        raise _bad_param("updatedSince", "must be an ISO 8601 timestamp with zone, e.g. 2024-05-01T00:00:00Z")
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise _bad_param("updatedSince", "not a valid date and time") from None
-    if moment.microsecond % 1000:
-        moment += dt.timedelta(microseconds=1000 - moment.microsecond % 1000)
-    return stamp(moment)
