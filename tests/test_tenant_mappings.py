@@ -196,6 +196,23 @@ def test_serve_refuses_to_start_when_a_tenants_set_became_invalid(two: tuple[Wor
 
 
 @pytest.mark.cluster
+def test_a_worker_refuses_to_start_when_a_tenants_set_became_invalid(pg_url: str, tmp_path: Path) -> None:
+    """As serve: a fleet worker checks every tenant's own set at start, not at 04:00."""
+    from engine.state import StateStore
+
+    b_set = _mapping_set(tmp_path / "b", PLZ)
+    with StateStore.open(pg_url, migrate=True) as store:
+        store.add_tenant("b", "ck_key", "cs_secret")
+        store.set_tenant_mappings("b", str(b_set), content_hash(b_set))
+    env = {"CASAVI_SYNC_STATE": pg_url, "CASAVI_SYNC_MAPPINGS": str(MAPPINGS_DIR)}
+    (b_set / "units.yaml").write_text("mapping: units\ntarget: units\n  rules: [\n", encoding="utf-8")
+    result = cli(env, "worker")
+    assert result.exit_code == 3, result.output
+    assert "the mapping set of tenant 'b' is invalid" in result.output
+    assert f"casavi-sync validate {b_set}" in result.output
+
+
+@pytest.mark.cluster
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_store_keeps_mapping_sets_on_both_backends(backend: str, request: pytest.FixtureRequest,
                                                        tmp_path: Path) -> None:

@@ -45,6 +45,21 @@ def schedule_options(func: F) -> F:
     return func
 
 
+def check_mapping_sets(ctx: OperatorContext, face: str) -> None:
+    """Fail at start, not at 04:00: every tenant's mapping set must load (serve and worker).
+
+    Tenants with a set of their own are named with the set's path and hash (event ``<face>.mappings``).
+    """
+    from engine.ops.mappings import check_all, short
+
+    for tenant, ref in check_all(ctx).items():
+        if ref.origin != "tenant":  # the deployment's set: nothing to tell per tenant
+            continue
+        ctx.console.info(f"tenant '{tenant}': mappings {ref.path} ({ref.origin}, {short(ref.content_hash)})",
+                         event=f"{face}.mappings", tenant=tenant, path=ref.path, origin=ref.origin,
+                         content_hash=ref.content_hash)
+
+
 def schedule_from_kwargs(kwargs: dict[str, Any]) -> Any:
     from engine.schedule import Schedule
 
@@ -88,14 +103,7 @@ def serve(parallel: int, tick_s: float, web_at: str | None, **kwargs: Any) -> No
     # As `status` and `run`: a mistyped --state is "no state file" (exit 3), not a new empty state
     # served with zero tenants forever.
     ctx.require_state()
-    from engine.ops.mappings import check_all, short
-
-    for tenant, ref in check_all(ctx).items():
-        if ref.origin != "tenant":  # the deployment's set: nothing to tell per tenant
-            continue
-        ctx.console.info(f"tenant '{tenant}': mappings {ref.path} ({ref.origin}, {short(ref.content_hash)})",
-                         event="serve.mappings", tenant=tenant, path=ref.path, origin=ref.origin,
-                         content_hash=ref.content_hash)
+    check_mapping_sets(ctx, "serve")
     server = Server(ctx.state_path, ServeOptions(schedule, parallel, tick_s), scheduled_runner(ctx), ctx.console)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -13,7 +13,7 @@ import click
 from engine.cli.base import main
 from engine.cli.context import EXIT_OK, OperatorContext, guard_options, handle_errors, operator_options
 from engine.cli.observe_cmd import alert_options, metrics_options, observability, observe_config
-from engine.cli.serve_cmd import schedule_from_kwargs, schedule_options
+from engine.cli.serve_cmd import check_mapping_sets, schedule_from_kwargs, schedule_options
 
 
 @main.command()
@@ -60,7 +60,8 @@ def worker(concurrency: int, stall_timeout_s: float, heartbeat_s: float, tick_s:
         raise click.BadParameter("keep the heartbeat below half of --stall-timeout", param_hint="--heartbeat")
     StateStore.open(ctx.state_path).close()  # refuses an unknown schema version, in one line
     ctx.connector_config()
-    ctx.mapping_set()  # fail at start, not at 04:00: the mappings must load (as serve checks)
+    ctx.mapping_set()  # the deployment's set, even with no tenant yet
+    check_mapping_sets(ctx, "worker")  # and every tenant's own set, as serve checks
     rt = Runtime(ctx=ctx, schedule=schedule, log=LockedLog(ctx.console), worker_name=worker_name(),
                  stall_timeout_s=stall_timeout_s)
     with observability(ctx, observe, schedule, loop_tick_s=heartbeat_s) as obs:
