@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -38,6 +37,7 @@ from jmespath import exceptions as jexc
 from jmespath import functions as jfunctions
 from jmespath.visitor import Options, TreeInterpreter
 
+from engine.codegen import build_function, unique_name
 from engine.errors import Diagnostic, RecordError, SpecError
 from engine.functions import REGISTRY, FunctionError, FunctionSpec
 from engine.jmes import FastParser
@@ -87,6 +87,8 @@ class Expr:
     namespace: Mapping[str, Any]
     path: tuple[str, ...] | None = None
     constant: bool = False
+    ast: Any = None  # the parsed expression (JMESPath AST dicts), for code generators
+
 
     def __call__(self, context: Any) -> Any:
         try:
@@ -184,7 +186,7 @@ def compile_expr(text: str) -> Expr:
     inline = compiler.src(ast)
     namespace = compiler.namespace
     root = build_function(inline, namespace)
-    return Expr(text, fn, root, inline, MappingProxyType(namespace), _dotted(ast), ast["type"] == "literal")
+    return Expr(text, fn, root, inline, MappingProxyType(namespace), _dotted(ast), ast["type"] == "literal", ast)
 
 
 def _check_functions(compiler: _Compiler, node: Any) -> None:
@@ -194,27 +196,6 @@ def _check_functions(compiler: _Compiler, node: Any) -> None:
         compiler.check_call(node)
     for child in node.get("children", ()):
         _check_functions(compiler, child)
-
-
-def build_function(body: str, namespace: Mapping[str, Any], prelude: str = "") -> Fn:
-    """``def f(v): get = v.get; return <body>`` compiled once, with the helpers in ``namespace``.
-
-    The generated text only ever contains names made here and ``repr`` of literal strings and
-    numbers, never a piece of a user's file, so it cannot run anything a mapping did not ask for.
-    """
-    code = f"def _generated(v):\n    get = v.get\n{prelude}    return {body}\n"
-    scope: dict[str, Any] = dict(namespace)
-    exec(compile(code, "<casavi-sync expression>", "exec"), scope)
-    fn: Fn = scope["_generated"]
-    return fn
-
-
-def unique_name(prefix: str = "_x") -> str:
-    """A helper name no other compiled expression uses (so namespaces can be merged)."""
-    return f"{prefix}{next(_NAMES)}"
-
-
-_NAMES = itertools.count()
 
 
 def _dotted(node: Node) -> tuple[str, ...] | None:
@@ -336,10 +317,11 @@ class _Compiler:
         if kind in ("and_expression", "or_expression"):
             left, right = (self.src(c) for c in node["children"])
             t = unique_name("_t")
-            falsey = f"((({t} := {left})) is None or {t} is False or {t} == '' or {t} == [] or {t} == {{}})"
+            # JMESPath falseness (see codegen.falsey), with the left side evaluated once into t
+            test = f"(not ({t} := {left}) and type({t}) is not int and type({t}) is not float)"
             if kind == "and_expression":
-                return f"({t} if {falsey} else {right})"
-            return f"({right} if {falsey} else {t})"
+                return f"({t} if {test} else {right})"
+            return f"({right} if {test} else {t})"
         if kind == "comparator" and node["value"] in ("eq", "ne"):
             left, right = (self.src(c) for c in node["children"])
             test = f"{self.helper(_equals)}({left}, {right})"

@@ -45,69 +45,16 @@ from engine.compile import (
     code_text,
 )
 from engine.errors import ConfigError, RecordError
-from engine.expr import Expr, build_function, describe_error, unique_name
+from engine.expr import Expr, describe_error
 from engine.functions import REFERENCE_ID, RUN_DATE
+from engine.mapresult import MappingStats, MapResult, MissKey, Output, new_output, singular
+from engine.rulegen import PayloadSource, identify_function, produce_function, proven_reference_id
 from engine.text import quote
 
 __all__ = ["MapResult", "MappingStats", "Output", "map_records", "singular"]
 
 Fn = Callable[[Any], Any]
 _MISS = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One casavi payload and where it came from."""
-
-    kind: str
-    ref_id: str
-    payload: dict[str, Any]
-    mapping: str
-    rule: str
-    source_resource: str
-    source_id: str
-    depends_on: tuple[tuple[str, str], ...]  # (target kind, reference id) of every referenced record
-    references_assumed: bool = False  # only with assume_references: a ref was derived, not looked up
-
-
-@dataclass(slots=True)
-class MappingStats:
-    read: int = 0          # source records seen (tombstones excluded), per rule
-    filtered_out: int = 0  # filter false, empty for_each, value map or ref with on_missing: skip
-    produced: int = 0      # payloads in the result
-    errors: int = 0        # per-record errors reported
-    dropped: int = 0       # left out by only_if_referenced_by (data protection)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"read": self.read, "filteredOut": self.filtered_out, "produced": self.produced,
-                "errors": self.errors, "dropped": self.dropped}
-
-
-# (mapping, rule, field path, code as text or None) of a value-map miss; see MapResult.misses
-MissKey = tuple[str, str, str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class MapResult:
-    outputs: dict[str, dict[str, Output]]  # target kind -> reference id -> Output
-    errors: list[RecordError]
-    stats: dict[str, MappingStats]  # mapping name -> counts
-    # Value-map misses: codes with no entry under ``values`` (those that fell back to ``default``
-    # included), counted per (mapping, rule, field path, code text). Filled only on the miss
-    # path, so the hot path pays nothing; engine.coverage reports them.
-    misses: Counter[MissKey] = field(default_factory=Counter)
-    # mapping -> SCALARA id -> reference id (rules without for_each; before data protection),
-    # and mapping -> SCALARA id -> reason for the records that failed. Explanations read these.
-    identities: dict[str, dict[Any, str]] = field(default_factory=dict)
-    failed: dict[str, dict[Any, str]] = field(default_factory=dict)
-
-
-def singular(resource: str) -> str:
-    """'properties' -> 'property', 'property-roles' -> 'property role' (for messages)."""
-    word = resource.replace("-", " ")
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    return word[:-1] if word.endswith("s") else word
 
 
 # --------------------------------------------------------------------------- signals
@@ -136,8 +83,8 @@ class _RefMissing(Exception):
 # --------------------------------------------------------------------------- the run
 
 
-# one (record, loop item) that got an identity: (rule, context, reference id, SCALARA id)
-_Item = tuple[RulePlan, dict[str, Any], str, str]
+# one (record, loop item) that got an identity: (context, reference id, SCALARA id)
+_Item = tuple[dict[str, Any], str, str]
 
 
 @dataclass
@@ -149,7 +96,7 @@ class _Run:
     indexes: dict[tuple[str, str, bool], dict[Any, Any]] = field(default_factory=dict)
     ids: dict[str, dict[Any, str]] = field(default_factory=dict)         # mapping -> sid -> ref id
     failed: dict[str, dict[Any, str]] = field(default_factory=dict)      # mapping -> sid -> reason
-    items: dict[str, list[_Item]] = field(default_factory=dict)
+    items: dict[str, dict[str, list[_Item]]] = field(default_factory=dict)  # mapping -> rule -> items
     attempted: dict[str, set[Any]] = field(default_factory=dict)         # mapping -> sids referred to
     assumed: set[tuple[str, str]] = field(default_factory=set)
     errors: dict[str, list[tuple[Any, RecordError]]] = field(default_factory=dict)
@@ -202,67 +149,88 @@ class _Run:
 
     # -- phase 1: identities
     def identify(self, plan: MappingPlan, seen: dict[str, tuple[str, Any, str]]) -> None:
+        """The identities of one mapping's records: a generated loop per rule (engine.rulegen)."""
         stats = self.stats[plan.name]
         ids = self.ids[plan.name]
-        items = self.items[plan.name]
         for rule in plan.rules:
+            items = self.items[plan.name].setdefault(rule.name, [])
             lookups = [(lk, self.index(lk)) for lk in rule.lookups]
-            flt = rule.filter.root if rule.filter is not None else None
-            loops = [(lp.name, lp.source) for lp in rule.for_each]
-            idfn = rule.id.root
             what = singular(rule.source)
             source = self.source(rule.source)
             stats.read += len(source)
             for _ in range(self.malformed.get(rule.source, 0)):
                 self.error(plan, rule, None, f"a {what} record without an id (or not an object) was left out",
                            code="no_id")
-            for rec in source:
-                sid = str(rec["id"])
-                try:
-                    ctx = self._context(rec, lookups, what) if lookups else rec
-                    if flt is not None:
-                        keep = flt(ctx)
-                        if keep is None or keep is False or keep == "" or keep == [] or keep == {}:
-                            stats.filtered_out += 1
-                            continue
-                    if loops:
-                        contexts = self._expand(ctx, loops)
-                        if not contexts:
-                            stats.filtered_out += 1
-                            continue
-                    else:
-                        contexts = [ctx]
-                except _Failure as exc:
-                    self.error(plan, rule, sid, exc.reason, code=exc.code, info=exc.info)
-                    continue
-                except Exception as exc:
-                    self.error(plan, rule, sid, f"{what} {sid}: {describe_error(exc)}")
-                    continue
-                for item_ctx in contexts:
-                    try:
-                        rid = idfn(item_ctx)
-                    except Exception as exc:
-                        self.error(plan, rule, sid, f"id: {describe_error(exc)} (in `{rule.id.source}`)",
-                                   field_name="id", code="bad_reference_id")
-                        continue
-                    if type(rid) is not str or not REFERENCE_ID.match(rid):
-                        self.error(plan, rule, sid, f"id: `{rule.id.source}` gave {quote(rid)}, not a casavi "
-                                   "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id",
-                                   code="bad_reference_id")
-                        continue
-                    other = seen.get(rid)
-                    if other is not None:
-                        if rule.merge is not None and other[2] == rule.name:
-                            items.append((rule, item_ctx, rid, sid))  # merged in the fields phase
-                            continue
-                        self.error(plan, rule, sid, f"same reference id as {singular(other[0])} {other[1]} "
-                                   f"('{rid}')", target_id=rid, code="duplicate_reference_id",
-                                   info={"other": other[1]})
-                        continue
-                    seen[rid] = (rule.source, sid, rule.name)
-                    if not rule.for_each:
-                        ids.setdefault(sid, rid)
-                    items.append((rule, item_ctx, rid, sid))
+
+            def slow_item(ctx: dict[str, Any], sid: str, rule: RulePlan = rule,
+                          items: list[_Item] = items) -> None:
+                self._identify_item(plan, rule, ctx, sid, seen, items)
+
+            def slow_record(rec: dict[str, Any], rule: RulePlan = rule, lookups: list[Any] = lookups,
+                            what: str = what, slow_item: Callable[[dict[str, Any], str], None] = slow_item) -> None:
+                self._identify_record(plan, rule, rec, lookups, what, slow_item)
+
+            check = None if proven_reference_id(rule.id) else REFERENCE_ID.match
+            fast = identify_function(rule, lookups, seen=seen, ids=ids, items=items, check_id=check,
+                                     slow_record=slow_record, slow_item=slow_item)
+            stats.filtered_out += fast(source)
+
+    def _identify_record(self, plan: MappingPlan, rule: RulePlan, rec: dict[str, Any],
+                         lookups: list[tuple[LookupPlan, dict[Any, Any]]], what: str,
+                         item: Callable[[dict[str, Any], str], None]) -> None:
+        """One record the generated loop could not finish, step by step, its problems reported."""
+        stats = self.stats[plan.name]
+        sid = str(rec["id"])
+        try:
+            ctx = self._context(rec, lookups, what) if lookups else rec
+            if rule.filter is not None:
+                keep = rule.filter.root(ctx)
+                if keep is None or keep is False or keep == "" or keep == [] or keep == {}:
+                    stats.filtered_out += 1
+                    return
+            if rule.for_each:
+                contexts = self._expand(ctx, [(lp.name, lp.source) for lp in rule.for_each])
+                if not contexts:
+                    stats.filtered_out += 1
+                    return
+            else:
+                contexts = [ctx]
+        except _Failure as exc:
+            self.error(plan, rule, sid, exc.reason, code=exc.code, info=exc.info)
+            return
+        except Exception as exc:
+            self.error(plan, rule, sid, f"{what} {sid}: {describe_error(exc)}")
+            return
+        for item_ctx in contexts:
+            item(item_ctx, sid)
+
+    def _identify_item(self, plan: MappingPlan, rule: RulePlan, ctx: dict[str, Any], sid: str,
+                       seen: dict[str, tuple[str, Any, str]], items: list[_Item]) -> None:
+        """The reference id of one (record, loop item), its problems reported."""
+        try:
+            rid = rule.id.root(ctx)
+        except Exception as exc:
+            self.error(plan, rule, sid, f"id: {describe_error(exc)} (in `{rule.id.source}`)",
+                       field_name="id", code="bad_reference_id")
+            return
+        if type(rid) is not str or not REFERENCE_ID.match(rid):
+            self.error(plan, rule, sid, f"id: `{rule.id.source}` gave {quote(rid)}, not a casavi "
+                       "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id",
+                       code="bad_reference_id")
+            return
+        other = seen.get(rid)
+        if other is not None:
+            if rule.merge is not None and other[2] == rule.name:
+                items.append((ctx, rid, sid))  # merged in the fields phase
+                return
+            self.error(plan, rule, sid, f"same reference id as {singular(other[0])} {other[1]} "
+                       f"('{rid}')", target_id=rid, code="duplicate_reference_id",
+                       info={"other": other[1]})
+            return
+        seen[rid] = (rule.source, sid, rule.name)
+        if not rule.for_each:
+            self.ids[plan.name].setdefault(sid, rid)
+        items.append((ctx, rid, sid))
 
     def _context(self, rec: dict[str, Any], lookups: list[tuple[LookupPlan, dict[Any, Any]]],
                  what: str) -> dict[str, Any]:
@@ -373,6 +341,7 @@ class _Run:
         return missing
 
     def produce(self, plan: MappingPlan) -> None:
+        """The payloads of one mapping's items: a generated loop per rule (engine.rulegen)."""
         stats = self.stats[plan.name]
         kind_spec = casavi_kinds().get(plan.target, {})
         required = tuple(n for n, spec in kind_spec.get("fields", {}).items()
@@ -380,69 +349,59 @@ class _Run:
         one_of = tuple(kind_spec.get("required_one_of") or ())
         out = self.outputs.setdefault(plan.target, {})
         kinds = {name: m.target for name, m in self.mset.mappings.items()}
-        per_rule: dict[str, tuple[Fn, list[tuple[str, Fn]], Fn | None]] = {}
+        any_assumed = self._any_assumed if self.assume_references else None
         for rule in plan.rules:
-            evs = self.evaluators(plan, rule.fields)
-            per_rule[rule.name] = (self._builder(plan, rule), evs,
-                                   _deps_function(_ref_paths(rule.fields, (), kinds)))
-        check_assumed = self.assume_references
-        for rule, ctx, ref_id, sid in self.items[plan.name]:
-            build, evs, deps_of = per_rule[rule.name]
-            try:
-                payload = build(ctx)
-            except _Skip:
-                stats.filtered_out += 1
-                if not rule.for_each:
-                    self.ids[plan.name].pop(sid, None)
+            items = self.items[plan.name].get(rule.name)
+            if not items:
                 continue
-            except Exception:
+            evs = self.evaluators(plan, rule.fields)
+
+            def fail(ctx: Any, rid: str, sid: str, exc: BaseException, rule: RulePlan = rule,
+                     evs: list[tuple[str, Fn]] = evs) -> None:
+                if isinstance(exc, _Skip):
+                    stats.filtered_out += 1
+                    if not rule.for_each:
+                        self.ids[plan.name].pop(sid, None)
+                    return
                 name, exc = _locate(evs, ctx)
                 reason, code, info = self._reason(rule, sid, name, exc)
-                self.error(plan, rule, sid, reason, target_id=ref_id, field_name=name, code=code, info=info)
-                continue
-            if required or one_of:
+                self.error(plan, rule, sid, reason, target_id=rid, field_name=name, code=code, info=info)
+
+            def fail_required(payload: dict[str, Any], rid: str, sid: str, rule: RulePlan = rule) -> None:
                 problem = _missing_required(payload, required, one_of)
                 if problem is not None:
-                    self.error(plan, rule, sid, problem[1], target_id=ref_id, field_name=problem[0],
+                    self.error(plan, rule, sid, problem[1], target_id=rid, field_name=problem[0],
                                code="required_empty")
-                    continue
-            deps: tuple[tuple[str, str], ...] = deps_of(payload) if deps_of is not None else ()
-            assumed = check_assumed and any(d in self.assumed for d in deps)
-            first = out.get(ref_id)
-            if first is not None and rule.merge is not None and first.rule == rule.name:
-                out[ref_id] = _merged(first, payload, deps, rule.merge)
-                continue
-            out[ref_id] = Output(plan.target, ref_id, payload, plan.name, rule.name, rule.source, sid, deps, assumed)
-            stats.produced += 1
 
-    def _builder(self, plan: MappingPlan, rule: RulePlan) -> Fn:
-        """One generated function per rule that returns the whole payload as a dict display.
+            source = PayloadSource(self._ref_parts, self._value_map_parts, self._evaluator_at, kinds,
+                                   (plan.name, rule.name), frozenset((*required, *one_of)))
+            fast = produce_function(plan, rule, source, required=required, one_of=one_of, out=out,
+                                    make=new_output, fail=fail, fail_required=fail_required,
+                                    merged=_merged if rule.merge is not None else None,
+                                    any_assumed=any_assumed)
+            stats.produced += fast(items)
 
-        Plain expressions are inlined (``get('number')``, ``join_nonempty(' ', [get('a'), ...])``),
-        nested objects become nested dict displays, and refs and value maps call their closures:
-        one Python call per record instead of one per field.
-        """
-        namespace: dict[str, Any] = {}
-        body = self._dict_source(plan, rule, rule.fields, namespace, "")
-        return build_function(body, namespace)
+    def _any_assumed(self, deps: tuple[tuple[str, str], ...]) -> bool:
+        assumed = self.assumed
+        return any(d in assumed for d in deps)
 
-    def _dict_source(self, plan: MappingPlan, rule: RulePlan, fields: tuple[FieldPlan, ...],
-                     ns: dict[str, Any], prefix: str) -> str:
-        parts = []
-        for f in fields:
-            if isinstance(f, ExprField):
-                ns.update(f.expr.namespace)
-                src = f.expr.inline
-            elif isinstance(f, ObjectField):
-                src = self._dict_source(plan, rule, f.fields, ns, f"{prefix}{f.name}.")
-            elif isinstance(f, ConstField) and (f.value is None or isinstance(f.value, bool | int | str)):
-                src = repr(f.value)
-            else:
-                name = unique_name("_f")
-                ns[name] = self._evaluator(plan, f, (plan.name, rule.name, prefix + f.name))
-                src = f"{name}(v)"
-            parts.append(f"{f.name!r}: {src}")
-        return "{" + ", ".join(parts) + "}"
+    def _evaluator_at(self, f: FieldPlan, where: tuple[str, str, str]) -> Fn:
+        return self._evaluator(self._plan_of(where[0]), f, where)
+
+    def _plan_of(self, name: str) -> MappingPlan:
+        return self.mset.mappings[name]
+
+    def _ref_parts(self, f: RefField) -> tuple[Mapping[str, str], set[Any] | None, Fn]:
+        """What a generated ref needs: the id table, the set noting attempts, the missing path."""
+        return self.ids[f.mapping], self.attempted.get(f.mapping), self._ref_missing(f)
+
+    def _value_map_parts(self, f: ValueMapField, where: tuple[str, str, str]
+                         ) -> tuple[Mapping[str, Any], Callable[[Any, Any], Any]] | None:
+        """Table and miss path of a value map that can be inlined (literal, immutable values)."""
+        table = f.values
+        if any(isinstance(v, Expr | dict | list) for v in table.values()):
+            return None
+        return table, _value_map_miss(f, self.misses, where)
 
     def _reason(self, rule: RulePlan, sid: str, name: str, exc: BaseException) -> tuple[str, str, dict[str, Any]]:
         """The reason of a failed field, and its problem code and facts for the customer's notice."""
@@ -488,14 +447,10 @@ class _Run:
         self.errors[plan.name] = kept
 
 
-def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
-               where: tuple[str, str, str] | None = None) -> Fn:
-    """The closure of a value map. Misses are counted into ``misses`` (the slow path only)."""
-    code_fn = f.code.root
-    table = f.values
-    has_exprs = any(isinstance(v, Expr) for v in table.values()) or isinstance(f.default, Expr)
-    mutable = any(isinstance(v, dict | list) for v in (*table.values(), f.default))
-    allowed = ", ".join(table)
+def _value_map_miss(f: ValueMapField, misses: Counter[MissKey] | None = None,
+                    where: tuple[str, str, str] | None = None) -> Callable[[Any, Any], Any]:
+    """``miss(ctx, code)``: a code without an entry; counted into ``misses`` if given."""
+    allowed = ", ".join(f.values)
 
     def miss(ctx: Any, code: Any) -> Any:
         if misses is not None and where is not None:
@@ -507,13 +462,15 @@ def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
             raise _Skip
         raise _Failure(f"unknown code {quote(code)} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
                        value=code if code is None or type(code) is str else code_text(code))
+    return miss
 
-    if not has_exprs and not mutable:
-        def simple(ctx: Any) -> Any:
-            code = code_fn(ctx)
-            value = table.get(code if type(code) is str else code_text(code), _MISS)  # type: ignore[arg-type]
-            return miss(ctx, code) if value is _MISS else value
-        return simple
+
+def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
+               where: tuple[str, str, str] | None = None) -> Fn:
+    """The closure of a value map. Misses are counted into ``misses`` (the slow path only)."""
+    code_fn = f.code.root
+    table = f.values
+    miss = _value_map_miss(f, misses, where)
 
     def general(ctx: Any) -> Any:
         code = code_fn(ctx)
@@ -524,30 +481,6 @@ def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
             return value.root(ctx)
         return copy.deepcopy(value)
     return general
-
-
-def _ref_paths(fields: tuple[FieldPlan, ...], prefix: tuple[str, ...],
-               kinds: Mapping[str, str]) -> list[tuple[tuple[str, ...], str]]:
-    out: list[tuple[tuple[str, ...], str]] = []
-    for f in fields:
-        if isinstance(f, RefField):
-            out.append(((*prefix, f.name), kinds[f.mapping]))
-        elif isinstance(f, ObjectField):
-            out.extend(_ref_paths(f.fields, (*prefix, f.name), kinds))
-    return out
-
-
-def _deps_function(ref_paths: list[tuple[tuple[str, ...], str]]) -> Fn | None:
-    """payload -> ((kind, reference id), ...) of its non-null refs, generated once per rule."""
-    if not ref_paths:
-        return None
-    namespace: dict[str, Any] = {"read_path": read_path}
-    pairs = []
-    for path, kind in ref_paths:
-        value = f"get({path[0]!r})" if len(path) == 1 else f"read_path(v, {path!r})"
-        pairs.append(f"({kind!r}, {value})")
-    body = f"tuple([pair for pair in ({', '.join(pairs)},) if pair[1] is not None])"
-    return build_function(body, namespace)
 
 
 def read_path(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -630,7 +563,7 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
     run = _Run(mset, records, assume_references)
     order = [name for name in mset.order if name in needed]
     for name in order:
-        run.ids[name], run.failed[name], run.items[name] = {}, {}, []
+        run.ids[name], run.failed[name], run.items[name] = {}, {}, {}
         run.stats[name] = MappingStats()
     for name in order:
         for other in mset.mappings[name].only_if_referenced_by:

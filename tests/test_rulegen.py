@@ -1,0 +1,112 @@
+"""The generated per-rule loops (engine.rulegen): no code injection, and the slow paths still report.
+
+The interpreter writes Python source per rule. Field names, loop and lookup names and constants
+come from a mapping file, so a hostile one must end up as data, never as code; and the records
+the fast path hands back to the generic code (bad ids, duplicates, required lookups without a
+match, for_each over a non-list) must be reported exactly as before.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from engine.compile import compile_mappings
+from engine.expr import compile_expr
+from engine.interpret import map_records
+from engine.rulegen import proven_reference_id
+
+EVIL = "x': __import__('builtins').setattr(__import__('builtins'), 'PWNED', 1), 'y"
+EVIL2 = 'x": __import__("builtins").setattr(__import__("builtins"), "PWNED", 2), "y'
+EVIL3 = "a\n    __import__('builtins').setattr(__import__('builtins'), 'PWNED', 3)\n#"
+
+
+def _spec(rules: list[dict[str, Any]], target: str = "contracts") -> dict[str, Any]:
+    return {"mapping": "m", "target": target, "rules": rules}
+
+
+def test_hostile_field_names_constants_and_loop_names_stay_data() -> None:
+    spec = _spec([{
+        "name": EVIL, "source": "ownerships",
+        "lookups": {EVIL2: {"resource": "units", "key": "unitId", "many": True}},
+        "for_each": [{"name": EVIL3, "in": "owners"}],
+        "id": "ref_id('own', id)",
+        "fields": {EVIL: {"const": EVIL2}, EVIL2: {"const": EVIL3}, EVIL3: {"object": {EVIL: {"const": EVIL}}},
+                   "type": {"const": "OWNER"}, "contactId": {"const": "c"}, "unitId": {"const": "u"},
+                   "startDate": {"const": "2020-01-01"},
+                   "code": {"map": "kind", "values": {EVIL: EVIL2}, "default": EVIL3}},
+    }])
+    records = {"ownerships": [{"id": "o1", "owners": ["a"], "unitId": "u1", "kind": EVIL}],
+               "units": [{"id": "u1"}]}
+    result = map_records(compile_mappings({"m": spec}), records)
+    assert not hasattr(builtins, "PWNED")
+    payload = result.outputs["contracts"]["own-o1"].payload
+    assert payload[EVIL] == EVIL2 and payload[EVIL2] == EVIL3 and payload[EVIL3] == {EVIL: EVIL}
+    assert payload["code"] == EVIL2
+    assert result.outputs["contracts"]["own-o1"].rule == EVIL
+
+
+def test_hostile_string_literals_in_expressions_stay_data() -> None:
+    literal = "__import__(\"builtins\").setattr(__import__(\"builtins\"), \"PWNED\", 4)"
+    spec = _spec([{"name": "p", "source": "properties", "id": "ref_id('p', id)",
+                   "filter": f"name != '{literal}'",
+                   "fields": {"name": f"join_nonempty(' ', ['{literal}', name])"}}], target="properties")
+    result = map_records(compile_mappings({"m": spec}), {"properties": [{"id": "1", "name": "n"}]})
+    assert result.outputs["properties"]["p-1"].payload == {"name": f"{literal} n"}
+    assert not hasattr(builtins, "PWNED")
+
+
+def test_reference_ids_are_proven_only_for_a_literal_short_prefix() -> None:
+    assert proven_reference_id(compile_expr("ref_id('own', id, owner)"))
+    assert not proven_reference_id(compile_expr("ref_id(kind, id)"))
+    assert not proven_reference_id(compile_expr("ref_id('bad prefix', id)"))
+    assert not proven_reference_id(compile_expr(f"ref_id('{'p' * 32}', id)"))
+    assert not proven_reference_id(compile_expr("id"))
+
+
+def test_the_slow_paths_report_what_the_fast_path_hands_back() -> None:
+    units = _spec([{
+        "name": "u", "source": "units",
+        "lookups": {"building": {"resource": "buildings", "key": "buildingId", "required": True}},
+        "id": "id",   # not proven: checked against casavi's id syntax
+        "fields": {"propertyId": {"const": "p"}, "name": "number", "address": "building.street"},
+    }], target="units")
+    records = {
+        "units": [{"id": "u1", "buildingId": "b1", "number": "1"},
+                  {"id": "u2", "buildingId": "b9", "number": "2"},              # required lookup: no match
+                  {"id": "u3", "buildingId": ["b1"], "number": "3"},            # unhashable key: no match
+                  {"id": "bad id", "buildingId": "b1", "number": "4"},          # not a reference id
+                  {"id": "u5", "buildingId": "b1", "number": None}],            # required field empty
+        "buildings": [{"id": "b1", "street": "Am Markt"}],
+    }
+    result = map_records(compile_mappings({"m": units}), records)
+    assert list(result.outputs["units"]) == ["u1"]
+    assert result.outputs["units"]["u1"].payload == {"propertyId": "p", "name": "1", "address": "Am Markt"}
+    reasons = {e.source_id: (e.field, e.details["code"]) for e in result.errors}
+    assert reasons == {"u2": (None, "lookup_missing"), "u3": (None, "lookup_missing"),
+                       "bad id": ("id", "bad_reference_id"), "u5": ("name", "required_empty")}
+
+
+def test_for_each_duplicates_and_failures_in_the_generated_loop() -> None:
+    spec = _spec([{
+        "name": "c", "source": "usages", "filter": "type == 'RENTAL'",
+        "for_each": [{"name": "unit", "in": "unitIds"}, {"name": "tenant", "in": "tenants"}],
+        "id": "ref_id('rent', id, unit, tenant)",
+        "fields": {"type": {"const": "RENTER"}, "contactId": "tenant", "unitId": "unit", "startDate": "start"},
+    }])
+    records = {"usages": [
+        {"id": "a", "type": "RENTAL", "unitIds": ["u1", "u2"], "tenants": ["t1", "t1"], "start": "2020-01-01"},
+        {"id": "b", "type": "RENTAL", "unitIds": ["u1"], "tenants": "t1", "start": "2020-01-01"},     # not a list
+        {"id": "c", "type": "RENTAL", "unitIds": ["u1"], "tenants": [None], "start": "2020-01-01"},   # null part
+        {"id": "d", "type": "VACANCY", "unitIds": ["u1"], "tenants": ["t1"], "start": "2020-01-01"},  # filtered
+        {"id": "e", "type": "RENTAL", "unitIds": [], "tenants": ["t1"], "start": "2020-01-01"},       # empty
+        {"id": "f", "type": "RENTAL", "unitIds": ["u1"], "tenants": None, "start": "2020-01-01"},     # null list
+        {"id": "g", "type": "RENTAL", "unitIds": ["u1"], "tenants": ["t2"], "start": None},           # required
+    ]}
+    result = map_records(compile_mappings({"m": spec}), records)
+    assert len(result.outputs["contracts"]) == 2
+    assert {o.payload["unitId"] for o in result.outputs["contracts"].values()} == {"u1", "u2"}
+    codes = sorted((e.source_id, e.details["code"]) for e in result.errors)
+    assert codes == [("a", "duplicate_reference_id"), ("a", "duplicate_reference_id"), ("b", "record_failed"),
+                     ("c", "bad_reference_id"), ("g", "required_empty")]
+    assert result.stats["m"].filtered_out == 3
