@@ -86,6 +86,23 @@ class SpecError(CasaviSyncError):
         super().__init__(text)
 
 
+class ExpressionError(SpecError):
+    """An expression does not parse, or calls an unknown function or with the wrong arity.
+
+    ``offset`` is the 0-based position inside the expression text (None if unknown), so that a
+    caller knowing where the expression sits in a file can point at the exact column.
+    """
+
+    def __init__(self, source: str, message: str, offset: int | None = None, hint: str | None = None):
+        self.source = source
+        self.reason = message
+        self.offset = offset
+        self.hint = hint
+        col = offset + 1 if offset is not None else 0
+        super().__init__([Diagnostic(file="<expression>", line=1 if col else 0, col=col,
+                                     message=message, hint=hint, code="expression")])
+
+
 class OperatorError(CasaviSyncError):
     """The operator must act; the run is aborted."""
 

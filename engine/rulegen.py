@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.codegen import build, falsey, unique_name
+from engine.closures import Compiler
+from engine.codegen import InlineSource, build, falsey, has_plain_call, unique_name
 from engine.compile import (
     ConstField,
     ExprField,
@@ -89,6 +90,7 @@ class PayloadSource:
     ns: dict[str, Any] = field(default_factory=dict)
     refs: list[tuple[str, str, bool]] = field(default_factory=list)
     tops: dict[str, str] = field(default_factory=dict)
+    shared: dict[str, str] = field(default_factory=dict)  # common calls, see codegen.InlineSource
 
     def helper(self, value: Any, prefix: str = "_h") -> str:
         name = unique_name(prefix)
@@ -108,6 +110,8 @@ class PayloadSource:
 
     def field_source(self, f: FieldPlan, prefix: str) -> str:
         if isinstance(f, ExprField):
+            if has_plain_call(f.expr.ast):  # regenerated, sharing calls with the other fields
+                return InlineSource(Compiler(f.expr.source), self.ns, self.shared).src(f.expr.ast)
             self.ns.update(f.expr.namespace)
             return f.expr.inline
         if isinstance(f, ObjectField):

@@ -9,10 +9,15 @@ match, for_each over a non-list) must be reported exactly as before.
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import gc
 from typing import Any
+
+import pytest
 
 from engine.compile import compile_mappings
 from engine.expr import compile_expr
+from engine.functions import REGISTRY
 from engine.interpret import map_records
 from engine.rulegen import proven_reference_id
 
@@ -110,3 +115,60 @@ def test_for_each_duplicates_and_failures_in_the_generated_loop() -> None:
     assert codes == [("a", "duplicate_reference_id"), ("a", "duplicate_reference_id"), ("b", "record_failed"),
                      ("c", "bad_reference_id"), ("g", "required_empty")]
     assert result.stats["m"].filtered_out == 3
+
+
+def _contacts(fields: dict[str, Any]) -> dict[str, Any]:
+    return _spec([{"name": "c", "source": "contacts", "id": "ref_id('c', id)", "fields": fields}], target="contacts")
+
+
+def test_a_call_shared_by_fields_runs_once_per_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    spec = REGISTRY["valid_email"]
+    assert spec.impl is not None
+    impl = spec.impl
+
+    def counting(value: Any) -> Any:
+        calls.append(value)
+        return impl(value)
+
+    monkeypatch.setitem(REGISTRY, "valid_email", dataclasses.replace(spec, impl=counting))
+    mset = compile_mappings({"m": _contacts({
+        "lastName": "name", "email": "valid_email(email)",
+        "way": "valid_email(email) && 'ONLINE' || 'POSTAL'",
+        "late": "flag && valid_email(other)", "other": "valid_email(other)"})})
+    records = {"contacts": [{"id": "1", "name": "A", "email": "a@example.org", "other": "o@example.org"},
+                            {"id": "2", "name": "B", "email": "kaputt", "flag": True, "other": "p@example.org"}]}
+    result = map_records(mset, records)
+    assert result.outputs["contacts"]["c-1"].payload == {
+        "lastName": "A", "email": "a@example.org", "way": "ONLINE", "late": None, "other": "o@example.org"}
+    assert result.outputs["contacts"]["c-2"].payload == {
+        "lastName": "B", "email": None, "way": "POSTAL", "late": "p@example.org", "other": "p@example.org"}
+    # email: once per record; other: computed in 'late' only where flag is set (a conditional
+    # call is never shared), so 'other' computes it itself: 1 + 2 calls
+    assert calls.count("a@example.org") == 1 and calls.count("kaputt") == 1
+    assert calls.count("o@example.org") == 1 and calls.count("p@example.org") == 2
+
+
+def test_a_shared_call_that_fails_fails_in_the_first_field_using_it() -> None:
+    mset = compile_mappings({"m": _contacts({"lastName": "name", "a": "ref_id('x', code)", "b": "ref_id('x', code)"})})
+    result = map_records(mset, {"contacts": [{"id": "1", "name": "A", "code": None}]})
+    (err,) = result.errors
+    assert err.field == "a" and "a part is empty" in err.reason
+
+
+def test_a_run_leaves_no_cyclic_garbage() -> None:
+    # the generated functions and the error path must not tie the run into reference cycles
+    # (the collector is off during a run; whatever it builds must be freed by reference counts)
+    mset = compile_mappings({"m": _contacts({"lastName": "name", "a": "ref_id('x', code)"})})
+    records = {"contacts": [{"id": "1", "name": "A", "code": None}, {"id": "2", "name": "B", "code": "c"}]}
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        result = map_records(mset, records)
+        assert len(result.errors) == 1
+        del result
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
