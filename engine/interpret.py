@@ -46,12 +46,22 @@ from engine.compile import (
 )
 from engine.errors import ConfigError, RecordError
 from engine.expr import Expr, describe_error
-from engine.functions import REFERENCE_ID, RUN_DATE
+from engine.functions import HORIZON, REFERENCE_ID, RUN_DATE
 from engine.mapresult import MappingStats, MapResult, MissKey, Output, new_output, singular
+from engine.mapscope import (
+    Dep,
+    Horizon,
+    Scope,
+    field_evaluators,
+    lookup_rows,
+    note_results,
+    payload_deps,
+    ref_paths,
+)
 from engine.rulegen import PayloadSource, identify_function, produce_function, proven_reference_id
 from engine.text import quote
 
-__all__ = ["MapResult", "MappingStats", "Output", "map_records", "singular"]
+__all__ = ["MapResult", "MappingStats", "Output", "Scope", "map_records", "singular"]
 
 Fn = Callable[[Any], Any]
 _MISS = object()
@@ -104,6 +114,17 @@ class _Run:
     stats: dict[str, MappingStats] = field(default_factory=dict)
     malformed: dict[str, int] = field(default_factory=dict)  # resource -> records without an id
     misses: Counter[MissKey] = field(default_factory=Counter)
+    scope: Scope | None = None      # mapping part of a tenant (engine.mapscope): the slow paths note reads
+    cur: set[Dep] | None = None     # with a scope: the deps of the record being mapped
+    horizon: Horizon | None = None
+
+    def enter(self, resource: str, sid: str) -> None:
+        """With a scope: what follows is read for this source record."""
+        assert self.scope is not None
+        key = (resource, sid)
+        self.cur = self.scope.deps.setdefault(key, set())
+        if self.horizon is not None:
+            self.horizon.key = key
 
     # -- inputs
     def source(self, resource: str) -> list[dict[str, Any]]:
@@ -125,7 +146,9 @@ class _Run:
         if idx is None:
             idx = {}
             match = lookup.match
-            for rec in self.source(lookup.resource):
+            given = self.scope.lookups if self.scope is not None else None
+            rows = lookup_rows(given.get(lookup.resource) or ()) if given is not None else self.source(lookup.resource)
+            for rec in rows:
                 value = rec.get(match)
                 if not isinstance(value, str | int | float | bool):
                     continue
@@ -170,6 +193,11 @@ class _Run:
                             what: str = what, slow_item: Callable[[dict[str, Any], str], None] = slow_item) -> None:
                 self._identify_record(plan, rule, rec, lookups, what, slow_item)
 
+            if self.scope is not None:  # the generic path, noting what each record reads
+                for rec in source:
+                    self.enter(rule.source, str(rec["id"]))
+                    slow_record(rec)
+                continue
             check = None if proven_reference_id(rule.id) else REFERENCE_ID.match
             fast = identify_function(rule, lookups, seen=seen, ids=ids, items=items, check_id=check,
                                      slow_record=slow_record, slow_item=slow_item)
@@ -218,6 +246,8 @@ class _Run:
                        "reference id (1 to 64 of A-Z a-z 0-9 . _ -)", field_name="id",
                        code="bad_reference_id")
             return
+        if self.cur is not None:
+            self.cur.add(("o", plan.target, rid))
         other = seen.get(rid)
         if other is not None:
             if rule.merge is not None and other[2] == rule.name:
@@ -237,6 +267,8 @@ class _Run:
         ctx = dict(rec)
         for lk, idx in lookups:
             key = lk.key.root(ctx)
+            if self.cur is not None and isinstance(key, str | int | float | bool):
+                self.cur.add(("l", lk.resource, lk.match, key))
             try:
                 hit = idx.get(key) if key is not None else None
             except TypeError:  # an unhashable key (list, object) matches nothing
@@ -297,6 +329,20 @@ class _Run:
         src = f.source.root
         attempted = self.attempted.get(f.mapping)
         missing = self._ref_missing(f)
+
+        if self.scope is not None:
+            run, name = self, f.mapping
+
+            def ref_tracked(ctx: Any) -> Any:
+                sid = src(ctx)
+                key = sid if type(sid) is str else None if sid is None else code_text(sid)
+                if key is not None and run.cur is not None:
+                    run.cur.add(("r", name, key))
+                if attempted is not None and type(sid) is str:
+                    attempted.add(sid)
+                rid = table.get(sid) if type(sid) is str else None
+                return rid if rid is not None else missing(sid)
+            return ref_tracked
 
         if attempted is None:
             def ref(ctx: Any) -> Any:
@@ -373,6 +419,10 @@ class _Run:
                     self.error(plan, rule, sid, problem[1], target_id=rid, field_name=problem[0],
                                code="required_empty")
 
+            if self.scope is not None:
+                stats.produced += self._produce_scoped(plan, rule, items, out, fail, fail_required,
+                                                       (required, one_of), kinds)
+                continue
             source = PayloadSource(self._ref_parts, self._value_map_parts, self._evaluator_at, kinds,
                                    (plan.name, rule.name), frozenset((*required, *one_of)))
             fast = produce_function(plan, rule, source, required=required, one_of=one_of, out=out,
@@ -380,6 +430,33 @@ class _Run:
                                     merged=_merged if rule.merge is not None else None,
                                     any_assumed=any_assumed)
             stats.produced += fast(items)
+
+    def _produce_scoped(self, plan: MappingPlan, rule: RulePlan, items: list[_Item], out: dict[str, Output],
+                        fail: Callable[..., None], fail_required: Callable[..., None],
+                        checks: tuple[tuple[str, ...], tuple[str, ...]], kinds: Mapping[str, str]) -> int:
+        """The generic produce loop (what the generated one does), noting what each item reads."""
+        evs = field_evaluators(plan, rule, rule.fields, "", self._evaluator)
+        paths = ref_paths(rule.fields, (), kinds)
+        n = 0
+        for ctx, rid, sid in items:
+            self.enter(rule.source, sid)
+            try:
+                payload = {name: fn(ctx) for name, fn in evs}
+            except Exception as exc:
+                fail(ctx, rid, sid, exc)
+                continue
+            if (checks[0] or checks[1]) and _missing_required(payload, *checks) is not None:
+                fail_required(payload, rid, sid)
+                continue
+            deps = payload_deps(payload, paths)
+            first = out.get(rid)
+            if rule.merge is not None and first is not None and first.rule == rule.name:
+                out[rid] = _merged(first, payload, deps, rule.merge)
+                continue
+            assumed = self.assume_references and self._any_assumed(deps)
+            out[rid] = new_output(plan.target, rid, payload, plan.name, rule.name, rule.source, sid, deps, assumed)
+            n += 1
+        return n
 
     def _any_assumed(self, deps: tuple[tuple[str, str], ...]) -> bool:
         assumed = self.assumed
@@ -432,6 +509,10 @@ class _Run:
                 for kind, rid in output.depends_on:
                     if kind == plan.target:
                         referenced.add(rid)
+        if self.scope is not None:  # records not mapped this time refer to these
+            referenced.update(self.scope.referenced.get(plan.name, ()))
+            if plan.name in self.attempted:
+                self.attempted[plan.name].update(self.scope.attempted.get(plan.name, ()))
         out = self.outputs.get(plan.target, {})
         for rid in [rid for rid in out if rid not in referenced]:
             del out[rid]
@@ -538,29 +619,39 @@ def _needed(mset: MappingSet, only: Collection[str] | None) -> set[str]:
 
 def map_records(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], *,
                 run_date: dt.date | None = None, only: Collection[str] | None = None,
-                assume_references: bool = False, data_protection: bool = True) -> MapResult:
+                assume_references: bool = False, data_protection: bool = True,
+                scope: Scope | None = None) -> MapResult:
     """Map SCALARA records (resource -> records) to casavi payloads, as the mappings say.
 
     ``only`` limits the result to those mappings (the ones they need are computed, not returned).
     ``assume_references`` (for previews): a ref into a mapping whose source resource is absent
     from ``records`` derives the id from that rule's id expression on ``{"id": <SCALARA id>}``.
     ``data_protection=False`` keeps records that ``only_if_referenced_by`` would drop (previews).
+    ``scope`` (engine.mapscope): ``records`` are part of a tenant, the rest is supplied; what each
+    mapped record read is noted in it.
     """
     unknown = [name for name in (only or ()) if name not in mset.mappings]
     if unknown:
         raise ConfigError(f"unknown mapping(s): {', '.join(unknown)}; known: {', '.join(mset.order)}")
     token = RUN_DATE.set(run_date)
+    horizon = horizon_token = None
+    if scope is not None:
+        horizon = Horizon(HORIZON.get(), scope.until)
+        horizon_token = HORIZON.set(horizon)  # type: ignore[arg-type]  # list-like: [0] get and set
     # Everything a run builds is acyclic (dicts, lists, strings), so reference counting frees it;
     # the cyclic collector would only re-scan the input records again and again (a third of the
     # run time at 100,000 records). It is switched off for the run and restored after.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _map(mset, records, _needed(mset, only), only, assume_references, data_protection)
+        return _map(mset, records, _needed(mset, only), only, assume_references, data_protection, scope,
+                    horizon)
     finally:
         if collecting:
             _resume_collector()
         RUN_DATE.reset(token)
+        if horizon_token is not None:
+            HORIZON.reset(horizon_token)
 
 
 def _resume_collector() -> None:
@@ -579,11 +670,15 @@ def _resume_collector() -> None:
 
 
 def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], needed: set[str],
-         only: Collection[str] | None, assume_references: bool, data_protection: bool) -> MapResult:
-    run = _Run(mset, records, assume_references)
+         only: Collection[str] | None, assume_references: bool, data_protection: bool,
+         scope: Scope | None = None, horizon: Horizon | None = None) -> MapResult:
+    run = _Run(mset, records, assume_references, scope=scope, horizon=horizon)
     order = [name for name in mset.order if name in needed]
     for name in order:
         run.ids[name], run.failed[name], run.items[name] = {}, {}, {}
+        if scope is not None:
+            run.ids[name].update(scope.ids.get(name, {}))
+            run.failed[name].update(scope.failed.get(name, {}))
         run.stats[name] = MappingStats()
     for name in order:
         for other in mset.mappings[name].only_if_referenced_by:
@@ -599,6 +694,8 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
         for name in reversed(order):
             if mset.mappings[name].only_if_referenced_by:
                 run.protect(mset.mappings[name])
+    if scope is not None:
+        note_results(mset, order, scope, run.ids, run.failed, run.errors, run.outputs)
     wanted = set(only) if only is not None else needed
     outputs: dict[str, dict[str, Output]] = {}
     errors: list[RecordError] = []
