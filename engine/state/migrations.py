@@ -283,7 +283,42 @@ V6 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6)
+V7 = Migration(
+    "what each mapped SCALARA record read and produced (targeted re-mapping on incremental days)",
+    (
+        # One row per (record, dependency): lookup keys read, refs read, reference ids claimed, its
+        # identity, what its outputs refer to, a mapping error; for lookup resources also the
+        # match values the record has. ``detail``: a failure reason (identity "failed"), else NULL.
+        # See engine/state/deps.py and engine/sync/targeted.py.
+        """CREATE TABLE source_deps (
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            resource TEXT NOT NULL,
+            id TEXT NOT NULL,
+            dep TEXT NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (tenant, resource, id, dep)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX source_deps_by_dep ON source_deps (tenant, dep)",
+        # The first date (as a day number) on which a date function could map the record differently.
+        """CREATE TABLE source_until (
+            tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+            resource TEXT NOT NULL,
+            id TEXT NOT NULL,
+            until INTEGER NOT NULL,
+            PRIMARY KEY (tenant, resource, id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX source_until_by_day ON source_until (tenant, until)",
+        # The dependency rows are complete for the snapshot as mapped by this mapping set.
+        """CREATE TABLE source_deps_meta (
+            tenant TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+            mapping_hash TEXT NOT NULL
+        )""",
+        # the records a set of SCALARA records made (a targeted day loads only those)
+        "CREATE INDEX records_by_source ON records (tenant, source_resource, source_id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6, V7)
 LATEST_VERSION = len(MIGRATIONS)
 
 

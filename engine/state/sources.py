@@ -187,3 +187,4 @@ class SourcesMixin(StoreBase):
         with self._write() as db:
             db.execute("DELETE FROM source_records WHERE tenant = ?", (tenant,))
             db.execute("DELETE FROM source_cursors WHERE tenant = ?", (tenant,))
+            db.execute("DELETE FROM source_deps_meta WHERE tenant = ?", (tenant,))

@@ -20,6 +20,7 @@ from engine.state import pg
 from engine.state.base import Clock, utc_now
 from engine.state.console import ConsoleMixin
 from engine.state.db import connect, tight_umask, tighten_mode, translate_errors
+from engine.state.deps import DepsMixin
 from engine.state.failures import FailuresMixin
 from engine.state.locks import LocksMixin, _Lock
 from engine.state.mapsets import MappingSetsMixin
@@ -33,7 +34,7 @@ from engine.state.tenants import TenantsMixin
 
 
 class StateStore(TenantsMixin, RecordsMixin, RunsMixin, LocksMixin, SecretsMixin, SourcesMixin, ConsoleMixin,
-                 MappingSetsMixin, FailuresMixin):
+                 MappingSetsMixin, FailuresMixin, DepsMixin):
     """Tenants, connections, per-record sync state, run history and locks in one SQLite file."""
 
     def __init__(self, db: Conn, path: Path | str, clock: Clock, box: SecretBox | None = None) -> None:
