@@ -85,6 +85,7 @@ def plan_archives(
     max_share: float,
     floor: int,
     allow_archive: bool,
+    existing: Mapping[str, int] | None = None,
 ) -> None:
     """Add archive actions, held archives and guard trips to ``plan`` (see the module docstring).
 
@@ -93,12 +94,12 @@ def plan_archives(
     from engine.sync.plan import ARCHIVE, Action, GuardTrip
 
     candidates: dict[Key, Action] = {}
-    existing: dict[str, int] = {}
+    counted: dict[str, int] = {}
     kept: dict[Key, Known] = {}   # not produced, but their SCALARA record failed to map
     for key, state in known.items():
         if state.status == "archived":
             continue
-        existing[key[0]] = existing.get(key[0], 0) + 1
+        counted[key[0]] = counted.get(key[0], 0) + 1
         if key in seen:
             continue
         if current is not None and key not in current:
@@ -110,6 +111,7 @@ def plan_archives(
                                  before=state.payload, reason="no longer produced from SCALARA")
     if not candidates:
         return
+    existing = dict(existing) if existing is not None else counted
 
     # a record left alone because its source failed to map is archived with what it refers to
     refs: dict[Key, list[Key]] = {key: references(key[0], a.before) for key, a in candidates.items()}

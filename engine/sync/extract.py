@@ -38,6 +38,7 @@ from engine.compile import MappingSet
 from engine.errors import ConfigError
 from engine.expr import Expr
 from engine.state.sources import SourceCommit, SourceCursor
+from engine.sync.screen import has_unusable_ids
 
 Record = dict[str, Any]
 Progress = Callable[[str, str, int, int], None]
@@ -61,6 +62,7 @@ class SnapshotStore(Protocol):
     def source_cursor(self, tenant: str) -> SourceCursor | None: ...
     def source_records(self, tenant: str, resource: str) -> dict[str, Record]: ...
     def source_records_by_id(self, tenant: str, resource: str, ids: Iterable[str]) -> dict[str, Record]: ...
+    def source_counts(self, tenant: str) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,10 @@ class Extraction:
     pages: dict[str, int] = field(default_factory=dict)  # SCALARA pages read per resource
     written: dict[str, int] = field(default_factory=dict)  # skipped runs: records per kind known written
     carried: list[dict[str, Any]] = field(default_factory=list)  # that run's mapping errors, still true
+    # a targeted day (engine.sync.targeted): resource -> id -> the changed record (None: deleted);
+    # ``records`` stays None, ``counts`` are the whole snapshot's
+    delta: dict[str, dict[str, Record | None]] | None = None
+    targeted: dict[str, Any] = field(default_factory=dict)  # closure size, rounds, or why not
 
     @property
     def unchanged(self) -> bool:
@@ -107,7 +113,7 @@ class Extraction:
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason, "since": self.since, "changed": self.changed,
                 "deleted": self.deleted, "warnings": self.warnings, "skippedMapping": self.skipped,
-                "pages": self.pages}
+                "pages": self.pages, **({"targeted": self.targeted} if self.targeted else {})}
 
 
 # -- the mapping set's fingerprint -------------------------------------------------------------
@@ -291,11 +297,14 @@ def _read_changes(reader: Any, res: str, since: str, progress: Progress | None,
 def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, resources: list[str], *,
             policy: IncrementalPolicy, full: bool, reconcile: bool, now: dt.datetime,
             may_skip: Callable[[SourceCursor], bool] = lambda _: False,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Extraction:
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            may_target: Callable[[SourceCursor], str] = lambda _: "off") -> Extraction:
     """Read SCALARA for one run: fully or incrementally (see the module docstring).
 
     ``may_skip(previous)`` says whether an unchanged incremental read may leave the snapshot
-    unloaded (records=None): the caller then knows there is nothing to map.
+    unloaded (records=None): the caller then knows there is nothing to map. ``may_target(previous)``
+    says why the changes may not be mapped alone ("" when they may): then only they are returned
+    (``delta``), not the snapshot (engine.sync.targeted).
     """
     fingerprint = mapping_fingerprint(mset)
     previous = store.source_cursor(tenant)
@@ -307,7 +316,7 @@ def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, re
         since = format_stamp(cursor_at - dt.timedelta(seconds=policy.overlap_s))
         try:
             return _incremental(store, tenant, reader, resources, previous, since, fingerprint, may_skip,
-                                progress, should_stop)
+                                progress, should_stop, may_target)
         except ConfigError as exc:
             warnings.append(f"SCALARA rejected the incremental read ({exc}); this run reads everything")
             reason = "SCALARA rejected updatedSince/includeDeleted (400)"
@@ -322,13 +331,15 @@ def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, re
 
 def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list[str], previous: SourceCursor,
                  since: str, fingerprint: str, may_skip: Callable[[SourceCursor], bool],
-                 progress: Progress | None, should_stop: Callable[[], bool] | None) -> Extraction:
+                 progress: Progress | None, should_stop: Callable[[], bool] | None,
+                 may_target: Callable[[SourceCursor], str]) -> Extraction:
     deltas = {res: _read_changes(reader, res, since, progress, should_stop) for res in resources}
     commit = SourceCommit(tuple(resources), previous.cursor, fingerprint, full=False)
     changed: dict[str, int] = {}
     deleted: dict[str, int] = {}
     warnings: list[str] = []
     effective: dict[str, dict[str, Record | None]] = {}
+    added: dict[str, int] = {}
     for res, delta in deltas.items():
         commit.cursor = _later(commit.cursor, delta.newest)
         if delta.ignored_since:
@@ -343,6 +354,7 @@ def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list
                     eff[rid] = None
             elif stored.get(rid) != rec:
                 eff[rid] = rec
+                added[res] = added.get(res, 0) + (rid not in stored)
         effective[res] = eff
         changed[res] = sum(1 for v in eff.values() if v is not None)
         deleted[res] = sum(1 for v in eff.values() if v is None)
@@ -356,6 +368,21 @@ def _incremental(store: SnapshotStore, tenant: str, reader: Any, resources: list
         extraction.counts = {res: 0 for res in resources}
         extraction.skipped = True
         return extraction
+    why_not = may_target(previous)
+    if not why_not and (ignored or unkeyed):
+        why_not = "SCALARA ignored updatedSince or sent records without an id"
+    if not why_not and has_unusable_ids({res: [r for r in eff.values() if r is not None]
+                                         for res, eff in effective.items()}):
+        why_not = "a changed record has an unusable id"
+    if not why_not:
+        held = store.source_counts(tenant)
+        extraction.counts = {res: held.get(res, 0) + added.get(res, 0) - deleted.get(res, 0) for res in resources}
+        extraction.delta = effective
+        for res, eff in effective.items():
+            commit.upserts[res] = [r for r in eff.values() if r is not None]
+            commit.deletes[res] = [rid for rid, r in eff.items() if r is None]
+        return extraction
+    extraction.targeted = {"mode": "whole", "reason": why_not}
     records: dict[str, list[Record]] = {}
     for res in resources:
         delta = deltas[res]

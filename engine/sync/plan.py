@@ -207,6 +207,7 @@ def build_plan(
     archive_floor: int = 0,
     allow_archive: bool = False,
     record_holds: Mapping[tuple[str, str], Any] | None = None,
+    existing: Mapping[str, int] | None = None,
 ) -> Plan:
     """Decide every record's action. ``current`` is casavi's state when reconciling (else None).
 
@@ -214,6 +215,8 @@ def build_plan(
     other kinds whose archives are held as a whole, with the reason (an incomplete read).
     ``record_holds`` (engine.sync.failures.holds) names records casavi refused before: one whose payload
     still hashes to the refused one is put in ``plan.held`` with the hold's reason, not sent.
+    ``existing``: records per kind not archived, when ``known`` holds only some (a targeted day,
+    engine.sync.targeted): what the mass-archive guard compares with.
     """
     plan = Plan(kinds=tuple(kinds))
     plan.errors = list(map_errors)
@@ -252,7 +255,7 @@ def build_plan(
              for kind in empty_kinds}
     holds.update(kind_holds or {})
     plan_archives(plan, known, seen, set(errored_sources), current, referenced=referenced, kind_holds=holds,
-                  max_share=archive_max_share, floor=archive_floor, allow_archive=allow_archive)
+                  max_share=archive_max_share, floor=archive_floor, allow_archive=allow_archive, existing=existing)
     plan.unchanged = unchanged
     return plan
 

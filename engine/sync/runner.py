@@ -18,7 +18,7 @@ from engine.compile import MappingSet, ObjectField, RefField
 from engine.coverage import compute_coverage
 from engine.errors import OperatorError
 from engine.functions import HORIZON
-from engine.interpret import MapResult, map_records
+from engine.interpret import MapResult, Scope, map_records
 from engine.observe.notice import subject_facts
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, affected_kinds
@@ -188,15 +188,28 @@ def prepare(
     extraction: Extraction | None = None,
     extraction_s: float = 0.0,
     holds: Mapping[tuple[str, str], Any] | None = None,
+    link: Any = None,
 ) -> Prepared:
     """Extract, map and plan. Reads only; writes nothing anywhere.
 
     ``extraction`` (engine.sync.extract) is what the session read, fully or incrementally;
     without it everything is read here. An extraction without records means nothing changed since
-    a clean run: the plan is then "all unchanged" without mapping anything.
+    a clean run: the plan is then "all unchanged" without mapping anything. An extraction with a
+    ``delta`` maps only what the changes touch (engine.sync.daily, through ``link``: the state
+    store), or, when that cannot be done safely, the whole snapshot.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if extraction is not None and extraction.delta is not None:
+        from engine.sync.daily import Fallback, prepare_targeted
+
+        try:
+            return prepare_targeted(mset, link, extraction, options, holds, extraction_s)
+        except Fallback as exc:
+            extraction.targeted = {"mode": "whole", "reason": str(exc)}
+            extraction.records = link.full_records(extraction.delta, source_resources(mset))
+            extraction.delta = None
+            known = link.known_all()
     if extraction is None:
         records, counts = extract(scalara, source_resources(mset), progress, should_stop)
     elif extraction.records is None:
@@ -210,8 +223,12 @@ def prepare(
 
     t1 = time.perf_counter()
     horizon = HORIZON.set([dt.date.max])
+    scope = Scope() if link is not None and link.saving else None
     try:
-        mapped = map_records(mset, records, run_date=options.run_date)
+        mapped = map_records(mset, records, run_date=options.run_date, scope=scope)
+        if scope is not None:  # what every record read: a later day maps only what a change touches
+            link.save_whole(records, scope)
+            del scope
         if extraction is not None:
             extraction.stable_until = (HORIZON.get() or [dt.date.max])[0].isoformat()
     finally:

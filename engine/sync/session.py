@@ -22,6 +22,7 @@ from engine.state.mapsets import MappingSetRef
 from engine.state.sources import SourceCursor
 from engine.sync import failures as failure_rules
 from engine.sync.apply import ApplyResult, Progress, Writer
+from engine.sync.daily import Link
 from engine.sync.extract import extract, parse_stamp
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
@@ -106,17 +107,24 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
         return previous.mapped_date == run_date or (
             previous.stable_until is not None and previous.mapped_date <= run_date < previous.stable_until)
 
+    link = Link(store, tenant, mset, saving=stage, statuses=statuses)
+
+    def may_target(previous: SourceCursor) -> str:
+        return link.why_not_targeted(previous, run_date)
+
     t0 = time.perf_counter()
     now = parse_stamp(store.now()) or dt.datetime.now(dt.UTC)
     extraction = extract(store, tenant, scalara, mset, source_resources(mset), policy=options.incremental,
                          full=options.full, reconcile=options.reconcile, now=now, may_skip=may_skip,
-                         progress=progress, should_stop=should_stop)
+                         progress=progress, should_stop=should_stop, may_target=may_target)
     if extraction.skipped:
         extraction.carried = _last_map_errors(store, tenant)
         for (kind, status), n in statuses.items():
             if status == "written":
                 extraction.written[kind] = n
         known: Mapping[tuple[str, str], Known] = {}
+    elif extraction.delta is not None:
+        known = {}  # a targeted day loads the states of the records it maps only (engine.sync.daily)
     else:
         known = known_records(store, tenant)
     if stage and extraction.commit is not None and extraction.records is not None and has_unusable_ids(
@@ -125,13 +133,13 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
         # for from the next incremental read, so the next run reads everything
         store.forget_sources(tenant)
         extraction.commit = None
-    if stage and extraction.commit is not None and extraction.records is not None:
+    if stage and extraction.commit is not None and (extraction.records is not None or extraction.delta is not None):
         store.stage_sources(tenant, extraction.commit)
         extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
     held = failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
                                retry=options.retry_records)
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
-                   time.perf_counter() - t0, holds=held)
+                   time.perf_counter() - t0, holds=held, link=link)
 
 
 def _last_map_errors(store: StateStore, tenant: str) -> list[dict[str, Any]]:
