@@ -133,7 +133,11 @@ class Rig:
                                  "ORDER BY kind, ref_id").fetchall()
             sources = db.execute("SELECT resource, id, stamp, body FROM source_records WHERE tenant = 'default' "
                                  "ORDER BY resource, id").fetchall()
-        return {"records": records, "sources": sources}
+            deps = db.execute("SELECT resource, id, dep, detail FROM source_deps WHERE tenant = 'default' "
+                              "ORDER BY resource, id, dep").fetchall()
+            until = db.execute("SELECT resource, id, until FROM source_until WHERE tenant = 'default' "
+                               "ORDER BY resource, id").fetchall()
+        return {"records": records, "sources": sources, "deps": deps, "until": until}
 
     def advance(self, days: float) -> dt.date:
         self.clock.advance(days=days)

@@ -345,44 +345,55 @@ class Changer:
 TENANTS, DAYS = 70, 3  # 210 scenarios: each day of random changes is compared on its own
 
 
-def _tenant(tmp: Path, seed: int) -> int:
+def _tenant(tmp: Path, seed: int) -> tuple[int, int]:
     """One generated tenant, synced on both sides, then DAYS days of random changes; returns the
-    number of days read incrementally."""
+    number of days read incrementally, and of those mapped targeted (only what the changes touch)."""
     rng = random.Random(seed)
     rig = Rig(tmp, properties=rng.choice((1, 1, 2)), seed=seed)
     try:
         rig.run("inc")
         rig.run("full")
         changer = Changer(rig, rng)
-        incremental = 0
+        incremental = targeted = 0
         for day in range(DAYS):
             rig.advance(rng.choice((0.02, 1, 1, 2)))
             changes = changer.day(rng.randint(0, 6))
             inc = rig.run("inc")
             full = rig.run("full", full=True)
             incremental += inc.report["extraction"]["mode"] == "incremental"
+            how = inc.report["extraction"].get("targeted") or {}
+            if how.get("mode") == "targeted":
+                targeted += 1
+            else:  # mapped whole: only for a reason (nothing changed and skipped, or said why)
+                assert inc.report["extraction"]["skippedMapping"] or how.get("reason"), how
             where = f"tenant seed {seed}, day {day + 1}, changes {changes}"
             assert inc.outcome == full.outcome, where
             assert rig.casavi_state("inc") == rig.casavi_state("full"), where
             a, b = rig.store_state("inc"), rig.store_state("full")
             assert a["records"] == b["records"], where
             assert a["sources"] == b["sources"], where
-        return incremental
+            # what each record read: a targeted day's rows equal a whole mapping's
+            assert a["deps"] == b["deps"], where
+            assert a["until"] == b["until"], where
+        return incremental, targeted
     finally:
         rig.close()
 
 
 @pytest.mark.slow
 def test_incremental_and_full_runs_agree_on_random_day_two_changes(tmp_path: Path) -> None:
-    incremental = 0
+    incremental = targeted = 0
     shm = Path("/dev/shm")  # state files in memory when the machine has it: fsyncs are most of the time
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
         for seed in range(TENANTS):
             where = Path(base) / f"t{seed}"
             where.mkdir()
-            incremental += _tenant(where, seed)
+            read, mapped = _tenant(where, seed)
+            incremental += read
+            targeted += mapped
     assert TENANTS * DAYS >= 200
     assert incremental == TENANTS * DAYS  # every later day was read incrementally (none fell back)
+    assert targeted >= TENANTS * DAYS // 2  # and most mapped only what the changes touched
 
 
 def test_the_policy_comes_from_the_connector_config(tmp_path: Path) -> None:
