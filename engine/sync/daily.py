@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.compile import MappingSet
 from engine.functions import HORIZON
-from engine.interpret import Scope
+from engine.mapscope import Scope
 from engine.state import StateStore
 from engine.sync.extract import Extraction, mapping_fingerprint
 from engine.sync.plan import Known, build_plan

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.compile import MappingSet
-from engine.interpret import Dep, MapResult, Scope, map_records
+from engine.interpret import MapResult, map_records
+from engine.mapscope import Dep, Scope
 
 Record = dict[str, Any]
 Key = tuple[str, str]
