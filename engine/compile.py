@@ -21,7 +21,7 @@ file positions. Still, compile never trusts its input: anything structurally wro
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -30,7 +30,7 @@ from engine.expr import Expr, ExpressionError, compile_expr
 
 __all__ = [
     "ConstField", "ExprField", "FieldPlan", "LookupPlan", "LoopPlan", "MappingPlan", "MappingSet",
-    "ObjectField", "RefField", "RulePlan", "ValueMapField", "code_text", "compile_mappings",
+    "ObjectField", "RefField", "RulePlan", "ValueMapField", "code_text", "compile_mappings", "needed_mappings",
 ]
 
 ON_MISSING_REF = ("error", "skip", "null")
@@ -471,3 +471,20 @@ def _topological(plans: Mapping[str, MappingPlan], diagnostics: list[Diagnostic]
     for name in plans:
         visit(name, [])
     return tuple(order)
+
+
+def needed_mappings(mset: MappingSet, only: Collection[str] | None) -> set[str]:
+    """The mappings a run must compute for ``only``: their refs and data-protection referrers too."""
+    if only is None:
+        return set(mset.mappings)
+    needed: set[str] = set()
+    todo = [name for name in only if name in mset.mappings]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        plan = mset.mappings[name]
+        todo.extend(plan.references())
+        todo.extend(plan.only_if_referenced_by)
+    return needed

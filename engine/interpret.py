@@ -14,8 +14,9 @@ becomes a ``RecordError`` with the SCALARA resource and id, the field and a reas
 Data protection runs last: a mapping with ``only_if_referenced_by`` keeps a record only if a
 successfully produced record of the named mappings refers to it.
 
-The hot path is a dict comprehension over precompiled closures (see engine.expr); nothing here
-looks at YAML or expression text per record.
+The hot path is generated Python, one identify and one produce loop per rule (engine.rulegen),
+compiled once per run; what they cannot finish comes back to the generic code here, which
+reports it. Nothing here looks at YAML or expression text per record.
 """
 
 from __future__ import annotations
@@ -37,15 +38,27 @@ from engine.compile import (
     LookupPlan,
     MappingPlan,
     MappingSet,
-    MergePlan,
     ObjectField,
     RefField,
     RulePlan,
     ValueMapField,
     code_text,
+    needed_mappings,
 )
 from engine.errors import ConfigError, RecordError
 from engine.expr import Expr, describe_error
+from engine.fieldeval import (
+    Failure,
+    RefMissing,
+    Skip,
+    failure_reason,
+    locate,
+    merged,
+    missing_required,
+    read_path,
+    value_map,
+    value_map_miss,
+)
 from engine.functions import HORIZON, REFERENCE_ID, RUN_DATE
 from engine.mapresult import MappingStats, MapResult, MissKey, Output, new_output, singular
 from engine.mapscope import (
@@ -61,33 +74,9 @@ from engine.mapscope import (
 from engine.rulegen import PayloadSource, identify_function, produce_function, proven_reference_id
 from engine.text import quote
 
-__all__ = ["MapResult", "MappingStats", "Output", "Scope", "map_records", "singular"]
+__all__ = ["MapResult", "MappingStats", "Output", "Scope", "map_records", "read_path", "singular"]
 
 Fn = Callable[[Any], Any]
-_MISS = object()
-
-
-# --------------------------------------------------------------------------- signals
-
-
-class _Skip(Exception):
-    """The record is dropped quietly (on_missing: skip)."""
-
-
-class _Failure(Exception):
-    """A reason that is already phrased for the user (the field is added by the caller)."""
-
-    def __init__(self, reason: str, code: str = "record_failed", **info: Any) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code  # what kind of problem, for the customer's notice (catalog/notice.de.yaml)
-        self.info = info
-
-
-class _RefMissing(Exception):
-    def __init__(self, ref: RefField, sid: Any, failed_reason: str | None) -> None:
-        super().__init__(ref.mapping)
-        self.ref, self.sid, self.failed_reason = ref, sid, failed_reason
 
 
 # --------------------------------------------------------------------------- the run
@@ -223,7 +212,7 @@ class _Run:
                     return
             else:
                 contexts = [ctx]
-        except _Failure as exc:
+        except Failure as exc:
             self.error(plan, rule, sid, exc.reason, code=exc.code, info=exc.info)
             return
         except Exception as exc:
@@ -278,10 +267,10 @@ class _Run:
                 continue
             if hit is None and lk.required:
                 if key is None:
-                    raise _Failure(f"{what} {rec['id']}: `{lk.key.source}` is null, so there is no "
+                    raise Failure(f"{what} {rec['id']}: `{lk.key.source}` is null, so there is no "
                                    f"{singular(lk.resource)} (lookup '{lk.name}' is required)",
                                    code="lookup_null", lookup=lk.name, target=lk.resource)
-                raise _Failure(f"{what} {rec['id']}: no {singular(lk.resource)} with {lk.match} "
+                raise Failure(f"{what} {rec['id']}: no {singular(lk.resource)} with {lk.match} "
                                f"{quote(key)} (lookup '{lk.name}' is required)",
                                code="lookup_missing", lookup=lk.name, target=lk.resource)
             ctx[lk.name] = hit
@@ -295,7 +284,7 @@ class _Run:
             if values is None:
                 return []
             if not isinstance(values, list):
-                raise _Failure(f"for_each '{name}': `{src.source}` gave {type(values).__name__}, "
+                raise Failure(f"for_each '{name}': `{src.source}` gave {type(values).__name__}, "
                                "not a list")
             lists.append(values)
         if len(loops) == 1:
@@ -322,7 +311,7 @@ class _Run:
             return lambda ctx: {n: fn(ctx) for n, fn in inner}
         if isinstance(f, RefField):
             return self._ref(f)
-        return _value_map(f, self.misses if where is not None else None, where)
+        return value_map(f, self.misses if where is not None else None, where)
 
     def _ref(self, f: RefField) -> Fn:
         table = self.ids[f.mapping]
@@ -373,7 +362,7 @@ class _Run:
                 if sid in table:
                     return table[sid]
             if sid is not None and sid in failed:
-                raise _RefMissing(f, sid, failed[sid])
+                raise RefMissing(f, sid, failed[sid])
             if assume and sid is not None:
                 rid = rule.id.fn({"id": sid})
                 if type(rid) is str and REFERENCE_ID.match(rid):
@@ -382,8 +371,8 @@ class _Run:
             if f.on_missing == "null":
                 return None
             if f.on_missing == "skip":
-                raise _Skip
-            raise _RefMissing(f, sid, None)
+                raise Skip
+            raise RefMissing(f, sid, None)
         return missing
 
     def produce(self, plan: MappingPlan) -> None:
@@ -404,17 +393,17 @@ class _Run:
 
             def fail(ctx: Any, rid: str, sid: str, exc: BaseException, rule: RulePlan = rule,
                      evs: list[tuple[str, Fn]] = evs) -> None:
-                if isinstance(exc, _Skip):
+                if isinstance(exc, Skip):
                     stats.filtered_out += 1
                     if not rule.for_each:
                         self.ids[plan.name].pop(sid, None)
                     return
-                name, exc = _locate(evs, ctx)
-                reason, code, info = self._reason(rule, sid, name, exc)
+                name, exc = locate(evs, ctx)
+                reason, code, info = failure_reason(self.mset, rule, sid, name, exc)
                 self.error(plan, rule, sid, reason, target_id=rid, field_name=name, code=code, info=info)
 
             def fail_required(payload: dict[str, Any], rid: str, sid: str, rule: RulePlan = rule) -> None:
-                problem = _missing_required(payload, required, one_of)
+                problem = missing_required(payload, required, one_of)
                 if problem is not None:
                     self.error(plan, rule, sid, problem[1], target_id=rid, field_name=problem[0],
                                code="required_empty")
@@ -427,7 +416,7 @@ class _Run:
                                    (plan.name, rule.name), frozenset((*required, *one_of)))
             fast = produce_function(plan, rule, source, required=required, one_of=one_of, out=out,
                                     make=new_output, fail=fail, fail_required=fail_required,
-                                    merged=_merged if rule.merge is not None else None,
+                                    merged=merged if rule.merge is not None else None,
                                     any_assumed=any_assumed)
             stats.produced += fast(items)
 
@@ -445,13 +434,13 @@ class _Run:
             except Exception as exc:
                 fail(ctx, rid, sid, exc)
                 continue
-            if (checks[0] or checks[1]) and _missing_required(payload, *checks) is not None:
+            if (checks[0] or checks[1]) and missing_required(payload, *checks) is not None:
                 fail_required(payload, rid, sid)
                 continue
             deps = payload_deps(payload, paths)
             first = out.get(rid)
             if rule.merge is not None and first is not None and first.rule == rule.name:
-                out[rid] = _merged(first, payload, deps, rule.merge)
+                out[rid] = merged(first, payload, deps, rule.merge)
                 continue
             assumed = self.assume_references and self._any_assumed(deps)
             out[rid] = new_output(plan.target, rid, payload, plan.name, rule.name, rule.source, sid, deps, assumed)
@@ -478,26 +467,7 @@ class _Run:
         table = f.values
         if any(isinstance(v, Expr | dict | list) for v in table.values()):
             return None
-        return table, _value_map_miss(f, self.misses, where)
-
-    def _reason(self, rule: RulePlan, sid: str, name: str, exc: BaseException) -> tuple[str, str, dict[str, Any]]:
-        """The reason of a failed field, and its problem code and facts for the customer's notice."""
-        what = f"{singular(rule.source)} {sid}"
-        if isinstance(exc, _RefMissing):
-            target = self.mset.mappings[exc.ref.mapping]
-            source = next(r.source for r in target.rules if not r.for_each)
-            other = singular(source)
-            info: dict[str, Any] = {"target": source, "targetId": exc.sid}
-            if exc.sid is None:
-                return (f"{name}: `{exc.ref.source.source}` is null, so {what} refers to no {other} "
-                        f"(ref {exc.ref.mapping})", "ref_null", info)
-            if exc.failed_reason is not None:
-                return f"{what} depends on failed {other} {exc.sid} ({exc.failed_reason})", "depends_on_failed", info
-            return (f"{what} refers to {other} {exc.sid}, which the {exc.ref.mapping} mapping did not produce",
-                    "ref_missing", info)
-        if isinstance(exc, _Failure):
-            return f"{name}: {exc.reason}", exc.code, exc.info
-        return f"{name}: {describe_error(exc)}", "record_failed", {}
+        return table, value_map_miss(f, self.misses, where)
 
     # -- data protection
     def protect(self, plan: MappingPlan) -> None:
@@ -528,95 +498,6 @@ class _Run:
         self.errors[plan.name] = kept
 
 
-def _value_map_miss(f: ValueMapField, misses: Counter[MissKey] | None = None,
-                    where: tuple[str, str, str] | None = None) -> Callable[[Any, Any], Any]:
-    """``miss(ctx, code)``: a code without an entry; counted into ``misses`` if given."""
-    allowed = ", ".join(f.values)
-
-    def miss(ctx: Any, code: Any) -> Any:
-        if misses is not None and where is not None:
-            text = code if code is None or type(code) is str else code_text(code)
-            misses[(*where, text)] += 1
-        if f.has_default:
-            return f.default.root(ctx) if isinstance(f.default, Expr) else copy.deepcopy(f.default)
-        if f.on_missing == "skip":
-            raise _Skip
-        raise _Failure(f"unknown code {quote(code)} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
-                       value=code if code is None or type(code) is str else code_text(code))
-    return miss
-
-
-def _value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
-               where: tuple[str, str, str] | None = None) -> Fn:
-    """The closure of a value map. Misses are counted into ``misses`` (the slow path only)."""
-    code_fn = f.code.root
-    table = f.values
-    miss = _value_map_miss(f, misses, where)
-
-    def general(ctx: Any) -> Any:
-        code = code_fn(ctx)
-        value = table.get(code if type(code) is str else code_text(code), _MISS)  # type: ignore[arg-type]
-        if value is _MISS:
-            return miss(ctx, code)
-        if isinstance(value, Expr):
-            return value.root(ctx)
-        return copy.deepcopy(value)
-    return general
-
-
-def read_path(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at a nested field path of a payload (None where the path is missing)."""
-    value: Any = payload
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _locate(evs: list[tuple[str, Fn]], ctx: Any) -> tuple[str, BaseException]:
-    """Find the field that failed (only after a failure: re-evaluating is the cheap way to know).
-
-    The exception comes without its traceback: kept, it would tie the caller's frame (and with it
-    the whole run) into a reference cycle that only the cyclic collector could free.
-    """
-    for name, fn in evs:
-        try:
-            fn(ctx)
-        except Exception as exc:
-            exc.__context__ = None
-            return name, exc.with_traceback(None)
-    return "?", RuntimeError("a field failed, then succeeded when evaluated again")
-
-
-def _missing_required(payload: dict[str, Any], required: tuple[str, ...],
-                      one_of: tuple[str, ...]) -> tuple[str, str] | None:
-    for name in required:
-        value = payload.get(name)
-        if value is None or value == "":
-            return name, f"required field '{name}' is empty"
-    if one_of and all(payload.get(n) is None or payload.get(n) == "" for n in one_of):
-        return one_of[0], f"needs {' or '.join(one_of)}; all are empty"
-    return None
-
-
-def _needed(mset: MappingSet, only: Collection[str] | None) -> set[str]:
-    """The mappings a run must compute for ``only``: their refs and data-protection referrers too."""
-    if only is None:
-        return set(mset.mappings)
-    needed: set[str] = set()
-    todo = [name for name in only if name in mset.mappings]
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        plan = mset.mappings[name]
-        todo.extend(plan.references())
-        todo.extend(plan.only_if_referenced_by)
-    return needed
-
-
 def map_records(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], *,
                 run_date: dt.date | None = None, only: Collection[str] | None = None,
                 assume_references: bool = False, data_protection: bool = True,
@@ -644,7 +525,7 @@ def map_records(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _map(mset, records, _needed(mset, only), only, assume_references, data_protection, scope,
+        return _map(mset, records, needed_mappings(mset, only), only, assume_references, data_protection, scope,
                     horizon)
     finally:
         if collecting:
@@ -713,17 +594,3 @@ def _map(mset: MappingSet, records: Mapping[str, Iterable[dict[str, Any]]], need
                      identities=run.ids, failed=run.failed)
 
 
-def _merged(first: Output, payload: dict[str, Any], deps: tuple[tuple[str, str], ...], merge: MergePlan) -> Output:
-    """Two records of one rule with one reference id, as one casavi record (``on_duplicate_id``)."""
-    combined = dict(first.payload)
-    for name, sep in merge.join.items():
-        parts = [p for p in str(combined.get(name) or "").split(sep) if p] if combined.get(name) else []
-        new = payload.get(name)
-        if new not in (None, "") and str(new) not in parts:
-            parts.append(str(new))
-        combined[name] = sep.join(parts) if parts else combined.get(name)
-    for name in merge.any:
-        combined[name] = bool(combined.get(name)) or bool(payload.get(name))
-    all_deps = first.depends_on + tuple(d for d in deps if d not in first.depends_on)
-    return Output(first.kind, first.ref_id, combined, first.mapping, first.rule, first.source_resource,
-                  first.source_id, all_deps, first.references_assumed)
