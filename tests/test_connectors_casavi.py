@@ -57,6 +57,19 @@ def test_pages_follow_links_next() -> None:
     assert fake.requests[-1].url.params["includeArchived"] == "true"
 
 
+def test_a_read_with_archived_records_marks_them_without_a_field_the_contract_lacks() -> None:
+    # API.md names no field that marks an archived record in a read (this fake, like an independent
+    # casavi, sends none); it only says archived records are left out unless includeArchived=true.
+    client, fake, _ = make(page_size=2)
+    seed(client, "contacts", 5)
+    client.archive("contacts", "c-1")
+    client.archive("contacts", "c-4")
+    rows = client.fetch_all("contacts", include_archived=True)
+    assert {r["id"]: r["archived"] for r in rows} == {
+        "c-0": False, "c-1": True, "c-2": False, "c-3": False, "c-4": True}
+    assert all("archived" not in r for r in client.fetch_all("contacts"))
+
+
 def test_next_link_to_another_host_stays_on_the_configured_host() -> None:
     client, fake, _ = make(page_size=1, link_base="http://internal-node-7:8080")
     seed(client, "units", 3)

@@ -179,7 +179,24 @@ class CasaviClient:
         A next link seen before, ``max_idle_pages`` pages in a row without a new record, or more
         than ``max_pages`` pages, is a server fault -> NetworkError. A next link on another host is followed on the configured host only
         (the token is never sent elsewhere).
+
+        With ``include_archived`` every record carries ``"archived": true|false``. The contract
+        names no field that marks an archived record in a read; it only says that archived records
+        are left out unless ``includeArchived`` is asked for. So the active records are listed
+        first (ids only), and a record of the full listing that was not among them is archived.
         """
+        if not include_archived:
+            yield from self._walk(kind, include_archived=False, modified_after=modified_after)
+            return
+        active: set[str] = set()
+        for page in self._walk(kind, include_archived=False, modified_after=modified_after):
+            active.update(str(rec.get("id")) for rec in page if isinstance(rec, dict))
+        for page in self._walk(kind, include_archived=True, modified_after=modified_after):
+            yield [{**rec, "archived": str(rec.get("id")) not in active} if isinstance(rec, dict) else rec
+                   for rec in page]
+
+    def _walk(self, kind: str, *, include_archived: bool,
+              modified_after: str | None) -> Iterator[list[dict[str, Any]]]:
         cfg = self.config
         url: str = self._kind_path(kind)
         params: dict[str, str] | None = {cfg.page_param: str(cfg.first_page)}

@@ -1,0 +1,67 @@
+"""What a contract-conformance campaign against an independent implementation of API.md found.
+
+Each test drives the engine against an answer that the contract allows but our sandbox never gives
+(the sandbox adds fields and leniencies of its own), by rewriting the sandbox's answers on the way
+in an httpx transport: the engine must not need anything the contract does not promise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from engine.connectors.casavi import CasaviClient
+from tests.conftest import World
+
+
+class ContractOnlyReads(httpx.BaseTransport):
+    """Forwards to the sandbox; removes every archive marker from casavi's read answers (API.md
+    names none: it only says archived records are left out unless includeArchived=true)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method != "GET":
+            return response
+        response.read()
+        body = json.loads(response.content)
+
+        def strip(rec: Any) -> Any:
+            return {k: v for k, v in rec.items() if "archiv" not in k.lower()} if isinstance(rec, dict) else rec
+
+        if isinstance(body, dict) and isinstance(body.get("list"), list):
+            body["list"] = [strip(r) for r in body["list"]]
+        else:
+            body = strip(body)
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _casavi(world: World) -> CasaviClient:
+    return CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
+                        transport=ContractOnlyReads())
+
+
+def test_reconcile_restores_what_was_archived_in_casavi_without_an_archived_field(world: World) -> None:
+    assert world.run().outcome in ("clean", "partial")   # the sandbox tenant has records SCALARA cannot map
+    unit = sorted(r["id"] for r in world.sandbox.casavi.records("units"))[0]
+    contact = sorted(r["id"] for r in world.sandbox.casavi.records("contacts"))[0]
+    with _casavi(world) as casavi:            # someone archives them by hand in casavi
+        casavi.archive("units", unit)
+        casavi.archive("contacts", contact)
+    casavi = _casavi(world)
+    try:
+        outcome = world.run(casavi=casavi, reconcile=True)
+    finally:
+        casavi.close()
+    assert outcome.outcome in ("clean", "partial"), outcome.report.get("error")
+    restored = outcome.report["counts"]["units"].get("restore"), outcome.report["counts"]["contacts"].get("restore")
+    assert restored == (1, 1), outcome.report["counts"]
+    assert not world.sandbox.casavi.record("units", unit).get("archived")
+    assert not world.sandbox.casavi.record("contacts", contact).get("archived")
