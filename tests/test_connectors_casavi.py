@@ -60,7 +60,7 @@ def test_pages_follow_links_next() -> None:
 def test_a_read_with_archived_records_marks_them_without_a_field_the_contract_lacks() -> None:
     # API.md names no field that marks an archived record in a read (this fake, like an independent
     # casavi, sends none); it only says archived records are left out unless includeArchived=true.
-    client, fake, _ = make(page_size=2)
+    client, _, _ = make(page_size=2)
     seed(client, "contacts", 5)
     client.archive("contacts", "c-1")
     client.archive("contacts", "c-4")
