@@ -46,7 +46,7 @@ class RefMissing(Exception):
 
 
 def value_map_miss(f: ValueMapField, misses: Counter[MissKey] | None = None,
-                    where: tuple[str, str, str] | None = None) -> Callable[[Any, Any], Any]:
+                   where: tuple[str, str, str] | None = None) -> Callable[[Any, Any], Any]:
     """``miss(ctx, code)``: a code without an entry; counted into ``misses`` if given."""
     allowed = ", ".join(f.values)
 
@@ -59,12 +59,12 @@ def value_map_miss(f: ValueMapField, misses: Counter[MissKey] | None = None,
         if f.on_missing == "skip":
             raise Skip
         raise Failure(f"unknown code {quote(code)} from `{f.code.source}`; allowed: {allowed}", "unknown_code",
-                       value=code if code is None or type(code) is str else code_text(code))
+                      value=code if code is None or type(code) is str else code_text(code))
     return miss
 
 
 def value_map(f: ValueMapField, misses: Counter[MissKey] | None = None,
-               where: tuple[str, str, str] | None = None) -> Fn:
+              where: tuple[str, str, str] | None = None) -> Fn:
     """The closure of a value map. Misses are counted into ``misses`` (the slow path only)."""
     code_fn = f.code.root
     table = f.values
@@ -107,7 +107,7 @@ def locate(evs: list[tuple[str, Fn]], ctx: Any) -> tuple[str, BaseException]:
 
 
 def missing_required(payload: dict[str, Any], required: tuple[str, ...],
-                      one_of: tuple[str, ...]) -> tuple[str, str] | None:
+                     one_of: tuple[str, ...]) -> tuple[str, str] | None:
     for name in required:
         value = payload.get(name)
         if value is None or value == "":
