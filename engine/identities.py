@@ -108,7 +108,7 @@ def _identify_item(run: _Run, plan: MappingPlan, rule: RulePlan, ctx: dict[str, 
                   code="bad_reference_id")
         return
     if run.cur is not None:
-        run.cur.add(("o", plan.target, rid))
+        run.cur.append(("o", plan.target, rid))
     other = seen.get(rid)
     if other is not None:
         if rule.merge is not None and other[2] == rule.name:
@@ -130,7 +130,7 @@ def _context(run: _Run, rec: dict[str, Any], lookups: list[tuple[LookupPlan, dic
     for lk, idx in lookups:
         key = lk.key.root(ctx)
         if run.cur is not None and isinstance(key, str | int | float | bool):
-            run.cur.add(("l", lk.resource, lk.match, key))
+            run.cur.append(("l", lk.resource, lk.match, key))
         try:
             hit = idx.get(key) if key is not None else None
         except TypeError:  # an unhashable key (list, object) matches nothing

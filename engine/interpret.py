@@ -102,14 +102,14 @@ class _Run:
     malformed: dict[str, int] = field(default_factory=dict)  # resource -> records without an id
     misses: Counter[MissKey] = field(default_factory=Counter)
     scope: Scope | None = None      # mapping part of a tenant (engine.mapscope): the slow paths note reads
-    cur: set[Dep] | None = None     # with a scope: the deps of the record being mapped
+    cur: list[Dep] | None = None    # with a scope: the deps of the record being mapped
     horizon: Horizon | None = None
 
     def enter(self, resource: str, sid: str) -> None:
         """With a scope: what follows is read for this source record."""
         assert self.scope is not None
         key = (resource, sid)
-        self.cur = self.scope.deps.setdefault(key, set())
+        self.cur = self.scope.deps.setdefault(key, [])
         if self.horizon is not None:
             self.horizon.key = key
 
@@ -194,7 +194,7 @@ class _Run:
                 sid = src(ctx)
                 key = sid if type(sid) is str else None if sid is None else code_text(sid)
                 if key is not None and run.cur is not None:
-                    run.cur.add(("r", name, key))
+                    run.cur.append(("r", name, key))
                 if attempted is not None and type(sid) is str:
                     attempted.add(sid)
                 rid = table.get(sid) if type(sid) is str else None

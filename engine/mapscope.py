@@ -41,7 +41,7 @@ class Scope:
     failed: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     referenced: Mapping[str, Collection[str]] = field(default_factory=dict)
     attempted: Mapping[str, Collection[str]] = field(default_factory=dict)
-    deps: dict[tuple[str, str], set[Dep]] = field(default_factory=dict)
+    deps: dict[tuple[str, str], list[Dep]] = field(default_factory=dict)  # may repeat a dep
     until: dict[tuple[str, str], dt.date] = field(default_factory=dict)
 
 
@@ -122,12 +122,12 @@ def note_results(mset: Any, order: list[str], scope: Scope, ids: Mapping[str, Ma
                 for res in sources:
                     got = deps.get((res, sid))
                     if got is not None:
-                        got.add((tag, name, value))
+                        got.append((tag, name, value))
         for _, err in errors.get(name, []):
             if err.resource and err.source_id is not None:
-                deps.setdefault((err.resource, err.source_id), set()).add(("e",))
+                deps.setdefault((err.resource, err.source_id), []).append(("e",))
         if name in referrers:
             for out in outputs.get(plan.target, {}).values():
                 if out.mapping == name and out.depends_on:
-                    got = deps.setdefault((out.source_resource, out.source_id), set())
-                    got.update(("d", name, kind, rid) for kind, rid in out.depends_on)
+                    got = deps.setdefault((out.source_resource, out.source_id), [])
+                    got.extend(("d", name, kind, rid) for kind, rid in out.depends_on)

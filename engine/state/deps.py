@@ -88,7 +88,10 @@ class DepsMixin(StoreBase):
         return out
 
     def dep_holders(self, tenant: str, deps: Iterable[str]) -> dict[str, list[tuple[str, str, str | None]]]:
-        """dep -> the records holding it, as (resource, id, detail)."""
+        """dep -> the records holding it, as (resource, id, detail).
+
+        ``tenant || ''`` keeps SQLite off the primary key's tenant prefix (a scan of the tenant's
+        rows per query): it then searches the dependency index."""
         self._require_tenant(tenant)
         out: dict[str, list[tuple[str, str, str | None]]] = {}
         wanted = sorted(set(deps))
@@ -96,8 +99,8 @@ class DepsMixin(StoreBase):
             for chunk in _chunks(wanted):
                 marks = ", ".join("?" * len(chunk))
                 for res, rid, dep, detail in db.execute(
-                        f"SELECT resource, id, dep, detail FROM source_deps WHERE tenant = ? AND dep IN ({marks})",
-                        (tenant, *chunk)):
+                        f"SELECT resource, id, dep, detail FROM source_deps WHERE dep IN ({marks}) AND tenant || '' = ?",
+                        (*chunk, tenant)):
                     out.setdefault(dep, []).append((res, rid, detail))
         return out
 

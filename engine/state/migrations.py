@@ -318,7 +318,15 @@ V7 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6, V7)
+V8 = Migration(
+    "dependency rows indexed by dependency first (SQLite chose the primary key's tenant prefix and scanned)",
+    (
+        "DROP INDEX source_deps_by_dep",
+        "CREATE INDEX source_deps_by_dep_first ON source_deps (dep, tenant)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
 LATEST_VERSION = len(MIGRATIONS)
 
 

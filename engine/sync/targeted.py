@@ -145,7 +145,7 @@ def whole_rows(mset: MappingSet, records: Mapping[str, Iterable[Any]], scope: Sc
         dict[Key, list[Row]], dict[Key, int]]:
     """The rows of a whole-tenant mapping (every record of every resource)."""
     shape = Shape.of(mset)
-    rows: dict[Key, list[Row]] = {key: [encode(d) for d in deps] for key, deps in scope.deps.items()}
+    rows: dict[Key, list[Row]] = {key: list(dict.fromkeys(encode(d) for d in deps)) for key, deps in scope.deps.items()}
     for res, fields in shape.lookup_fields.items():
         for rec in records.get(res) or ():
             if isinstance(rec, dict) and rec.get("deleted") is not True and isinstance(rec.get("id"), str | int):
