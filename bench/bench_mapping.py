@@ -11,7 +11,7 @@ gone), then:
 
 1. maps it with ``map_records`` and the shipped mappings/, and with bench/handwritten.py;
 2. asserts both give the same payloads and fail the same records;
-3. times both, side by side, and prints records/s and the ratio (target: interpreter >= 1/3).
+3. times both, side by side, and prints records/s and the ratio (target: interpreter >= 0.6x).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from engine.interpret import map_records  # noqa: E402
 from engine.paths import mapping_files  # noqa: E402
 
 RUN_DATE = dt.date(2024, 6, 1)
+TARGET = 0.6  # interpreter speed as a share of the hand-written code's (issue 11)
 FIRST = ["Anna", "Jürgen", "Özlem", "Hans", "Grete", "Ali", "Eva", "Björn", "Zoë", "Maximilian", "Lena", "Jörg"]
 LAST = ["Müller", "Schmidt", "Weißmüller", "Yılmaz", "Meier", "Groß", "Schäfer", "Koch", "Bäcker", "Nguyen"]
 STREETS = ["Lindenstraße", "Große Straße", "Am Markt", "Hafenstraße", "Königsallee", "Rosenhof", "Mühlenweg"]
@@ -192,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'interpreter':<12} {t_interp:7.3f} s  {n / t_interp:>12,.0f} records/s")
     print(f"{'hand-written':<12} {t_hand:7.3f} s  {n / t_hand:>12,.0f} records/s")
     ratio = t_hand / t_interp
-    verdict = "ok" if ratio >= 1 / 3 else "BELOW TARGET"
-    print(f"interpreter speed = {ratio:.2f} x hand-written (target >= 0.33: {verdict}); CPU time, best of "
+    verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
+    print(f"interpreter speed = {ratio:.2f} x hand-written (target >= {TARGET}: {verdict}); CPU time, best of "
           f"{args.repeat}")
     return 0
 

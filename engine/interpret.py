@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import gc
+import operator
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,11 @@ from engine.rulegen import PayloadSource, produce_function
 __all__ = ["MapResult", "MappingStats", "Output", "Scope", "map_records", "read_path", "singular"]
 
 Fn = Callable[[Any], Any]
+_ID = operator.itemgetter("id")
+
+
+def _id_text(record: dict[str, Any]) -> str:
+    return str(record["id"])
 
 
 # --------------------------------------------------------------------------- the run
@@ -118,11 +124,13 @@ class _Run:
         """Live records of one resource, sorted by id (tombstones and id-less records left out)."""
         got = self.sources.get(resource)
         if got is None:
-            raw = self.records.get(resource) or ()
-            live = [r for r in raw if isinstance(r, dict) and r.get("deleted") is not True]
-            got = sorted((r for r in live if isinstance(r.get("id"), str | int) and r["id"] != ""),
-                         key=lambda r: str(r["id"]))
-            self.malformed[resource] = len(live) - len(got) + sum(not isinstance(r, dict) for r in raw)
+            raw = list(self.records.get(resource) or ())
+            dicts = [r for r in raw if isinstance(r, dict)]
+            live = [r for r in dicts if r.get("deleted") is not True]
+            got = [r for r in live if isinstance(i := r.get("id"), str | int) and i != ""]
+            # by id as text; when every id is text (as SCALARA's are) that is the id itself
+            got.sort(key=_ID if all(type(r["id"]) is str for r in got) else _id_text)
+            self.malformed[resource] = len(live) - len(got) + len(raw) - len(dicts)
             self.sources[resource] = got
         return got
 

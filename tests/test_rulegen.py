@@ -172,3 +172,14 @@ def test_a_run_leaves_no_cyclic_garbage() -> None:
     finally:
         if enabled:
             gc.enable()
+
+
+def test_sources_sort_by_id_as_text_and_count_records_without_an_id() -> None:
+    mset = compile_mappings({"m": _contacts({"lastName": "name"})})
+    mixed = [{"id": 10, "name": "A"}, {"id": "9", "name": "B"}, {"id": 2, "name": "C"}, {"id": "", "name": "D"},
+             "not an object", {"name": "no id"}, {"id": "1", "deleted": True}]
+    result = map_records(mset, {"contacts": iter(mixed)})  # any iterable, read once
+    assert [o.source_id for o in result.outputs["contacts"].values()] == ["10", "2", "9"]
+    assert sum(e.details["code"] == "no_id" for e in result.errors) == 3
+    texts = map_records(mset, {"contacts": [{"id": "b", "name": "B"}, {"id": "a", "name": "A"}]})
+    assert list(texts.outputs["contacts"]) == ["c-a", "c-b"]
