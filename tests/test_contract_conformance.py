@@ -65,3 +65,25 @@ def test_reconcile_restores_what_was_archived_in_casavi_without_an_archived_fiel
     assert restored == (1, 1), outcome.report["counts"]
     assert not world.sandbox.casavi.record("units", unit).get("archived")
     assert not world.sandbox.casavi.record("contacts", contact).get("archived")
+
+
+def test_output_into_a_closed_pipe_ends_quietly_not_as_an_internal_error() -> None:
+    # found with `casavi-sync history | head`: "error: internal error (BrokenPipeError ...); this is a
+    # bug in casavi-sync", exit 3. A reader that quits is not an error of ours.
+    import subprocess
+    import sys
+
+    script = ("import click\n"
+              "from engine.cli.context import handle_errors\n"
+              "@handle_errors\n"
+              "def many():\n"
+              "    for i in range(200000):\n"
+              "        click.echo(f'run {i}')\n"
+              "many()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"run 0\n"
+    proc.stdout.close()                       # what `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141, err
+    assert err == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,9 @@ def handle_errors(func: F) -> F:
             raise SystemExit(exc.exit_code) from None
         except (SystemExit, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (`casavi-sync history | head`): stop quietly
+            _silence_stdout()
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:  # a bug, not the user's mistake: one line, details on request
             if env_flag("CASAVI_SYNC_DEBUG"):
                 raise
@@ -148,6 +152,22 @@ def handle_errors(func: F) -> F:
             raise SystemExit(EXIT_ABORTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def parse_date_option(value: str | None) -> dt.date | None:
