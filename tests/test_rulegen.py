@@ -11,6 +11,9 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import gc
+import random
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +21,15 @@ import pytest
 from engine.compile import compile_mappings
 from engine.expr import compile_expr
 from engine.functions import REGISTRY
-from engine.interpret import map_records
+from engine.interpret import Scope, map_records
 from engine.rulegen import proven_reference_id
+from tests.conftest import MAPPINGS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_mapping import RUN_DATE, generate, shipped  # noqa: E402
 
 EVIL = "x': __import__('builtins').setattr(__import__('builtins'), 'PWNED', 1), 'y"
 EVIL2 = 'x": __import__("builtins").setattr(__import__("builtins"), "PWNED", 2), "y'
@@ -183,3 +193,45 @@ def test_sources_sort_by_id_as_text_and_count_records_without_an_id() -> None:
     assert sum(e.details["code"] == "no_id" for e in result.errors) == 3
     texts = map_records(mset, {"contacts": [{"id": "b", "name": "B"}, {"id": "a", "name": "A"}]})
     assert list(texts.outputs["contacts"]) == ["c-a", "c-b"]
+
+
+def _messy(seed: int) -> dict[str, list[Any]]:
+    """The benchmark's generated tenant, small, with every kind of bad record sprinkled in."""
+    rnd = random.Random(seed)
+    data: dict[str, list[Any]] = generate(scale=0.02, seed=seed)
+    breakers = [
+        lambda r: r.update(id=None), lambda r: r.update(id=""), lambda r: r.update(id=rnd.randrange(100)),
+        lambda r: r.update(id="bad id!"), lambda r: r.update(deleted=True),
+        lambda r: r.update(type=rnd.choice(["GARDEN", None, 3, True])), lambda r: r.update(salutation="DR"),
+        lambda r: r.update(role=rnd.choice(["CONCIERGE", None])), lambda r: r.update(buildingId=["b"]),
+        lambda r: r.update(buildingId=None), lambda r: r.update(ownerContactIds="c1"),
+        lambda r: r.update(ownerContactIds=[None, "x"]), lambda r: r.update(unitIds={"a": 1}),
+        lambda r: r.update(tenantContactIds=None), lambda r: r.update(lastName=None, companyName=""),
+        lambda r: r.update(name=None), lambda r: r.update(validFrom=None), lambda r: r.update(startDate=None),
+        lambda r: r.update(propertyId=rnd.choice([None, "p-gone", 7])), lambda r: r.update(number=None, label=None),
+        lambda r: r.update(email=rnd.choice([3, "x@y.z", ["a"]])), lambda r: r.update(contactId=None),
+    ]
+    for records in data.values():
+        for rec in rnd.sample(records, max(1, len(records) // 8)):
+            rnd.choice(breakers)(rec)
+        if records:
+            records.append(dict(rnd.choice(records)))  # a duplicate
+        records.append("not an object")
+    return data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_generated_loops_and_generic_paths_agree(seed: int) -> None:
+    # a run with a Scope takes the generic paths for every record; without, the generated loops
+    # (handing back only the unusual ones): the results must be the same in every detail
+    mset = shipped(MAPPINGS_DIR)
+    data = _messy(seed)
+    fast = map_records(mset, data, run_date=RUN_DATE)
+    generic = map_records(mset, data, run_date=RUN_DATE, scope=Scope())
+    assert fast.errors, "the messy tenant should have failed records"
+    assert {k: list(v.items()) for k, v in fast.outputs.items()} == {
+        k: list(v.items()) for k, v in generic.outputs.items()}
+    assert [e.as_dict() for e in fast.errors] == [e.as_dict() for e in generic.errors]
+    assert {k: s.as_dict() for k, s in fast.stats.items()} == {k: s.as_dict() for k, s in generic.stats.items()}
+    assert fast.misses == generic.misses and fast.misses
+    assert fast.identities == generic.identities and fast.failed == generic.failed
