@@ -155,7 +155,8 @@ def test_every_default_value_line_is_tagged_or_generic() -> None:
     """The API names in default.yaml carry their provenance tag ([doc]/[seen]/[assumed])."""
     untagged = []
     generic = ("timeouts:", "retry:", "rate_limit:", "max_attempts", "base_delay_s", "max_delay_s",
-               "retry_after_cap_s", "jitter:", "retry_statuses", "max_pages", "max_idle_pages", "refresh_before_s",
+               "retry_after_cap_s", "jitter:", "retry_statuses", "max_pages", "max_idle_pages", "max_empty_pages",
+               "refresh_before_s",
                "default_lifetime_s", "write_concurrency", "scalara:", "casavi:", "auth:", "pagination:",
                "params:", "tombstone:", "errors:", "burst:")
     section_tagged = False

@@ -171,14 +171,21 @@ def test_retries_exhausted_names_service_method_path_and_last_status() -> None:
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
-@pytest.mark.parametrize("endless", ["empty", "same"])
-def test_a_walk_without_progress_is_stopped(endless: str) -> None:
-    """Issue 9, item 4: fresh cursors and no new records kept a run going until max_pages (100,000)."""
-    client, fake, _ = make()
+@pytest.mark.parametrize(("endless", "pages"), [("empty", 25), ("same", 10)])
+def test_a_walk_without_progress_is_stopped(endless: str, pages: int) -> None:
+    """Issue 9, item 4: fresh cursors and no new records kept a run going until max_pages (100,000).
+    Empty pages are allowed by the contract, so only max_empty_pages of them (default 1000, 25
+    here) stop a walk; 10 pages of records seen before do."""
+    import dataclasses
+
+    cfg = config()
+    assert cfg.scalara.max_empty_pages == 1000 and cfg.scalara.max_idle_pages == 10
+    cfg = dataclasses.replace(cfg, scalara=dataclasses.replace(cfg.scalara, max_empty_pages=25))
+    client, fake, _ = make(cfg=cfg)
     fake.endless = endless
-    with pytest.raises(NetworkError, match="made no progress: 10 pages in a row"):
+    with pytest.raises(NetworkError, match=f"made no progress: {pages} pages in a row"):
         list(client.iter_pages("units"))
-    assert len(fake.requests) == 10 + (endless == "same")   # the first page of "same" is new
+    assert len(fake.requests) == pages + (endless == "same")   # the first page of "same" is new
 
 
 def test_cursor_loop_is_stopped() -> None:

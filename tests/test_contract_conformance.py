@@ -136,3 +136,24 @@ def test_reconcile_restores_a_record_whose_writes_casavi_refused_because_it_was_
         client.close()
     rec = world.sandbox.casavi.record("units", f"u-{unit}")
     assert not rec.get("archived") and rec["name"].endswith("Neu vermessen")
+
+
+def test_an_incremental_read_through_many_empty_pages_with_cursors_completes() -> None:
+    # API.md: nextCursor is null on the last page, and nothing forbids an empty page before it. A
+    # SCALARA that pages through a table by id and filters each page by updatedSince answers an
+    # incremental read of a big table with dozens of empty pages; the run aborted after 10.
+    from engine.connectors import load_connector_config
+    from engine.connectors.scalara import ScalaraClient
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = int(request.url.params.get("cursor", "0"))
+        if n < 40:
+            return httpx.Response(200, json={"items": [], "nextCursor": str(n + 1)})
+        return httpx.Response(200, json={"items": [{"id": "c-1", "updatedAt": "2026-12-01T10:00:00Z"}],
+                                         "nextCursor": None})
+
+    client = ScalaraClient(load_connector_config(env={}), "scl_" + "a" * 40,
+                           transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with client:
+        rows = client.fetch_all("contacts", updated_since="2026-12-01T00:00:00Z", include_deleted=True)
+    assert [r["id"] for r in rows] == ["c-1"]

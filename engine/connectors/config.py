@@ -104,6 +104,7 @@ class ScalaraConfig:
     next_cursor_key: str
     max_pages: int
     max_idle_pages: int
+    max_empty_pages: int
     updated_since_param: str
     include_deleted_param: str
     true_value: str
@@ -398,6 +399,7 @@ def _build(data: dict[str, Any], sources: tuple[str, ...]) -> ConnectorConfig:
         next_cursor_key=s["pagination"]["next_cursor_key"],
         max_pages=int(s["pagination"]["max_pages"]),
         max_idle_pages=int(s["pagination"].get("max_idle_pages", 10)),
+        max_empty_pages=int(s["pagination"].get("max_empty_pages", 1000)),
         updated_since_param=s["params"]["updated_since"],
         include_deleted_param=s["params"]["include_deleted"],
         true_value=s["params"]["true_value"],

@@ -106,8 +106,9 @@ class ScalaraClient:
         """Yield each page's records (cursor pagination); tombstones pass through unchanged.
 
         A small state machine: state = the cursor; start without one, stop when the envelope's
-        next cursor is null. A cursor seen twice, ``max_idle_pages`` pages in a row without a new
-        record, or more pages than ``max_pages`` is a server fault -> NetworkError rather than an
+        next cursor is null. A cursor seen twice, ``max_idle_pages`` pages in a row with only records
+        seen before, ``max_empty_pages`` empty ones in a row (the contract allows empty pages with a
+        next cursor), or more pages than ``max_pages`` is a server fault -> NetworkError rather than an
         endless run.
         """
         cfg = self.config
@@ -119,7 +120,7 @@ class ScalaraClient:
             params[cfg.include_deleted_param] = cfg.true_value
         cursor: str | None = None
         seen: set[str] = set()
-        progress = ProgressGuard(SERVICE, path, cfg.max_idle_pages)
+        progress = ProgressGuard(SERVICE, path, cfg.max_idle_pages, cfg.max_empty_pages)
         for _ in range(cfg.max_pages):
             query = dict(params)
             if cursor is not None:
