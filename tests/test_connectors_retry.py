@@ -167,3 +167,22 @@ def test_unreachable_service_names_the_url_it_tried_without_credentials() -> Non
     assert "POST https://casavi.internal:8443/api/v2/authenticate failed after 2 attempt(s)" in message
     assert "reachable at https://casavi.internal:8443/api " in message and "CASAVI_SYNC_CASAVI_URL" in message
     assert "pw" not in message and "user" not in message and "x=1" not in message
+
+
+def test_a_429_storm_that_outlasts_the_retries_says_throttled_not_unreachable() -> None:
+    # found against an independent casavi: 100 answers 429 in a row ended the run with "Check that
+    # casavi is reachable at ... and that this is its base URL", which sends an operator the wrong way.
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=3, retry_after_cap_s=10,
+                         jitter="none", retry_statuses=frozenset({429, 503}))
+    limiter = RateLimiter(1000, 1000, clock=clock, sleep=clock.sleep)
+    retrier = Retrier("casavi", policy, limiter, Stats(), sleep=clock.sleep, clock=clock,
+                      base_url="https://casavi.internal")
+
+    with pytest.raises(NetworkError) as info:
+        retrier.run("PUT", "/v2/units/u-1", lambda: httpx.Response(429, headers={"Retry-After": "2"}), lambda r: r)
+    message = str(info.value)
+    assert message.startswith("casavi: PUT https://casavi.internal/v2/units/u-1 failed after 3 attempt(s); "
+                              "last: HTTP 429 (rate limited)")
+    assert "throttl" in message and "reachable" not in message
+    assert clock.sleeps == [2.0, 2.0]

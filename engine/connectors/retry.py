@@ -199,12 +199,14 @@ class Retrier:
                         attempt, attempts - 1, delay)
             if delay > 0:
                 self._sleep(delay)
+        where = f"{self.base_url}{path if path.startswith('/') else '/' + path}" if self.base_url else path
+        if last == "HTTP 429":  # it answered, so it is reachable: it kept throttling us
+            raise NetworkError(f"{self.service}: {method} {where} failed after {attempts} attempt(s); last: {last} "
+                               f"(rate limited). {self.service} kept throttling the requests; run again later.")
         if self.base_url:
-            where = f"{self.base_url}{path if path.startswith('/') else '/' + path}"
             hint = (f"Check that {self.service} is reachable at {self.base_url} and that this is its base URL "
                     f"(connector config, or CASAVI_SYNC_{self.service.upper()}_URL), then run again.")
         else:
-            where = path
             hint = "Check that the service is reachable and the base URL is right, then run again."
         raise NetworkError(f"{self.service}: {method} {where} failed after {attempts} attempt(s); last: {last}. "
                            + hint)
