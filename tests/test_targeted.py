@@ -174,3 +174,31 @@ def test_lookup_values_compare_as_python_dictionaries_do() -> None:
     long_l = targeted.encode(("l", "buildings", "name", "x" * 500))[0]
     long_k = targeted.match_rows("buildings", {"name": "x" * 500}, ["name"])[0][0]
     assert len(long_l) < 250 and long_l[1:] == long_k[1:]
+
+
+def test_mapping_with_a_scope_gives_what_the_generated_loops_give() -> None:
+    """The scope takes the interpreter's generic paths (they note what each record reads): the
+    outputs, errors, misses and stats must be those of the generated loops, planted bad records
+    included."""
+    import datetime as dt
+
+    from engine.compile import compile_mappings
+    from engine.interpret import map_records
+    from engine.mapscope import Scope
+    from engine.paths import MAPPINGS_DIR
+    from engine.sandbox.generator import generate
+    from engine.validate import load_mapping_set
+
+    mset = compile_mappings(load_mapping_set([MAPPINGS_DIR]))
+    data = generate(3, 8, today=dt.date(2026, 12, 2))
+    records = {res: list(rows.values()) for res, rows in data.records.items()}
+    plain = map_records(mset, records, run_date=dt.date(2026, 12, 2))
+    scope = Scope()
+    scoped = map_records(mset, records, run_date=dt.date(2026, 12, 2), scope=scope)
+    assert plain.outputs == scoped.outputs
+    assert [e.as_dict() for e in plain.errors] == [e.as_dict() for e in scoped.errors]
+    assert plain.misses == scoped.misses
+    assert {k: v.as_dict() for k, v in plain.stats.items()} == {k: v.as_dict() for k, v in scoped.stats.items()}
+    assert plain.errors  # the generator plants bad records: the slow paths' reasons are compared too
+    unit = next(u for u in records["units"] if isinstance(u, dict) and u.get("buildingId"))
+    assert ("l", "buildings", "id", unit["buildingId"]) in scope.deps[("units", str(unit["id"]))]
