@@ -161,7 +161,7 @@ def test_a_crash_after_the_rows_were_stored_makes_the_next_day_map_the_whole_ten
     with pytest.raises(Crash):
         rig.run("inc", writer=Dying())
     out = day(rig)
-    assert how(out)["mode"] == "whole" and "did not settle" in how(out)["reason"]
+    assert how(out)["mode"] == "whole" and "did not finish" in how(out)["reason"]
     rig.advance(1)
     rig.scalara.update_record("contacts", sorted(data(rig)["contacts"])[1], {"lastName": "Wieder"})
     assert how(day(rig))["mode"] == "targeted"

@@ -18,6 +18,7 @@ Plain SQL that SQLite and PostgreSQL both speak.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,11 +39,27 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 class DepsMixin(StoreBase):
     def deps_hash(self, tenant: str) -> str | None:
-        """The mapping set whose rows are complete for the snapshot (None: no rows to trust)."""
+        """The mapping set whose rows are complete for the snapshot and ready (the run that wrote
+        them applied its writes); None: no rows to trust."""
         self._require_tenant(tenant)
         with self._read() as db:
-            row = db.execute("SELECT mapping_hash FROM source_deps_meta WHERE tenant = ?", (tenant,)).fetchone()
+            row = db.execute("SELECT mapping_hash FROM source_deps_meta WHERE tenant = ? AND ready = 1",
+                             (tenant,)).fetchone()
         return row[0] if row else None
+
+    def deps_ready(self, tenant: str, held: Iterable[tuple[str, str]]) -> None:
+        """The run that wrote the rows applied its writes; ``held``: the archives it held back."""
+        self._require_tenant(tenant)
+        with self._write() as db:
+            db.execute("UPDATE source_deps_meta SET ready = 1, held = ? WHERE tenant = ?",
+                       (json.dumps(sorted(set(held))), tenant))
+
+    def deps_held(self, tenant: str) -> list[tuple[str, str]]:
+        """The records the last run held back from archiving (kind, reference id)."""
+        self._require_tenant(tenant)
+        with self._read() as db:
+            row = db.execute("SELECT held FROM source_deps_meta WHERE tenant = ?", (tenant,)).fetchone()
+        return [(str(k), str(r)) for k, r in json.loads(row[0])] if row and row[0] else []
 
     def save_deps(self, tenant: str, rows: Mapping[Key, Iterable[Row]], until: Mapping[Key, int], *,
                   whole: bool, mapping_hash: str, replaced: Iterable[Key] = ()) -> None:
@@ -62,7 +79,8 @@ class DepsMixin(StoreBase):
                                         for dep, detail in deps))
             db.executemany(SQL_UNTIL, ((tenant, res, rid, day) for (res, rid), day in until.items()))
             db.execute("DELETE FROM source_deps_meta WHERE tenant = ?", (tenant,))
-            db.execute("INSERT INTO source_deps_meta (tenant, mapping_hash) VALUES (?, ?)", (tenant, mapping_hash))
+            db.execute("INSERT INTO source_deps_meta (tenant, mapping_hash, ready) VALUES (?, ?, 0)",
+                       (tenant, mapping_hash))
 
     def forget_deps(self, tenant: str) -> None:
         self._require_tenant(tenant)

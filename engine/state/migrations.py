@@ -326,7 +326,18 @@ V8 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
+V9 = Migration(
+    "dependency rows: ready only once the run that wrote them applied its writes; the archives it held",
+    (
+        # 0 from the moment a run stages SCALARA's records until its writes are applied: a crash in
+        # between makes the next run map the whole tenant. ``held``: JSON [[kind, ref id], ...] of
+        # records that run left unarchived (guard), decided again by the next targeted day.
+        "ALTER TABLE source_deps_meta ADD COLUMN ready INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE source_deps_meta ADD COLUMN held TEXT",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -157,6 +157,9 @@ class SourcesMixin(StoreBase):
             for resource, ids in commit.deletes.items():
                 db.executemany(SQL_DELETE, ((tenant, resource, rid) for rid in ids))
             db.execute("UPDATE source_cursors SET settled = 0 WHERE tenant = ?", (tenant,))
+            # the dependency rows describe the snapshot before this read until the run's mapping
+            # rewrites them and its writes are applied (engine.state.deps)
+            db.execute("UPDATE source_deps_meta SET ready = 0 WHERE tenant = ?", (tenant,))
 
     def commit_cursor(self, tenant: str, commit: SourceCommit, *, mapped_date: str | None, settled: bool,
                       stable_until: str | None = None) -> None:

@@ -45,9 +45,7 @@ class Link:
     def why_not_targeted(self, previous: Any, run_date: str) -> str:
         """"" when a day's changes may be mapped alone, else why not."""
         if self.store.deps_hash(self.tenant) != self.fingerprint:
-            return "no dependency rows for this mapping set yet"
-        if not previous.settled:
-            return "the last run did not settle (crash, held archives or failed writes)"
+            return "no dependency rows for this mapping set, or the run that wrote them did not finish"
         if previous.mapped_date is None or run_date < previous.mapped_date:
             return "the run date is before the last run's"
         return ""
@@ -97,10 +95,14 @@ def prepare_targeted(mset: MappingSet, link: Link, extraction: Extraction, optio
     timings: dict[str, float] = {"extract_s": extraction_s}
     t1 = time.perf_counter()
     total = sum(extraction.counts.values())
+    # records the last run held back from archiving are decided again, with their sources
+    held = link.store.deps_held(link.tenant)
+    held_sources = [(s.source_resource, s.source_id) for s in link.store.records_by_keys(link.tenant, held).values()
+                    if s.source_resource is not None and s.source_id is not None]
     horizon = HORIZON.set([dt.date.max])
     try:
         t = remap(link.store, link.tenant, mset, extraction.delta, run_date=options.run_date,
-                  max_records=max(2000, total // 3))
+                  max_records=max(2000, total // 3), also=held_sources)
     finally:
         HORIZON.reset(horizon)
     mapped = t.mapped
@@ -111,6 +113,7 @@ def prepare_targeted(mset: MappingSet, link: Link, extraction: Extraction, optio
     order = kind_order(mset)
     desired = _desired(mapped)
     known = link.store.records_of_sources(link.tenant, t.replaced)
+    known.update(link.store.records_by_keys(link.tenant, [k for k in held if k not in known]))
     known.update(link.store.records_by_keys(link.tenant, [(d.kind, d.ref_id) for d in desired
                                                           if (d.kind, d.ref_id) not in known]))
     existing: dict[str, int] = {}

@@ -168,6 +168,8 @@ def commit_extraction(store: StateStore, tenant: str, prepared: Prepared, option
     settled = outcome == "clean" or not (plan.guard_trips or plan.held_archives or (result and result.failed))
     store.commit_cursor(tenant, extraction.commit, mapped_date=_run_date(options), settled=bool(settled),
                         stable_until=extraction.stable_until)
+    if not prepared.skipped_mapping:  # the dependency rows this run wrote hold now (engine.state.deps)
+        store.deps_ready(tenant, [(a.kind, a.ref_id) for a in plan.held_archives])
 
 
 def run_for_tenant(

@@ -385,10 +385,12 @@ class _Closure:
 
 
 def remap(store: DepsStore, tenant: str, mset: MappingSet, delta: Mapping[str, Mapping[str, Record | None]], *,
-          run_date: dt.date | None, max_records: int | None = None) -> Targeted:
-    """Map the closure of ``delta`` (resource -> id -> record, None: deleted) and nothing else."""
+          run_date: dt.date | None, max_records: int | None = None, also: Iterable[Key] = ()) -> Targeted:
+    """Map the closure of ``delta`` (resource -> id -> record, None: deleted) and nothing else;
+    ``also``: records to map in any case (those whose archive the last run held back)."""
     day = run_date or dt.date.today()
     cl = _Closure(store, tenant, mset, delta)
+    cl.add(also)
     cl.seed(day)
     reads: list[Dep] = []
     claims: set[tuple[str, str]] = set()
