@@ -61,22 +61,22 @@ class DepsMixin(StoreBase):
             row = db.execute("SELECT held FROM source_deps_meta WHERE tenant = ?", (tenant,)).fetchone()
         return [(str(k), str(r)) for k, r in json.loads(row[0])] if row and row[0] else []
 
-    def save_deps(self, tenant: str, rows: Mapping[Key, Iterable[Row]], until: Mapping[Key, int], *,
+    def save_deps(self, tenant: str, rows: Iterable[tuple[str, str, str, str | None]], until: Mapping[Key, int], *,
                   whole: bool, mapping_hash: str, replaced: Iterable[Key] = ()) -> None:
-        """Store the rows of the records in ``rows`` (and drop those of ``replaced``), in one
-        transaction; ``whole``: they are all there is (every other row goes)."""
+        """Store ``rows`` (resource, id, dep, detail), replacing those of the records ``replaced``,
+        in one transaction; ``whole``: they are all there is (every other row goes). ``rows`` is
+        consumed as it is written (a whole tenant's need not be held twice)."""
         self._require_tenant(tenant)
-        keys = sorted(set(rows) | set(replaced))
         with self._write() as db:
             if whole:
                 db.execute("DELETE FROM source_deps WHERE tenant = ?", (tenant,))
                 db.execute("DELETE FROM source_until WHERE tenant = ?", (tenant,))
             else:
+                keys = sorted(set(replaced))
                 for table in ("source_deps", "source_until"):
                     db.executemany(f"DELETE FROM {table} WHERE tenant = ? AND resource = ? AND id = ?",
                                    ((tenant, res, rid) for res, rid in keys))
-            db.executemany(SQL_INSERT, ((tenant, res, rid, dep, detail) for (res, rid), deps in rows.items()
-                                        for dep, detail in deps))
+            db.executemany(SQL_INSERT, ((tenant, *row) for row in rows))
             db.executemany(SQL_UNTIL, ((tenant, res, rid, day) for (res, rid), day in until.items()))
             db.execute("DELETE FROM source_deps_meta WHERE tenant = ?", (tenant,))
             db.execute("INSERT INTO source_deps_meta (tenant, mapping_hash, ready) VALUES (?, ?, 0)",

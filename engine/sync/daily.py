@@ -19,7 +19,7 @@ from engine.mapscope import Scope
 from engine.state import StateStore
 from engine.sync.extract import Extraction, mapping_fingerprint
 from engine.sync.plan import Known, build_plan
-from engine.sync.targeted import Fallback, Targeted, remap, whole_rows
+from engine.sync.targeted import Fallback, Targeted, flat, remap, until_of, whole_rows
 
 if TYPE_CHECKING:
     from engine.sync.runner import Prepared
@@ -70,14 +70,15 @@ class Link:
     def save_whole(self, records: Mapping[str, list[Record]], scope: Scope) -> None:
         if not self.saving:
             return
-        rows, until = whole_rows(self.mset, records, scope)
-        self.store.save_deps(self.tenant, rows, until, whole=True, mapping_hash=self.fingerprint)
+        until = until_of(scope)
+        self.store.save_deps(self.tenant, whole_rows(self.mset, records, scope), until, whole=True,
+                             mapping_hash=self.fingerprint)
 
     def save(self, t: Targeted) -> str | None:
         """Store a targeted day's rows; the tenant's first date a date function could flip."""
         if not self.saving:
             return None
-        self.store.save_deps(self.tenant, t.rows, t.until, whole=False, mapping_hash=self.fingerprint,
+        self.store.save_deps(self.tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
                              replaced=t.replaced)
         first = self.store.deps_first_until(self.tenant)
         return dt.date.fromordinal(first).isoformat() if first is not None else dt.date.max.isoformat()

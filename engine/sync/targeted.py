@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -141,16 +141,28 @@ class Shape:
         return shape
 
 
-def whole_rows(mset: MappingSet, records: Mapping[str, Iterable[Any]], scope: Scope) -> tuple[
-        dict[Key, list[Row]], dict[Key, int]]:
-    """The rows of a whole-tenant mapping (every record of every resource)."""
-    shape = Shape.of(mset)
-    rows: dict[Key, list[Row]] = {key: list(dict.fromkeys(encode(d) for d in deps)) for key, deps in scope.deps.items()}
-    for res, fields in shape.lookup_fields.items():
+def whole_rows(mset: MappingSet, records: Mapping[str, Iterable[Any]],
+               scope: Scope) -> Iterator[tuple[str, str, str, str | None]]:
+    """The rows of a whole-tenant mapping (every record of every resource), as (resource, id,
+    dep, detail); the scope's deps are dropped as they are encoded."""
+    deps = scope.deps
+    while deps:
+        (res, rid), got = deps.popitem()
+        for dep, detail in dict.fromkeys(encode(d) for d in got):
+            yield res, rid, dep, detail
+    for res, fields in Shape.of(mset).lookup_fields.items():
         for rec in records.get(res) or ():
             if isinstance(rec, dict) and rec.get("deleted") is not True and isinstance(rec.get("id"), str | int):
-                rows.setdefault((res, str(rec["id"])), []).extend(match_rows(res, rec, fields))
-    return rows, _until(scope)
+                for dep, detail in match_rows(res, rec, fields):
+                    yield res, str(rec["id"]), dep, detail
+
+
+def flat(rows: Mapping[Key, list[Row]]) -> Iterator[tuple[str, str, str, str | None]]:
+    return ((res, rid, dep, detail) for (res, rid), got in rows.items() for dep, detail in got)
+
+
+def until_of(scope: Scope) -> dict[Key, int]:
+    return _until(scope)
 
 
 def _until(scope: Scope) -> dict[Key, int]:
