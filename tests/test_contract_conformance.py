@@ -157,3 +157,51 @@ def test_an_incremental_read_through_many_empty_pages_with_cursors_completes() -
     with client:
         rows = client.fetch_all("contacts", updated_since="2026-12-01T00:00:00Z", include_deleted=True)
     assert [r["id"] for r in rows] == ["c-1"]
+
+
+class KeepsAddressesInUse(httpx.BaseTransport):
+    """Forwards to the sandbox, but refuses a property PUT that drops an address an active unit
+    still has (409), as a casavi may: API.md says a unit's address must be one of its property's,
+    and is silent on what removing a used one does; the sandbox accepts it."""
+
+    def __init__(self, sandbox: Any) -> None:
+        self.inner, self.sandbox = httpx.HTTPTransport(), sandbox
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.removeprefix("/v2/").split("/")
+        if request.method == "PUT" and len(parts) == 2 and parts[0] == "properties":
+            keep = {a.get("street") for a in json.loads(request.content).get("addresses") or []}
+            used = {u.get("address") for u in self.sandbox.casavi.records("units")
+                    if u.get("propertyId") == parts[1] and not u.get("archived")}
+            if used - keep - {None}:
+                return httpx.Response(409, json={"message": "an address still has units",
+                                                 "errors": [{"field": "addresses", "code": "address_in_use"}]})
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine/sync (owned by another helper): a corrected street or house number of a building is "
+    "written as one property PUT that replaces the old address, then the units; a casavi that keeps "
+    "an address while units use it refuses the property, its units are skipped, and every later run "
+    "repeats that. A contract-safe order: the property with old and new addresses, the units, "
+    "then the property with the final addresses"))
+def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses_in_use(world: World) -> None:
+    world.run()
+    data = world.sandbox.scalara.dataset()
+    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
+                if u["buildingId"] in data["buildings"])
+    building = data["buildings"][unit["buildingId"]]
+    world.sandbox.scalara.update_record("buildings", building["id"],
+                                        {"houseNumber": f"{building['houseNumber']}a"})
+    for _ in range(3):
+        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
+                              transport=KeepsAddressesInUse(world.sandbox))
+        try:
+            world.run(casavi=client)
+        finally:
+            client.close()
+    stored = world.sandbox.casavi.record("units", f"u-{unit['id']}")
+    assert stored["address"].endswith(f"{building['houseNumber']}a")
