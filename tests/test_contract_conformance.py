@@ -205,3 +205,46 @@ def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses
             client.close()
     stored = world.sandbox.casavi.record("units", f"u-{unit['id']}")
     assert stored["address"].endswith(f"{building['houseNumber']}a")
+
+
+class RefusesOneProperty(httpx.BaseTransport):
+    """Forwards to the sandbox; refuses every PUT of one property with a 409 while ``refusing``."""
+
+    def __init__(self, ref_id: str) -> None:
+        self.inner, self.ref_id, self.refusing = httpx.HTTPTransport(), ref_id, True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refusing and request.method == "PUT" and request.url.path == f"/v2/properties/{self.ref_id}":
+            return httpx.Response(409, json={"message": "busy", "errors": [{"field": None, "code": "conflict"}]})
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine/sync (owned by another helper): while a property waits in its 409 backoff (held, not "
+    "sent), its units are sent anyway; casavi refuses them (400: the address is not yet one of the "
+    "property's), and that 400 holds them 'until the payload changes', so after the property goes "
+    "through they still never do (only run --retry-failed sends them)"))
+def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: World) -> None:
+    world.run()
+    data = world.sandbox.scalara.dataset()
+    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
+                if u["buildingId"] in data["buildings"])
+    building = data["buildings"][unit["buildingId"]]
+    world.sandbox.scalara.update_record("buildings", building["id"],
+                                        {"houseNumber": f"{building['houseNumber']}a"})
+    transport = RefusesOneProperty(f"p-{unit['propertyId']}")
+    for step in range(4):                     # refused, held in backoff, then accepted again
+        transport.refusing = step < 2
+        if step == 3:
+            world.sandbox.clock.advance(days=1)   # past the property's backoff
+        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
+                              transport=transport)
+        try:
+            world.run(casavi=client)
+        finally:
+            client.close()
+    assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"].endswith(
+        f"{building['houseNumber']}a")
