@@ -109,10 +109,6 @@ class RefusesWritesToArchived(httpx.BaseTransport):
         self.inner.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): a 409 refusal is held on a backoff (engine.sync.failures.holds) "
-    "even in a --reconcile run that has just read casavi and planned a restore for the record, so the "
-    "record stays archived until `run --reconcile --retry-failed`"))
 def test_reconcile_restores_a_record_whose_writes_casavi_refused_because_it_was_archived(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
@@ -250,12 +246,6 @@ def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: Wor
         f"{building['houseNumber']}a")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): a record that comes back in SCALARA is restored in "
-    "casavi (POST .../restore); when it was deleted in casavi meanwhile (DELETE of an archived record "
-    "is in the contract) casavi answers 404, which engine.sync.apply._perform reports as a failure "
-    "run after run instead of creating the record again with a PUT (a --reconcile run creates it, "
-    "unless the 404 already sits in its backoff hold)"))
 def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brings_it_back(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()

@@ -125,7 +125,14 @@ def _perform(writer: Writer, action: Action) -> Any:
     if action.action == ARCHIVE:
         return writer.archive(kind, ref)
     if action.action == RESTORE:
-        result = writer.restore(kind, ref)
+        try:
+            result = writer.restore(kind, ref)
+        except RecordError as exc:
+            if not _is_gone(exc):
+                raise
+            # deleted in casavi since it was archived (DELETE of an archived record is in the
+            # contract): create it again; the PUT is keyed by our reference id, so never twice
+            return writer.put(kind, ref, _body(action))
         return writer.put(kind, ref, _body(action)) if action.update_after_restore else result
     return writer.put(kind, ref, _body(action))
 

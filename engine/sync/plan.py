@@ -245,7 +245,10 @@ def build_plan(
         elif decided.action == UNCHANGED:  # equal in casavi already: no call, the state learns it
             plan.adopt.append(decided)
             unchanged[d.kind] = unchanged.get(d.kind, 0) + 1
-        elif record_holds and key in record_holds and record_holds[key].payload_hash == h:
+        elif (record_holds and key in record_holds and record_holds[key].payload_hash == h
+              and not (current is not None and decided.action == RESTORE)):
+            # a reconcile run that finds the record archived in casavi restores it: not the call
+            # casavi refused, so the refusal's backoff does not hold it
             decided.reason = record_holds[key].reason
             plan.held.append(decided)
         else:
