@@ -218,11 +218,6 @@ class RefusesOneProperty(httpx.BaseTransport):
         self.inner.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): while a property waits in its 409 backoff (held, not "
-    "sent), its units are sent anyway; casavi refuses them (400: the address is not yet one of the "
-    "property's), and that 400 holds them 'until the payload changes', so after the property goes "
-    "through they still never do (only run --retry-failed sends them)"))
 def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()

@@ -232,3 +232,31 @@ def test_a_payload_json_cannot_carry_is_a_per_record_error() -> None:
     plan = build_plan([*desired_units([0, 2]), bad], known, kinds=KINDS)
     assert plan.actions == [] and len(plan.errors) == 1
     assert plan.errors[0]["targetId"] == "u-1" and "JSON cannot carry" in plan.errors[0]["reason"]
+
+
+def test_a_refused_record_is_sent_again_when_something_it_references_is_written_in_the_run() -> None:
+    """casavi may have refused a unit because of its property (an address it did not have yet): the
+    hold lifts when the property is written, and transitively for the unit's contract."""
+    from engine.sync.failures import Hold
+
+    prop = {"name": "Lindenstraße 12", "addresses": [{"street": "Lindenstraße 12a"}]}
+    u1 = {"propertyId": "p-1", "name": "WE 01", "address": "Lindenstraße 12a"}
+    u2 = {"propertyId": "p-2", "name": "WE 02", "address": "Am Markt 1"}
+    contract = {"type": "OWNER", "unitId": "u-1", "contactId": "c-1", "startDate": "2020-01-01"}
+    known = {("properties", "p-1"): Row("written", {**prop, "addresses": [{"street": "Lindenstraße 12"}]},
+                                        "properties", "1"),
+             ("units", "u-1"): Row("failed", u1, "units", "1", previous_status="written"),
+             ("units", "u-2"): Row("failed", u2, "units", "2", previous_status="written"),
+             ("contracts", "k-1"): Row("failed", contract, "ownerships", "1", previous_status="written")}
+    desired = [Desired("properties", "p-1", prop, "properties", "1"),
+               Desired("units", "u-1", u1, "units", "1", (("properties", "p-1"),)),
+               Desired("units", "u-2", u2, "units", "2", (("properties", "p-2"),)),
+               Desired("contracts", "k-1", contract, "ownerships", "1", (("units", "u-1"), ("contacts", "c-1")))]
+    holds = {key: Hold(payload_hash(payload), "casavi refused it")
+             for key, payload in ((("units", "u-1"), u1), (("units", "u-2"), u2), (("contracts", "k-1"), contract))}
+    plan = build_plan(desired, known, kinds=KINDS, record_holds=holds)
+    assert actions(plan) == [("update", "contracts", "k-1"), ("update", "properties", "p-1"),
+                             ("update", "units", "u-1")]
+    assert [(a.kind, a.ref_id) for a in plan.held] == [("units", "u-2")]  # its property is not written
+    released = next(a for a in plan.actions if a.ref_id == "k-1")
+    assert released.reason.startswith("sent again: a record it references is written in this run")

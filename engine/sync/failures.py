@@ -1,8 +1,10 @@
 """Known failures: what casavi keeps refusing, what SCALARA's data keeps from mapping, and news.
 
 A record casavi refuses for a rule the engine cannot know (400/422: validation) would be refused
-again with the same payload, so it is **held**: not sent again until its payload changes, or the
-operator asks (``run --retry-failed``, ``--retry-record``). A refusal that depends on casavi's
+again with the same payload, so it is **held**: not sent again until its payload changes, a record
+it references is written in the run (the refusal may have been about that record's state: a unit's
+address its property did not have yet), or the operator asks (``run --retry-failed``,
+``--retry-record``). A refusal that depends on casavi's
 state (409 quota or conflict, 404 unknown reference, anything else) is retried on a backoff: at
 the next run after the first refusal, then 1 h, 2 h, 4 h ... up to 7 days after the last one (a
 daily run retries it daily for a week, then less often).

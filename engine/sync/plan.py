@@ -253,6 +253,7 @@ def build_plan(
             plan.held.append(decided)
         else:
             plan.actions.append(decided)
+    _release_holds(plan)
 
     holds = {kind: KindHold("SCALARA returned no records for this kind; nothing is archived")
              for kind in empty_kinds}
@@ -261,6 +262,27 @@ def build_plan(
                   max_share=archive_max_share, floor=archive_floor, allow_archive=allow_archive, existing=existing)
     plan.unchanged = unchanged
     return plan
+
+
+def _release_holds(plan: Plan) -> None:
+    """A held record is sent after all when something it references is written in this run: casavi
+    may have refused it because of that record's state (a unit's address that its property did not
+    have yet), so the refusal says nothing about the next try. Transitively: a contract waits for its
+    released unit. The write order sends the referenced record first."""
+    writing = {(a.kind, a.ref_id) for a in plan.actions}
+    changed = True
+    while changed and plan.held:
+        changed = False
+        still: list[Action] = []
+        for a in plan.held:
+            if any(dep in writing for dep in a.depends_on):
+                a.reason = f"sent again: a record it references is written in this run (before: {a.reason})"
+                plan.actions.append(a)
+                writing.add((a.kind, a.ref_id))
+                changed = True
+            else:
+                still.append(a)
+        plan.held = still
 
 
 def _decide(d: Desired, h: str, state: Known | None, live: dict[str, Any] | None, *,
