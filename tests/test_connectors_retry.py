@@ -186,3 +186,19 @@ def test_a_429_storm_that_outlasts_the_retries_says_throttled_not_unreachable() 
                               "last: HTTP 429 (rate limited)")
     assert "throttl" in message and "reachable" not in message
     assert clock.sleeps == [2.0, 2.0]
+
+
+def test_a_retry_after_date_already_past_waits_the_backoff_not_nothing() -> None:
+    # A server whose clock is a few seconds behind ours names a moment we have already passed
+    # (HTTP dates have whole seconds); "Retry-After: 0" likewise. Waiting nothing burned every
+    # attempt within milliseconds and aborted the run on a server that asked for a short pause.
+    clock = FakeClock()
+    retrier, stats = _retrier(clock, attempts=4)
+    past = email.utils.formatdate(clock() - 5, usegmt=True)
+    request = httpx.Request("PUT", "https://x.example/v2/units/u-1")
+    answers = [httpx.Response(429, headers={"Retry-After": past}, request=request),
+               httpx.Response(429, headers={"Retry-After": "0"}, request=request),
+               httpx.Response(200, json={}, request=request)]
+    assert retrier.run("PUT", "/v2/units/u-1", lambda: answers.pop(0), lambda r: r.status_code) == 200
+    assert clock.sleeps == [0.5, 1.0]                # the backoff, as without a Retry-After
+    assert stats["throttled"] == 2

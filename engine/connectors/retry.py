@@ -182,7 +182,7 @@ class Retrier:
                     if status == 429:
                         self.stats.incr("throttled")
                         told = parse_retry_after(response.headers.get("retry-after"), self._clock())
-                        if told is not None:
+                        if told:  # 0 (or a date we already passed: clocks differ) -> the backoff
                             throttled_for = min(told, self.policy.retry_after_cap_s)
                 else:
                     try:
