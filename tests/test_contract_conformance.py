@@ -178,12 +178,6 @@ class KeepsAddressesInUse(httpx.BaseTransport):
         self.inner.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): a corrected street or house number of a building is "
-    "written as one property PUT that replaces the old address, then the units; a casavi that keeps "
-    "an address while units use it refuses the property, its units are skipped, and every later run "
-    "repeats that. A contract-safe order: the property with old and new addresses, the units, "
-    "then the property with the final addresses"))
 def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses_in_use(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
@@ -192,15 +186,24 @@ def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses
     building = data["buildings"][unit["buildingId"]]
     world.sandbox.scalara.update_record("buildings", building["id"],
                                         {"houseNumber": f"{building['houseNumber']}a"})
-    for _ in range(3):
+    old_street = f"{building['street']} {building['houseNumber']}"
+    runs = []
+    for _ in range(2):
         client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
                               transport=KeepsAddressesInUse(world.sandbox))
         try:
-            world.run(casavi=client)
+            runs.append(world.run(casavi=client))
         finally:
             client.close()
+    # one run: the property with both addresses, its units, then the property without the old one
     stored = world.sandbox.casavi.record("units", f"u-{unit['id']}")
-    assert stored["address"].endswith(f"{building['houseNumber']}a")
+    assert stored["address"] == f"{old_street}a"
+    prop = world.sandbox.casavi.record("properties", f"p-{unit['propertyId']}")
+    streets = [a["street"] for a in prop["addresses"]]
+    assert f"{old_street}a" in streets and old_street not in streets
+    assert runs[0].result is not None and not runs[0].result.failed
+    assert runs[0].result.counts()["properties"] == {"update": 1}  # two calls, one changed record
+    assert runs[1].result is not None and not runs[1].result.outcomes  # the state knows the final payload
 
 
 class RefusesOneProperty(httpx.BaseTransport):
@@ -294,3 +297,50 @@ def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_creat
         world.sandbox.scalara.add_record("ownerships", {k: v for k, v in o.items() if k != "updatedAt"})
     world.run()
     assert not world.sandbox.casavi.record("units", ref).get("archived")
+
+
+class KeepsAddressesAndRefusesOneUnit(KeepsAddressesInUse):
+    """As KeepsAddressesInUse, and refuses one unit's PUT with a 409 while ``refusing``."""
+
+    def __init__(self, sandbox: Any, unit_ref: str) -> None:
+        super().__init__(sandbox)
+        self.unit_ref, self.refusing = unit_ref, True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refusing and request.method == "PUT" and request.url.path == f"/v2/units/{self.unit_ref}":
+            return httpx.Response(409, json={"message": "busy", "errors": [{"field": None, "code": "conflict"}]})
+        return super().handle_request(request)
+
+
+def test_an_address_move_whose_unit_fails_keeps_both_addresses_until_the_unit_moved(world: World) -> None:
+    world.run()
+    data = world.sandbox.scalara.dataset()
+    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
+                if u["buildingId"] in data["buildings"])
+    building = data["buildings"][unit["buildingId"]]
+    old_street = f"{building['street']} {building['houseNumber']}"
+    world.sandbox.scalara.update_record("buildings", building["id"], {"houseNumber": f"{building['houseNumber']}a"})
+    transport = KeepsAddressesAndRefusesOneUnit(world.sandbox, f"u-{unit['id']}")
+
+    def run() -> Any:
+        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
+                              transport=transport)
+        try:
+            return world.run(casavi=client)
+        finally:
+            client.close()
+
+    def streets() -> list[str]:
+        return [a["street"] for a in world.sandbox.casavi.record("properties", f"p-{unit['propertyId']}")["addresses"]]
+
+    first = run()
+    assert first.result is not None and [o.ref_id for o in first.result.failed] == [f"u-{unit['id']}"]
+    assert old_street in streets() and f"{old_street}a" in streets()  # the unit still uses the old one
+    assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"] == old_street
+    assert world.store.records("default", "properties")[("properties", f"p-{unit['propertyId']}")].status == "pending"
+    transport.refusing = False
+    world.sandbox.clock.advance(days=1)  # past the unit's backoff
+    second = run()                       # an incremental day: the pending property is decided again
+    assert second.result is not None and not second.result.failed
+    assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"] == f"{old_street}a"
+    assert old_street not in streets() and f"{old_street}a" in streets()

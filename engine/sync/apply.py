@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import OperatorError, RecordError
+from engine.sync.addresses import FinalAddresses, split_address_moves
 from engine.sync.order import Completion, Group, Lookup, PropertyDone, group_actions
 from engine.sync.plan import ARCHIVE, CREATE, RESTORE, SKIPPED, UPDATE, Action, Plan
 
@@ -155,6 +156,7 @@ class _Runner:
         self.result = ApplyResult()
         self.failed_keys: dict[Key, str] = {}
         self.completion = completion
+        self.moving: set[Key] = set()  # properties written in two steps (engine.sync.addresses)
 
     # -- bookkeeping shared by both orders --------------------------------------------------------
     def _emit(self, phase: str, kind: str, done: int, total: int) -> None:
@@ -309,6 +311,23 @@ class _Runner:
                     fill()
         self.journal.flush()
 
+    def run_finals(self, finals: Sequence[FinalAddresses]) -> None:
+        """Step 2 of address moves (engine.sync.addresses): a property's final addresses, once it
+        and the units that moved are written. Counted as the property's one update, not a second."""
+        ready = [f.action for f in finals
+                 if (f.action.kind, f.action.ref_id) not in self.failed_keys
+                 and not any(unit in self.failed_keys for unit in f.units)]
+        if not ready:
+            return
+        self.moving.difference_update((a.kind, a.ref_id) for a in ready)  # step 2 is written as usual
+        counted, self.completion = self.completion, Completion([])
+        before = len(self.result.outcomes)
+        try:
+            self.run_phase("write", "properties", ready)
+        finally:
+            self.completion = counted
+            self.result.outcomes[before:] = [o for o in self.result.outcomes[before:] if not o.ok]
+
     def _settle(self, action: Action, fut: cf.Future[Any]) -> None:
         exc = fut.exception()
         src = (action.source_resource, action.source_id)
@@ -322,6 +341,11 @@ class _Runner:
                     self.journal.archived(action)
             else:
                 self.journal.written(action)
+                if (action.kind, action.ref_id) in self.moving:
+                    # step 1 of an address move: pending until step 2 is written, so that a crash
+                    # or a failed unit in between makes the next run finish the move
+                    self.journal.flush()
+                    self.journal.pending([action])
                 if done == CREATE and getattr(fut.result(), "created", None) is False:
                     done = UPDATE  # casavi had it already (a create repeated after a crash)
             self.result.outcomes.append(Outcome(action.kind, action.ref_id, done, True, *src))
@@ -366,13 +390,14 @@ def apply_plan(
     ``max_ahead``: how many properties may be under way at once (default 2 x concurrency)."""
     if write_order not in WRITE_ORDERS:
         raise ValueError(f"write_order must be one of {WRITE_ORDERS}, not {write_order!r}")
-    writes = [a for a in plan.actions if a.action in (CREATE, UPDATE, RESTORE)]
+    writes, finals = split_address_moves([a for a in plan.actions if a.action in (CREATE, UPDATE, RESTORE)])
     groups = group_actions(writes, order, lookup)
     completion = Completion(groups)
     runner = _Runner(writer, journal, concurrency, progress, should_stop, completion)
     runner.result.write_order = write_order
     runner.result.properties_total = completion.properties_total
     runner.result.properties_done = completion.done
+    runner.moving = {(f.action.kind, f.action.ref_id) for f in finals}
     for kind, ref_id, reason in blocked:
         runner.failed_keys[(kind, ref_id)] = reason
     if write_order == "property":
@@ -380,6 +405,7 @@ def apply_plan(
     else:
         for kind in order:
             runner.run_phase("write", kind, [a for a in writes if a.kind == kind])
+    runner.run_finals(finals)
     archives: dict[str, list[Action]] = {}
     for a in plan.actions:
         if a.action == ARCHIVE:
