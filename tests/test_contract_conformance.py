@@ -269,12 +269,6 @@ def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brin
     assert stored is not None and not stored.get("archived")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): a record the state does not know is created with a PUT; "
-    "when casavi holds it archived under that reference id (an earlier import, archived by hand or by "
-    "another deployment), the sandbox answers 200 and keeps it archived, so it stays archived while "
-    "active contracts now point at it (another casavi answers 409). The 200 instead of 201 shows that "
-    "the record existed: a restore would follow"))
 def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_created(world: World) -> None:
     data = world.sandbox.scalara.dataset()
     unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])

@@ -135,7 +135,13 @@ def _perform(writer: Writer, action: Action) -> Any:
             # contract): create it again; the PUT is keyed by our reference id, so never twice
             return writer.put(kind, ref, _body(action))
         return writer.put(kind, ref, _body(action)) if action.update_after_restore else result
-    return writer.put(kind, ref, _body(action))
+    result = writer.put(kind, ref, _body(action))
+    if action.action == CREATE and getattr(result, "created", None) is False \
+            and (getattr(result, "body", None) or {}).get("archived") is True:
+        # casavi had it under our reference id, archived (an earlier import, archived by hand):
+        # the plan wants it active, and its dependents are about to point at it
+        writer.restore(kind, ref)
+    return result
 
 
 def _is_gone(error: RecordError) -> bool:
