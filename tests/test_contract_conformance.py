@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 
 from engine.connectors.casavi import CasaviClient
 from tests.conftest import World
