@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from engine.connectors.casavi import CasaviClient
 from tests.conftest import World
@@ -268,7 +269,36 @@ def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brin
     assert stored is not None and not stored.get("archived")
 
 
-def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_created(world: World) -> None:
+class NamesNoArchiveState(httpx.BaseTransport):
+    """Forwards to the sandbox; no answer names an archive state (the contract names no field), and
+    restoring a record that is not archived is refused (409), as another casavi may do."""
+
+    def __init__(self, sandbox: Any) -> None:
+        self.inner, self.sandbox, self.restores = httpx.HTTPTransport(), sandbox, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.removeprefix("/v2/").split("/")
+        if request.method == "POST" and len(parts) == 3 and parts[2] == "restore":
+            self.restores += 1
+            rec = self.sandbox.casavi.record(parts[0], parts[1])
+            if rec is not None and not rec.get("archived"):
+                return httpx.Response(409, json={"message": "not archived", "errors": [{"field": None, "code": "not_archived"}]})
+        response = self.inner.handle_request(request)
+        response.read()
+        if not response.content.strip():
+            return response
+        body = json.loads(response.content)
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if "archiv" not in k.lower()}
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("names_state", [True, False], ids=["archived-field", "no-archived-field"])
+def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_created(world: World,
+                                                                                   names_state: bool) -> None:
     data = world.sandbox.scalara.dataset()
     unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
                 if u["buildingId"] in data["buildings"]
@@ -288,8 +318,18 @@ def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_creat
     world.sandbox.scalara.add_record("units", {k: v for k, v in unit.items() if k != "updatedAt"})
     for o in owned:
         world.sandbox.scalara.add_record("ownerships", {k: v for k, v in o.items() if k != "updatedAt"})
-    world.run()
+    transport = NamesNoArchiveState(world.sandbox)
+    client = None if names_state else CasaviClient(world.config, world.sandbox.casavi_key,
+                                                   world.sandbox.casavi_secret, transport=transport)
+    try:
+        outcome = world.run(casavi=client)
+    finally:
+        if client is not None:
+            client.close()
     assert not world.sandbox.casavi.record("units", ref).get("archived")
+    assert outcome.result is not None and not outcome.result.failed
+    if not names_state:  # one restore, for the one create casavi answered 200: not one per create
+        assert transport.restores == 1
 
 
 class KeepsAddressesAndRefusesOneUnit(KeepsAddressesInUse):

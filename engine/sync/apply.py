@@ -136,11 +136,17 @@ def _perform(writer: Writer, action: Action) -> Any:
             return writer.put(kind, ref, _body(action))
         return writer.put(kind, ref, _body(action)) if action.update_after_restore else result
     result = writer.put(kind, ref, _body(action))
-    if action.action == CREATE and getattr(result, "created", None) is False \
-            and (getattr(result, "body", None) or {}).get("archived") is True:
-        # casavi had it under our reference id, archived (an earlier import, archived by hand):
-        # the plan wants it active, and its dependents are about to point at it
-        writer.restore(kind, ref)
+    if action.action == CREATE and getattr(result, "created", None) is False:
+        # casavi had it under our reference id (an earlier import, a crash after the create): it
+        # may be archived, and the plan wants it active because dependents are about to point at
+        # it. The contract names no field that says so: a body that says archived=false spares
+        # the call; otherwise restore, and a refusal (e.g. "not archived") is no failure
+        archived = (getattr(result, "body", None) or {}).get("archived")
+        if archived is not False:
+            try:
+                writer.restore(kind, ref)
+            except RecordError:
+                pass
     return result
 
 
