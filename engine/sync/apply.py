@@ -23,6 +23,7 @@ new submissions, lets the calls in flight finish, journals them, and is raised.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -143,10 +144,8 @@ def _perform(writer: Writer, action: Action) -> Any:
         # the call; otherwise restore, and a refusal (e.g. "not archived") is no failure
         archived = (getattr(result, "body", None) or {}).get("archived")
         if archived is not False:
-            try:
+            with contextlib.suppress(RecordError):
                 writer.restore(kind, ref)
-            except RecordError:
-                pass
     return result
 
 
