@@ -368,6 +368,7 @@ def _tenant(tmp: Path, seed: int) -> tuple[int, int]:
             else:  # nothing changed since a settled run: nothing mapped at all
                 assert inc.report["extraction"]["skippedMapping"], (where, how)
             assert inc.outcome == full.outcome, where
+            assert inc.report["counts"] == full.report["counts"], where
             assert rig.casavi_state("inc") == rig.casavi_state("full"), where
             a, b = rig.store_state("inc"), rig.store_state("full")
             assert a["records"] == b["records"], where
