@@ -46,7 +46,7 @@ SERVICE = "casavi"
 KEY_REJECTED = (
     "casavi rejected the API key/secret (wrong, deleted, or the token could not be renewed). "
     "A casavi admin creates a new pair under Administration > API-Zugangsdaten; save it with "
-    "`casavi-sync tenant ...`."
+    "`casavi-sync tenant add TENANT` (it replaces the stored pair)."
 )
 
 
