@@ -377,3 +377,49 @@ def test_an_address_move_whose_unit_fails_keeps_both_addresses_until_the_unit_mo
     assert second.result is not None and not second.result.failed
     assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"] == f"{old_street}a"
     assert old_street not in streets() and f"{old_street}a" in streets()
+
+
+def _expiring_cursor_scalara(refusals: int) -> tuple[Any, list[str]]:
+    """SCALARA of 7 contacts, 2 a page; the cursor of the third page is refused ``refusals`` times."""
+    rows = [{"id": f"c-{i}", "updatedAt": "2026-12-01T10:00:00Z"} for i in range(7)]
+    asked: list[str] = []
+    left = [refusals]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        asked.append(cursor or "-")
+        if cursor == "4" and left[0] > 0:
+            left[0] -= 1
+            return httpx.Response(400, json={"error": "invalid_parameter", "message": "cursor expired"})
+        start = int(cursor or 0)
+        nxt = str(start + 2) if start + 2 < len(rows) else None
+        return httpx.Response(200, json={"items": rows[start:start + 2], "nextCursor": nxt})
+
+    return handler, asked
+
+
+def test_a_cursor_refused_in_the_middle_of_a_walk_starts_it_again_without_duplicates() -> None:
+    # API.md gives a cursor no lifetime; one that expired while requests were retried (400
+    # invalid_parameter) aborted a full read with "check the parameter names in the connector config".
+    from engine.connectors import load_connector_config
+    from engine.connectors.scalara import ScalaraClient
+
+    handler, asked = _expiring_cursor_scalara(refusals=1)
+    client = ScalaraClient(load_connector_config(env={}), "scl_" + "a" * 40,
+                           transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with client:
+        rows = client.fetch_all("contacts")
+    assert [r["id"] for r in rows] == [f"c-{i}" for i in range(7)]
+    assert asked == ["-", "2", "4", "-", "2", "4", "6"]
+
+
+def test_a_cursor_refused_again_and_again_still_aborts_with_the_reason() -> None:
+    from engine.connectors import load_connector_config
+    from engine.connectors.scalara import ScalaraClient
+    from engine.errors import ConfigError
+
+    handler, _ = _expiring_cursor_scalara(refusals=99)
+    client = ScalaraClient(load_connector_config(env={}), "scl_" + "a" * 40,
+                           transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    with client, pytest.raises(ConfigError, match="cursor expired"):
+        client.fetch_all("contacts")

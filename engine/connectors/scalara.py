@@ -37,6 +37,7 @@ from engine.errors import AuthError, ConfigError, NetworkError, OperatorError
 log = logging.getLogger(__name__)
 
 SERVICE = "SCALARA"
+MAX_CURSOR_RESTARTS = 2  # a walk whose cursor SCALARA refuses (400) starts again from the first page
 TOKEN_REJECTED = (
     "SCALARA rejected the token (wrong or revoked). An admin generates a new one in SCALARA: "
     "Systemeinstellungen -> Externe Anbindungen -> casavi -> Generieren; then save it with "
@@ -121,16 +122,35 @@ class ScalaraClient:
         cursor: str | None = None
         seen: set[str] = set()
         progress = ProgressGuard(SERVICE, path, cfg.max_idle_pages, cfg.max_empty_pages)
+        yielded: set[str] = set()          # ids handed out so far (for a restart)
+        skip: frozenset[str] = frozenset()   # after a restart: ids handed out before it
+        restarts = 0
         for _ in range(cfg.max_pages):
             query = dict(params)
             if cursor is not None:
                 query[cfg.cursor_param] = cursor
-            items, cursor = self._page(path, query)
+            try:
+                items, cursor = self._page(path, query)
+            except ConfigError as exc:
+                if cursor is None or restarts >= MAX_CURSOR_RESTARTS:
+                    raise
+                # The contract gives a cursor no lifetime; one refused in the middle of a walk
+                # (expired while requests were retried) is no configuration problem. Order is
+                # stable by id, so a new walk from the start, skipping what was handed out
+                # already, yields exactly the rest.
+                restarts += 1
+                log.info("%s GET %s: the cursor was refused (%s); reading again from the first page, "
+                         "skipping %d records already read", SERVICE, path, exc, len(yielded))
+                cursor, seen, skip = None, set(), frozenset(yielded)
+                progress = ProgressGuard(SERVICE, path, cfg.max_idle_pages, cfg.max_empty_pages)
+                continue
             self.stats.incr("pages")
-            yield items
+            fresh = [i for i in items if _id_key(i) not in skip] if skip else items
+            yielded.update(_id_key(i) for i in fresh)
+            yield fresh
             if cursor is None:
                 return
-            progress.page(items)
+            progress.page(items)                # re-read records are progress of a new walk
             if cursor in seen:
                 raise NetworkError(f"{SERVICE}: GET {path} returned a cursor it returned before "
                                    "(pagination loop); stopped")
@@ -225,3 +245,8 @@ class ScalaraClient:
         code = body.get(self.config.error_code_key)
         message = body.get(self.config.error_message_key)
         return (str(code) if code is not None else "", str(message)[:300] if message is not None else "")
+
+
+def _id_key(item: Any) -> str:
+    """How a walk recognises a record it handed out already (as ProgressGuard does)."""
+    return repr(item.get("id")) if isinstance(item, dict) else repr(item)[:200]
