@@ -58,11 +58,11 @@ class Rig:
     def __init__(self, tmp: Path, *, properties: int = 1, seed: int = 1) -> None:
         from engine.compile import compile_mappings
         from engine.connectors import load_connector_config
-        from engine.paths import MAPPINGS_DIR
         from engine.sandbox import Clock
         from engine.sandbox.generator import generate
         from engine.sandbox.scalara import ADMIN_USER, DEFAULT_ADMIN_PASSWORD, ScalaraApp
         from engine.validate import load_mapping_set
+        from tests.conftest import MAPPINGS_DIR
 
         self.tmp = tmp
         self.clock = Clock(FIXED_NOW)

@@ -215,8 +215,8 @@ def test_a_changed_mapping_set_reads_everything(rig: Rig, tmp_path: Path) -> Non
     import shutil
 
     from engine.compile import compile_mappings
-    from engine.paths import MAPPINGS_DIR
     from engine.validate import load_mapping_set
+    from tests.conftest import MAPPINGS_DIR
 
     rig.run("a")
     rig.advance(1)

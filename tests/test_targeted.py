@@ -186,9 +186,9 @@ def test_mapping_with_a_scope_gives_what_the_generated_loops_give() -> None:
     from engine.compile import compile_mappings
     from engine.interpret import map_records
     from engine.mapscope import Scope
-    from engine.paths import MAPPINGS_DIR
     from engine.sandbox.generator import generate
     from engine.validate import load_mapping_set
+    from tests.conftest import MAPPINGS_DIR
 
     mset = compile_mappings(load_mapping_set([MAPPINGS_DIR]))
     data = generate(3, 8, today=dt.date(2026, 12, 2))

@@ -122,6 +122,8 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
         for (kind, status), n in statuses.items():
             if status == "written":
                 extraction.written[kind] = n
+        for kind in _not_produced(store, tenant, extraction.carried):
+            extraction.written[kind] -= 1
         known: Mapping[tuple[str, str], Known] = {}
     elif extraction.delta is not None:
         known = {}  # a targeted day loads the states of the records it maps only (engine.sync.daily)
@@ -140,6 +142,19 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
                                retry=options.retry_records)
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
                    time.perf_counter() - t0, holds=held, link=link)
+
+
+def _not_produced(store: StateStore, tenant: str, carried: list[dict[str, Any]]) -> list[str]:
+    """Kinds of the written records the carried mapping errors keep from being produced (a full
+    run counts them neither unchanged nor archived): one entry per record."""
+    errors = {(e.get("kind"), e.get("resource"), e.get("sourceId"), e.get("targetId")) for e in carried}
+    sources = {(str(r), str(s)) for _, r, s, _ in errors if r and s}
+    out = []
+    for (kind, ref_id), state in store.records_of_sources(tenant, sources).items():
+        if state.status == "written" and any(
+                (kind, state.source_resource, state.source_id, target) in errors for target in (ref_id, None)):
+            out.append(kind)
+    return out
 
 
 def _last_map_errors(store: StateStore, tenant: str) -> list[dict[str, Any]]:
