@@ -76,7 +76,9 @@ class DepsMixin(StoreBase):
                 for table in ("source_deps", "source_until"):
                     db.executemany(f"DELETE FROM {table} WHERE tenant = ? AND resource = ? AND id = ?",
                                    ((tenant, res, rid) for res, rid in keys))
-            db.executemany(SQL_INSERT, ((tenant, *row) for row in rows))
+            flat = ((tenant, *row) for row in rows)
+            while chunk := list(itertools.islice(flat, 20_000)):  # bounded memory on both backends
+                db.executemany(SQL_INSERT, chunk)
             db.executemany(SQL_UNTIL, ((tenant, res, rid, day) for (res, rid), day in until.items()))
             db.execute("DELETE FROM source_deps_meta WHERE tenant = ?", (tenant,))
             db.execute("INSERT INTO source_deps_meta (tenant, mapping_hash, ready) VALUES (?, ?, 0)",
