@@ -65,6 +65,9 @@ def test_a_changed_contact_maps_the_contact_and_no_unrelated_record(rig: Rig) ->
     assert not out.prepared.mapped.outputs.get("units")  # units do not read contacts
     assert [a.kind for a in out.prepared.plan.actions] == ["contacts"]
     assert rig.last_stats["casavi"]["writes"] == 1
+    from engine.sync.report import run_summary
+
+    assert f"  mapped only the {how(out)['closure']} SCALARA record(s) the changes touch" in run_summary(out.report)
 
 
 def test_a_changed_building_re_maps_the_units_and_the_property_that_look_it_up(rig: Rig) -> None:

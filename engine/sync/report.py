@@ -195,9 +195,18 @@ def plan_summary(prepared: Prepared) -> list[str]:
         else:
             lines.append(f"read what changed in SCALARA since {ex.since}: {sum(ex.changed.values())} changed, "
                          f"{sum(ex.deleted.values())} deleted" + ("; nothing to map" if ex.skipped else ""))
+            if ex.targeted:
+                lines.append(targeted_line(ex.targeted))
         lines.extend(f"warning: {w}" for w in ex.warnings)
     lines.append("changes pending" if plan.pending_changes else "casavi is up to date")
     return lines
+
+
+def targeted_line(how: dict[str, Any]) -> str:
+    """How an incremental day mapped: only what its changes touch, or the whole tenant and why."""
+    if how.get("mode") == "targeted":
+        return f"mapped only the {how.get('closure')} SCALARA record(s) the changes touch"
+    return f"mapped the whole tenant: {how.get('reason')}"
 
 
 def run_summary(report: dict[str, Any]) -> list[str]:
@@ -211,6 +220,8 @@ def run_summary(report: dict[str, Any]) -> list[str]:
     extraction = report.get("extraction") or {}
     if extraction.get("mode") == "full" and extraction.get("reason"):
         lines.append(f"  read all of SCALARA: {extraction['reason']}")
+    elif extraction.get("targeted"):
+        lines.append("  " + targeted_line(extraction["targeted"]))
     for warning in extraction.get("warnings") or []:
         lines.append(f"  warning: {warning}")
     for kind, row in report["counts"].items():
