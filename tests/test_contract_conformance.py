@@ -425,12 +425,6 @@ def test_a_cursor_refused_again_and_again_still_aborts_with_the_reason() -> None
         client.fetch_all("contacts")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/sync (owned by another helper): the create of a record casavi holds archived under our "
-    "reference id is restored only when casavi answers the PUT with 200; a casavi that refuses a "
-    "write to an archived record (409, RefusesWritesToArchived) leaves it archived and stale, its "
-    "contracts skipped, on a growing backoff, until someone runs --reconcile. A create refused with "
-    "409 could restore the record and write it again (restore is in the contract)"))
 def test_a_record_casavi_holds_archived_under_our_id_is_created_when_casavi_refuses_writes_to_archived(
         world: World) -> None:
     data = world.sandbox.scalara.dataset()

@@ -136,7 +136,18 @@ def _perform(writer: Writer, action: Action) -> Any:
             # contract): create it again; the PUT is keyed by our reference id, so never twice
             return writer.put(kind, ref, _body(action))
         return writer.put(kind, ref, _body(action)) if action.update_after_restore else result
-    result = writer.put(kind, ref, _body(action))
+    try:
+        result = writer.put(kind, ref, _body(action))
+    except RecordError as exc:
+        if action.action != CREATE or getattr(exc, "status", None) != 409:
+            raise
+        # casavi may hold it archived under our reference id and refuse writes to archived records:
+        # restore it and write again; if there is nothing to restore, the refusal stands
+        try:
+            writer.restore(kind, ref)
+        except RecordError:
+            raise exc from None
+        return writer.put(kind, ref, _body(action))
     if action.action == CREATE and getattr(result, "created", None) is False:
         # casavi had it under our reference id (an earlier import, a crash after the create): it
         # may be archived, and the plan wants it active because dependents are about to point at
