@@ -136,7 +136,7 @@ def test_token_of_another_scalara_account_is_refused(cli: Cli) -> None:
     one_line_error(cli("connect", "--token-stdin", input=other + "\n", env=env), "account 'other'", "disconnect")
 
 
-@pytest.mark.parametrize("configured", [False, True])
+@pytest.mark.parametrize("configured", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_connect_needs_only_the_contract(cli: Cli, configured: bool) -> None:
     """A SCALARA without GET /me (the contract has none): connect saves the token and imports,
     whether or not an account endpoint is configured; the token was checked by a contract call."""
@@ -199,6 +199,7 @@ def _all_json(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]        # a plain-text line fails here
 
 
+@pytest.mark.slow
 def test_json_log_format_holds_for_every_line_including_errors(cli: Cli) -> None:
     """--log-format json: a rejected token, a usage error, a not-connected disconnect and a good
     connect each print only JSON objects (a log collector never sees a stray text line)."""
@@ -301,6 +302,7 @@ def test_invalid_mappings_hint_names_the_folder_to_validate(cli: Cli, tmp_path: 
     assert f"run `casavi-sync validate '{broken}'` for details" in from_env.output
 
 
+@pytest.mark.slow
 def test_the_initial_import_counts_as_the_days_scheduled_run(cli: Cli) -> None:
     """Connected after the day's slot: status must not say "due now" (serve would sync again at once)."""
     import json

@@ -280,6 +280,7 @@ def test_concurrent_401s_renew_the_token_only_once() -> None:
     assert client.stats["reauths"] == 1
 
 
+@pytest.mark.slow
 def test_eight_writer_threads_respect_the_rate_limit(tmp_path: Any) -> None:
     """Real clock, loosely measured: 48 writes at 40/s with burst 4 take at least (48-4)/40 s."""
     ops = tmp_path / "ops.yaml"

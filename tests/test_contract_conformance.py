@@ -16,6 +16,9 @@ import pytest
 from engine.connectors.casavi import CasaviClient
 from tests.conftest import World
 
+# scenario tests (several runs each against a sandbox behind a stricter casavi): the slow group
+pytestmark = pytest.mark.slow
+
 
 class ContractOnlyReads(httpx.BaseTransport):
     """Forwards to the sandbox; removes every archive marker from casavi's read answers (API.md

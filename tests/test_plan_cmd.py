@@ -76,6 +76,7 @@ def test_plan_details_show_the_field_level_diff(env: tuple[Any, dict[str, str]])
     assert sb.casavi_server.counters.writes() == writes
 
 
+@pytest.mark.slow
 def test_run_with_json_logs_prints_only_json_lines(env: tuple[Any, dict[str, str]]) -> None:
     _, e = env
     result = invoke(e, "run", "--log-format", "json")
@@ -87,6 +88,7 @@ def test_run_with_json_logs_prints_only_json_lines(env: tuple[Any, dict[str, str
     assert end["run_id"] == 1 and end["failures"] >= 1
 
 
+@pytest.mark.slow
 def test_quiet_json_logs_still_show_the_result(env: tuple[Any, dict[str, str]]) -> None:
     _, e = env
     result = invoke(e, "run", "--quiet", "--log-format", "json")

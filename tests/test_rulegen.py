@@ -166,6 +166,7 @@ def test_a_shared_call_that_fails_fails_in_the_first_field_using_it() -> None:
     assert err.field == "a" and "a part is empty" in err.reason
 
 
+@pytest.mark.slow
 def test_a_run_leaves_no_cyclic_garbage() -> None:
     # the generated functions and the error path must not tie the run into reference cycles
     # (the collector is off during a run; whatever it builds must be freed by reference counts)

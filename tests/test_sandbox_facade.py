@@ -109,7 +109,7 @@ def _start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     return proc, shown
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_cli_serves_until_signalled(sig: signal.Signals) -> None:
     proc, shown = _start_cli("--rate-limit", "0", "--token-lifetime", "60")
     try:

@@ -166,6 +166,7 @@ def test_injected_errors_are_json_and_not_writes(server: ServerHandle, client: h
     assert server.counters.writes() == 0 and server.counters.status(503) == 1
 
 
+@pytest.mark.slow
 def test_slow_response_outlasts_a_client_timeout_and_stop_is_fast() -> None:
     handle = serve(StubApp(), faults=FaultConfig(slow_response_ratio=1.0, slow_response_s=30))
     try:

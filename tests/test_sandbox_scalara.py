@@ -522,6 +522,7 @@ def test_documented_statuses_cover_what_the_app_answers(openapi: dict[str, Any],
         "201", "400", "401", "403", "404"}
 
 
+@pytest.mark.slow
 def test_big_account_pages_fast(clock: Clock) -> None:
     app = ScalaraApp(clock, {"big": generate(300, seed=1, today=START.date())})
     api = Api(app, app.issue_token("big", "admin", DEFAULT_ADMIN_PASSWORD))
