@@ -20,12 +20,25 @@ from tests.conftest import World
 pytestmark = pytest.mark.slow
 
 
-class ContractOnlyReads(httpx.BaseTransport):
+class Forwarding(httpx.BaseTransport):
+    """Forwards every request to the sandbox over real HTTP; subclasses answer some themselves."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ContractOnlyReads(Forwarding):
     """Forwards to the sandbox; removes every archive marker from casavi's read answers (API.md
     names none: it only says archived records are left out unless includeArchived=true)."""
 
     def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
+        super().__init__()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
@@ -43,8 +56,21 @@ class ContractOnlyReads(httpx.BaseTransport):
             body = strip(body)
         return httpx.Response(response.status_code, json=body)
 
-    def close(self) -> None:
-        self.inner.close()
+
+def run_through(world: World, transport: httpx.BaseTransport, **options: Any) -> Any:
+    """One run whose casavi calls go through ``transport`` (a stricter casavi in front of the sandbox)."""
+    client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret, transport=transport)
+    try:
+        return world.run(casavi=client, **options)
+    finally:
+        client.close()
+
+
+def first_unit_with_building(data: Any, *, owned: bool = False) -> dict[str, Any]:
+    """The sandbox unit with the smallest id whose building exists (and, if ``owned``, that has an owner)."""
+    return next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
+                if u["buildingId"] in data["buildings"]
+                and (not owned or any(o["unitId"] == u["id"] for o in data["ownerships"].values())))
 
 
 def _casavi(world: World) -> CasaviClient:
@@ -59,11 +85,7 @@ def test_reconcile_restores_what_was_archived_in_casavi_without_an_archived_fiel
     with _casavi(world) as casavi:            # someone archives them by hand in casavi
         casavi.archive("units", unit)
         casavi.archive("contacts", contact)
-    casavi = _casavi(world)
-    try:
-        outcome = world.run(casavi=casavi, reconcile=True)
-    finally:
-        casavi.close()
+    outcome = run_through(world, ContractOnlyReads(), reconcile=True)
     assert outcome.outcome in ("clean", "partial"), outcome.report.get("error")
     restored = outcome.report["counts"]["units"].get("restore"), outcome.report["counts"]["contacts"].get("restore")
     assert restored == (1, 1), outcome.report["counts"]
@@ -93,12 +115,13 @@ def test_output_into_a_closed_pipe_ends_quietly_not_as_an_internal_error() -> No
     assert err == ""
 
 
-class RefusesWritesToArchived(httpx.BaseTransport):
+class RefusesWritesToArchived(Forwarding):
     """Forwards to the sandbox, but refuses a PUT to an archived record with 409, as a casavi may
     (API.md is silent on writing to an archived record; the sandbox accepts it)."""
 
     def __init__(self, sandbox: Any) -> None:
-        self.inner, self.sandbox = httpx.HTTPTransport(), sandbox
+        super().__init__()
+        self.sandbox = sandbox
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.removeprefix("/v2/").split("/")
@@ -107,9 +130,6 @@ class RefusesWritesToArchived(httpx.BaseTransport):
             if rec is not None and rec.get("archived"):
                 return httpx.Response(409, json={"error": "archived", "message": "restore the record first"})
         return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_reconcile_restores_a_record_whose_writes_casavi_refused_because_it_was_archived(world: World) -> None:
@@ -120,19 +140,9 @@ def test_reconcile_restores_a_record_whose_writes_casavi_refused_because_it_was_
         casavi.archive("units", f"u-{unit}")
     world.sandbox.scalara.update_record("units", unit, {"label": "Neu vermessen"})
     for _ in range(2):                        # refused twice: now in backoff
-        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                              transport=RefusesWritesToArchived(world.sandbox))
-        try:
-            world.run(casavi=client)
-        finally:
-            client.close()
+        run_through(world, RefusesWritesToArchived(world.sandbox))
     assert world.sandbox.casavi.record("units", f"u-{unit}").get("archived")
-    client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                          transport=RefusesWritesToArchived(world.sandbox))
-    try:
-        world.run(casavi=client, reconcile=True)
-    finally:
-        client.close()
+    run_through(world, RefusesWritesToArchived(world.sandbox), reconcile=True)
     rec = world.sandbox.casavi.record("units", f"u-{unit}")
     assert not rec.get("archived") and rec["name"].endswith("Neu vermessen")
 
@@ -158,13 +168,14 @@ def test_an_incremental_read_through_many_empty_pages_with_cursors_completes() -
     assert [r["id"] for r in rows] == ["c-1"]
 
 
-class KeepsAddressesInUse(httpx.BaseTransport):
+class KeepsAddressesInUse(Forwarding):
     """Forwards to the sandbox, but refuses a property PUT that drops an address an active unit
     still has (409), as a casavi may: API.md says a unit's address must be one of its property's,
     and is silent on what removing a used one does; the sandbox accepts it."""
 
     def __init__(self, sandbox: Any) -> None:
-        self.inner, self.sandbox = httpx.HTTPTransport(), sandbox
+        super().__init__()
+        self.sandbox = sandbox
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.removeprefix("/v2/").split("/")
@@ -177,27 +188,18 @@ class KeepsAddressesInUse(httpx.BaseTransport):
                                                  "errors": [{"field": "addresses", "code": "address_in_use"}]})
         return self.inner.handle_request(request)
 
-    def close(self) -> None:
-        self.inner.close()
-
 
 def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses_in_use(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"])
+    unit = first_unit_with_building(data)
     building = data["buildings"][unit["buildingId"]]
     world.sandbox.scalara.update_record("buildings", building["id"],
                                         {"houseNumber": f"{building['houseNumber']}a"})
     old_street = f"{building['street']} {building['houseNumber']}"
     runs = []
     for _ in range(2):
-        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                              transport=KeepsAddressesInUse(world.sandbox))
-        try:
-            runs.append(world.run(casavi=client))
-        finally:
-            client.close()
+        runs.append(run_through(world, KeepsAddressesInUse(world.sandbox)))
     # one run: the property with both addresses, its units, then the property without the old one
     stored = world.sandbox.casavi.record("units", f"u-{unit['id']}")
     assert stored["address"] == f"{old_street}a"
@@ -209,26 +211,23 @@ def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses
     assert runs[1].result is not None and not runs[1].result.outcomes  # the state knows the final payload
 
 
-class RefusesOneProperty(httpx.BaseTransport):
+class RefusesOneProperty(Forwarding):
     """Forwards to the sandbox; refuses every PUT of one property with a 409 while ``refusing``."""
 
     def __init__(self, ref_id: str) -> None:
-        self.inner, self.ref_id, self.refusing = httpx.HTTPTransport(), ref_id, True
+        super().__init__()
+        self.ref_id, self.refusing = ref_id, True
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.refusing and request.method == "PUT" and request.url.path == f"/v2/properties/{self.ref_id}":
             return httpx.Response(409, json={"message": "busy", "errors": [{"field": None, "code": "conflict"}]})
         return self.inner.handle_request(request)
 
-    def close(self) -> None:
-        self.inner.close()
-
 
 def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"])
+    unit = first_unit_with_building(data)
     building = data["buildings"][unit["buildingId"]]
     world.sandbox.scalara.update_record("buildings", building["id"],
                                         {"houseNumber": f"{building['houseNumber']}a"})
@@ -237,12 +236,7 @@ def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: Wor
         transport.refusing = step < 2
         if step == 3:
             world.sandbox.clock.advance(days=1)   # past the property's backoff
-        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                              transport=transport)
-        try:
-            world.run(casavi=client)
-        finally:
-            client.close()
+        run_through(world, transport)
     assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"].endswith(
         f"{building['houseNumber']}a")
 
@@ -250,8 +244,7 @@ def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: Wor
 def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brings_it_back(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"])
+    unit = first_unit_with_building(data)
     owned = [o for o in data["ownerships"].values() if o["unitId"] == unit["id"]]
     used = [g for g in data["usages"].values() if unit["id"] in g["unitIds"]]
     for o in owned:
@@ -272,12 +265,13 @@ def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brin
     assert stored is not None and not stored.get("archived")
 
 
-class NamesNoArchiveState(httpx.BaseTransport):
+class NamesNoArchiveState(Forwarding):
     """Forwards to the sandbox; no answer names an archive state (the contract names no field), and
     restoring a record that is not archived is refused (409), as another casavi may do."""
 
     def __init__(self, sandbox: Any) -> None:
-        self.inner, self.sandbox, self.restores = httpx.HTTPTransport(), sandbox, 0
+        super().__init__()
+        self.sandbox, self.restores = sandbox, 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.removeprefix("/v2/").split("/")
@@ -295,17 +289,12 @@ class NamesNoArchiveState(httpx.BaseTransport):
             body = {k: v for k, v in body.items() if "archiv" not in k.lower()}
         return httpx.Response(response.status_code, json=body)
 
-    def close(self) -> None:
-        self.inner.close()
-
 
 @pytest.mark.parametrize("names_state", [True, False], ids=["archived-field", "no-archived-field"])
 def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_created(world: World,
                                                                                    names_state: bool) -> None:
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"]
-                and any(o["unitId"] == u["id"] for o in data["ownerships"].values()))
+    unit = first_unit_with_building(data, owned=True)
     owned = [o for o in data["ownerships"].values() if o["unitId"] == unit["id"]]
     used = [g for g in data["usages"].values() if unit["id"] in g["unitIds"]]
     for o in owned:
@@ -322,13 +311,7 @@ def test_a_record_casavi_holds_archived_under_our_id_is_active_after_it_is_creat
     for o in owned:
         world.sandbox.scalara.add_record("ownerships", {k: v for k, v in o.items() if k != "updatedAt"})
     transport = NamesNoArchiveState(world.sandbox)
-    client = None if names_state else CasaviClient(world.config, world.sandbox.casavi_key,
-                                                   world.sandbox.casavi_secret, transport=transport)
-    try:
-        outcome = world.run(casavi=client)
-    finally:
-        if client is not None:
-            client.close()
+    outcome = world.run() if names_state else run_through(world, transport)
     assert not world.sandbox.casavi.record("units", ref).get("archived")
     assert outcome.result is not None and not outcome.result.failed
     if not names_state:  # one restore, for the one create casavi answered 200: not one per create
@@ -351,20 +334,14 @@ class KeepsAddressesAndRefusesOneUnit(KeepsAddressesInUse):
 def test_an_address_move_whose_unit_fails_keeps_both_addresses_until_the_unit_moved(world: World) -> None:
     world.run()
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"])
+    unit = first_unit_with_building(data)
     building = data["buildings"][unit["buildingId"]]
     old_street = f"{building['street']} {building['houseNumber']}"
     world.sandbox.scalara.update_record("buildings", building["id"], {"houseNumber": f"{building['houseNumber']}a"})
     transport = KeepsAddressesAndRefusesOneUnit(world.sandbox, f"u-{unit['id']}")
 
     def run() -> Any:
-        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                              transport=transport)
-        try:
-            return world.run(casavi=client)
-        finally:
-            client.close()
+        return run_through(world, transport)
 
     def streets() -> list[str]:
         return [a["street"] for a in world.sandbox.casavi.record("properties", f"p-{unit['propertyId']}")["addresses"]]
@@ -431,9 +408,7 @@ def test_a_cursor_refused_again_and_again_still_aborts_with_the_reason() -> None
 def test_a_record_casavi_holds_archived_under_our_id_is_created_when_casavi_refuses_writes_to_archived(
         world: World) -> None:
     data = world.sandbox.scalara.dataset()
-    unit = next(u for u in sorted(data["units"].values(), key=lambda u: u["id"])
-                if u["buildingId"] in data["buildings"]
-                and any(o["unitId"] == u["id"] for o in data["ownerships"].values()))
+    unit = first_unit_with_building(data, owned=True)
     owned = [o for o in data["ownerships"].values() if o["unitId"] == unit["id"]]
     for o in owned:
         world.sandbox.scalara.delete_record("ownerships", o["id"])
@@ -449,11 +424,6 @@ def test_a_record_casavi_holds_archived_under_our_id_is_created_when_casavi_refu
     for o in owned:
         world.sandbox.scalara.add_record("ownerships", {k: v for k, v in o.items() if k != "updatedAt"})
     for _ in range(2):
-        client = CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
-                              transport=RefusesWritesToArchived(world.sandbox))
-        try:
-            world.run(casavi=client)
-        finally:
-            client.close()
+        run_through(world, RefusesWritesToArchived(world.sandbox))
     stored = world.sandbox.casavi.record("units", ref)
     assert not stored.get("archived") and stored["name"] != "alt"
