@@ -1,7 +1,8 @@
 """How long `casavi-sync validate mappings` takes, as a consultant experiences it.
 
 Each run is a fresh subprocess, so interpreter start and imports count (they dominate). The
-baseline is `python -c pass` on the same interpreter; the target is a median under 0.5 s.
+baseline is `python -c pass` on the same interpreter; the target is a median of at most 0.3 s
+(issue 11; it was 0.5 s before).
 
     python bench/bench_validate.py            # 9 runs each
     python bench/bench_validate.py --runs 21
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_SECONDS = 0.5
+TARGET_SECONDS = 0.3
 
 
 def _time(cmd: list[str], runs: int) -> list[float]:
@@ -59,8 +60,8 @@ def main() -> None:
     for label, median, low, high in rows:
         print(f"{label:32} {median:8.3f} {low:8.3f} {high:8.3f} {median / base:7.1f}")
     validate_median = rows[2][1]
-    verdict = "OK" if validate_median < TARGET_SECONDS else "OVER"
-    print(f"\nvalidate median {validate_median:.3f} s, target < {TARGET_SECONDS} s: {verdict} ({args.runs} runs each)")
+    verdict = "OK" if validate_median <= TARGET_SECONDS else "OVER"
+    print(f"\nvalidate median {validate_median:.3f} s, target <= {TARGET_SECONDS} s: {verdict} ({args.runs} runs each)")
 
 
 def _large(cli: list[str]) -> None:

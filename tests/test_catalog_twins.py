@@ -48,3 +48,20 @@ def test_the_cli_starts_without_the_heavy_modules() -> None:
     code = f"import sys, engine.cli; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_validate_loads_the_connector_config_without_the_http_clients(tmp_path: Path) -> None:
+    """validate checks ref_id prefixes against the configured pattern (the connector config), which
+    must not pull in httpx and the clients: validate's cold start is a benchmark target (<= 0.3 s)."""
+    import subprocess
+    import sys
+
+
+    code = ("import sys\nfrom engine.cli import main\n"
+            "try:\n    main(['validate', '--format', 'json'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('httpx', 'engine.connectors.casavi', 'engine.interpret') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    *report, loaded = done.stdout.strip().splitlines()
+    result = json.loads("\n".join(report))
+    assert result["valid"] is True and result["counts"]["files"] >= 5  # the prefixes were checked
+    assert loaded == "[]"

@@ -13,17 +13,42 @@ transport in demos) and injectable ``sleep``/``clock`` so retries can be tested 
 
 from __future__ import annotations
 
-from engine.connectors.casavi import CasaviClient, CasaviRejected, WriteResult
-from engine.connectors.config import (
-    CasaviConfig,
-    ConnectorConfig,
-    RateLimit,
-    RetryPolicy,
-    ScalaraConfig,
-    load_connector_config,
-)
-from engine.connectors.retry import RateLimiter, Retrier, Stats, TransientResponse, parse_retry_after
-from engine.connectors.scalara import ScalaraClient
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.connectors.casavi import CasaviClient, CasaviRejected, WriteResult
+    from engine.connectors.config import (
+        CasaviConfig,
+        ConnectorConfig,
+        RateLimit,
+        RetryPolicy,
+        ScalaraConfig,
+        load_connector_config,
+    )
+    from engine.connectors.retry import RateLimiter, Retrier, Stats, TransientResponse, parse_retry_after
+    from engine.connectors.scalara import ScalaraClient
+
+# Loaded on first use (PEP 562): `validate` needs the connector config but not httpx, which the
+# clients import; importing this package must not cost a cold validate tens of milliseconds.
+_WHERE = {
+    "CasaviClient": "casavi", "CasaviRejected": "casavi", "WriteResult": "casavi",
+    "CasaviConfig": "config", "ConnectorConfig": "config", "RateLimit": "config", "RetryPolicy": "config",
+    "ScalaraConfig": "config", "load_connector_config": "config",
+    "RateLimiter": "retry", "Retrier": "retry", "Stats": "retry", "TransientResponse": "retry",
+    "parse_retry_after": "retry",
+    "ScalaraClient": "scalara",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine.connectors' has no attribute {name!r}")
+    value = getattr(import_module(f"engine.connectors.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CasaviClient",
