@@ -56,6 +56,23 @@ def register(sb: Sandbox, store: StateStore) -> None:
         store.save_connection(tenant_name(i), sb.generate_scalara_token(f"acc{i}"), f"acc{i}")
 
 
+def add_tenant(sb: Sandbox, url: str, name: str, account: str | None = "acc0") -> None:
+    """A casavi account and an active tenant; connected to SCALARA ``account`` unless None."""
+    key, secret = sb.casavi.add_account(name)
+    with StateStore.open(url) as store:
+        store.add_tenant(name, key, secret)
+        store.activate_tenant(name)
+        if account is not None:
+            store.save_connection(name, sb.generate_scalara_token(account), account)
+
+
+def worker_env(sb: Sandbox, url: str, tmp_path: Path) -> dict[str, str]:
+    """What a `casavi-sync worker` process of a test runs with: the sandbox, the state, fast retries."""
+    return {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
+            "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path)), "CASAVI_SYNC_STATE": url,
+            "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
+
+
 def canon(value: Any) -> Any:
     """Lists the sandbox builds in write order (a property's units, a contact's contracts) sorted."""
     if isinstance(value, dict):
@@ -93,11 +110,7 @@ def fleet_env(tmp_path: Path, pg_url: str) -> Iterator[tuple[str, Sandbox, dict[
     try:
         with StateStore.open(pg_url) as store:
             register(sb, store)
-        cfg = fast_connector_config(tmp_path)
-        env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
-               "CASAVI_SYNC_CONNECTOR_CONFIG": str(cfg), "CASAVI_SYNC_STATE": pg_url,
-               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
-        yield pg_url, sb, env
+        yield pg_url, sb, worker_env(sb, pg_url, tmp_path)
     finally:
         sb.stop()
 
@@ -207,10 +220,7 @@ def test_connects_initial_import_is_a_job_a_worker_runs(tmp_path: Path, pg_url: 
     assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
     sb = make_sandbox(latency_ms=0)
     try:
-        key, secret = sb.casavi.add_account("solo")
-        with StateStore.open(pg_url) as store:
-            store.add_tenant("solo", key, secret)
-            store.activate_tenant("solo")
+        add_tenant(sb, pg_url, "solo", account=None)  # connect saves the token
         cfg = fast_connector_config(tmp_path)
         env = {"CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
                "CASAVI_SYNC_CONNECTOR_CONFIG": str(cfg), "CASAVI_SYNC_STATE": pg_url, "CASAVI_SYNC_TENANT": "solo",
@@ -250,14 +260,8 @@ def test_sigterm_drains_a_worker_mid_run_and_another_finishes_the_tenant(tmp_pat
     assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
     sb = make_sandbox(latency_ms=60)
     try:
-        key, secret = sb.casavi.add_account("roll")
-        with StateStore.open(pg_url) as store:
-            store.add_tenant("roll", key, secret)
-            store.activate_tenant("roll")
-            store.save_connection("roll", sb.generate_scalara_token("acc0"), "acc0")
-        env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
-               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path)), "CASAVI_SYNC_STATE": pg_url,
-               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
+        add_tenant(sb, pg_url, "roll")
+        env = worker_env(sb, pg_url, tmp_path)
         first = start_worker(env, tmp_path / "first.log")
         second = None
         try:
@@ -295,14 +299,8 @@ def test_postgresql_restarting_mid_run_fails_the_run_in_one_line_and_the_day_sti
     assert CliRunner().invoke(main, ["state", "migrate", "--state", pg_url]).exit_code == 0
     sb = make_sandbox(latency_ms=60)
     try:
-        key, secret = sb.casavi.add_account("pgr")
-        with StateStore.open(pg_url) as store:
-            store.add_tenant("pgr", key, secret)
-            store.activate_tenant("pgr")
-            store.save_connection("pgr", sb.generate_scalara_token("acc0"), "acc0")
-        env = {**os.environ, "CASAVI_SYNC_SCALARA_URL": sb.scalara_url, "CASAVI_SYNC_CASAVI_URL": sb.casavi_url,
-               "CASAVI_SYNC_CONNECTOR_CONFIG": str(fast_connector_config(tmp_path)), "CASAVI_SYNC_STATE": pg_url,
-               "CASAVI_SYNC_REPORTS": str(tmp_path / "reports"), "PYTHONPATH": str(Path.cwd())}
+        add_tenant(sb, pg_url, "pgr")
+        env = worker_env(sb, pg_url, tmp_path)
         worker = start_worker(env, tmp_path / "worker.log")
         try:
             today = dt.datetime.now(dt.UTC).date()
