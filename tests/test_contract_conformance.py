@@ -73,6 +73,17 @@ def first_unit_with_building(data: Any, *, owned: bool = False) -> dict[str, Any
                 and (not owned or any(o["unitId"] == u["id"] for o in data["ownerships"].values())))
 
 
+def correct_house_number(world: World) -> tuple[dict[str, Any], str]:
+    """After an import, SCALARA corrects the house number of the first unit's building ("12" ->
+    "12a"): the unit and the address it had in casavi ("Lindenstraße 12")."""
+    world.run()
+    data = world.sandbox.scalara.dataset()
+    unit = first_unit_with_building(data)
+    building = data["buildings"][unit["buildingId"]]
+    world.sandbox.scalara.update_record("buildings", building["id"], {"houseNumber": f"{building['houseNumber']}a"})
+    return unit, f"{building['street']} {building['houseNumber']}"
+
+
 def _casavi(world: World) -> CasaviClient:
     return CasaviClient(world.config, world.sandbox.casavi_key, world.sandbox.casavi_secret,
                         transport=ContractOnlyReads())
@@ -190,13 +201,7 @@ class KeepsAddressesInUse(Forwarding):
 
 
 def test_a_corrected_building_address_reaches_casavi_when_casavi_keeps_addresses_in_use(world: World) -> None:
-    world.run()
-    data = world.sandbox.scalara.dataset()
-    unit = first_unit_with_building(data)
-    building = data["buildings"][unit["buildingId"]]
-    world.sandbox.scalara.update_record("buildings", building["id"],
-                                        {"houseNumber": f"{building['houseNumber']}a"})
-    old_street = f"{building['street']} {building['houseNumber']}"
+    unit, old_street = correct_house_number(world)
     runs = []
     for _ in range(2):
         runs.append(run_through(world, KeepsAddressesInUse(world.sandbox)))
@@ -225,20 +230,14 @@ class RefusesOneProperty(Forwarding):
 
 
 def test_units_of_a_property_held_in_backoff_are_not_refused_for_good(world: World) -> None:
-    world.run()
-    data = world.sandbox.scalara.dataset()
-    unit = first_unit_with_building(data)
-    building = data["buildings"][unit["buildingId"]]
-    world.sandbox.scalara.update_record("buildings", building["id"],
-                                        {"houseNumber": f"{building['houseNumber']}a"})
+    unit, old_street = correct_house_number(world)
     transport = RefusesOneProperty(f"p-{unit['propertyId']}")
     for step in range(4):                     # refused, held in backoff, then accepted again
         transport.refusing = step < 2
         if step == 3:
             world.sandbox.clock.advance(days=1)   # past the property's backoff
         run_through(world, transport)
-    assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"].endswith(
-        f"{building['houseNumber']}a")
+    assert world.sandbox.casavi.record("units", f"u-{unit['id']}")["address"] == f"{old_street}a"
 
 
 def test_a_record_deleted_in_casavi_after_archiving_comes_back_when_scalara_brings_it_back(world: World) -> None:
@@ -332,12 +331,7 @@ class KeepsAddressesAndRefusesOneUnit(KeepsAddressesInUse):
 
 
 def test_an_address_move_whose_unit_fails_keeps_both_addresses_until_the_unit_moved(world: World) -> None:
-    world.run()
-    data = world.sandbox.scalara.dataset()
-    unit = first_unit_with_building(data)
-    building = data["buildings"][unit["buildingId"]]
-    old_street = f"{building['street']} {building['houseNumber']}"
-    world.sandbox.scalara.update_record("buildings", building["id"], {"houseNumber": f"{building['houseNumber']}a"})
+    unit, old_street = correct_house_number(world)
     transport = KeepsAddressesAndRefusesOneUnit(world.sandbox, f"u-{unit['id']}")
 
     def run() -> Any:
