@@ -46,6 +46,25 @@ def app_transport(app: Any, tamper: Tamper | None = None) -> httpx.MockTransport
     return httpx.MockTransport(handler)
 
 
+class Crash(BaseException):
+    """The process dies (a BaseException: nothing in the engine catches it)."""
+
+
+class DyingWriter:
+    """A casavi writer whose process dies at the first write."""
+
+    def __enter__(self) -> DyingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def put(self, *args: Any) -> Any:
+        raise Crash
+
+    put_responsibility = delete_responsibility = archive = restore = put
+
+
 @dataclass
 class Side:
     store: Any

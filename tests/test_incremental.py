@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from engine.sync.extract import IncrementalPolicy, _read_changes
-from tests.incremental_rig import Rig
+from tests.incremental_rig import Crash, DyingWriter, Rig
 
 RESOURCES = ("properties", "buildings", "units", "contacts", "ownerships", "usages", "property-roles")
 
@@ -166,25 +166,8 @@ def test_a_crash_never_moves_the_cursor_past_unapplied_records(rig: Rig) -> None
     contact = sorted(data(rig)["contacts"])[0]
     rig.scalara.update_record("contacts", contact, {"lastName": "Absturz"})
 
-    class Crash(BaseException):
-        pass
-
-    class Dying:
-        """A casavi writer whose process dies at the first write."""
-
-        def __enter__(self) -> Dying:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def put(self, *args: Any) -> Any:
-            raise Crash
-
-        put_responsibility = delete_responsibility = archive = restore = put
-
     with pytest.raises(Crash):
-        rig.run("a", writer=Dying())
+        rig.run("a", writer=DyingWriter())
     after = store.source_cursor("default")
     assert after.cursor == before.cursor and not after.settled  # the read was stored, the cursor did not move
     out = rig.run("a")

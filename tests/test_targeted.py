@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine.sync import targeted
-from tests.incremental_rig import Rig
+from tests.incremental_rig import Crash, DyingWriter, Rig
 
 
 @pytest.fixture
@@ -145,25 +145,10 @@ def test_when_the_closure_cannot_be_computed_the_whole_tenant_is_mapped(rig: Rig
 
 
 def test_a_crash_after_the_rows_were_stored_makes_the_next_day_map_the_whole_tenant(rig: Rig) -> None:
-    class Crash(BaseException):
-        pass
-
-    class Dying:
-        def __enter__(self) -> Dying:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def put(self, *args: Any) -> Any:
-            raise Crash
-
-        put_responsibility = delete_responsibility = archive = restore = put
-
     rig.advance(1)
     rig.scalara.update_record("contacts", sorted(data(rig)["contacts"])[0], {"lastName": "Absturz"})
     with pytest.raises(Crash):
-        rig.run("inc", writer=Dying())
+        rig.run("inc", writer=DyingWriter())
     out = day(rig)
     assert how(out)["mode"] == "whole" and "did not finish" in how(out)["reason"]
     rig.advance(1)
