@@ -37,7 +37,7 @@ from engine.compile import (
 from engine.interpret import MapResult, read_path
 from engine.text import clip, quote
 
-__all__ = ["compute_coverage", "is_empty", "render_coverage", "unmapped_codes"]
+__all__ = ["compute_coverage", "is_empty", "merge_coverage", "render_coverage", "unmapped_codes"]
 
 
 def is_empty(value: Any) -> bool:
@@ -119,6 +119,36 @@ def compute_coverage(mset: MappingSet, result: MapResult) -> dict[str, Any]:
     empty = {name: _empty_fields(mset.mappings[name], result)
              for name in mset.order if name in result.stats}
     return {"unmappedCodes": codes, "emptyFields": empty}
+
+
+def merge_coverage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two coverage reports of disjoint records as one (a run mapped in chunks, engine.sync.chunked)."""
+    if not a:
+        return b
+    codes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for c in (*a.get("unmappedCodes", []), *b.get("unmappedCodes", [])):
+        key = (c["mapping"], c["rule"], c["field"], c["code"], c["outcome"])
+        if key in codes:
+            codes[key]["count"] += c["count"]
+        else:
+            codes[key] = dict(c)
+    merged = sorted(codes.values(), key=lambda c: (str(c["mapping"]), str(c["rule"]), str(c["field"]),
+                                                    c["code"] is None, -int(c["count"] or 0), str(c["code"])))
+    empty: dict[str, Any] = {}
+    for name in dict.fromkeys([*a.get("emptyFields", {}), *b.get("emptyFields", {})]):
+        x, y = a.get("emptyFields", {}).get(name), b.get("emptyFields", {}).get(name)
+        if x is None or y is None:
+            empty[name] = x if y is None else y
+            continue
+        produced = x["produced"] + y["produced"]
+        fields: dict[str, Any] = {}
+        for dotted in dict.fromkeys([*x["fields"], *y["fields"]]):
+            fx, fy = x["fields"].get(dotted, {}), y["fields"].get(dotted, {})
+            n = fx.get("empty", 0) + fy.get("empty", 0)
+            fields[dotted] = {"empty": n, "share": round(n / produced, 4) if produced else 0.0,
+                              **({"constant": True} if fx.get("constant") or fy.get("constant") else {})}
+        empty[name] = {"produced": produced, "fields": fields}
+    return {"unmappedCodes": merged, "emptyFields": empty}
 
 
 def unmapped_codes(coverage: dict[str, Any]) -> list[dict[str, Any]]:

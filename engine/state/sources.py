@@ -122,6 +122,46 @@ class SourcesMixin(StoreBase):
                     found[rid] = json.loads(body)
         return found
 
+    def source_page(self, tenant: str, resource: str, after: str | None, limit: int) -> list[tuple[str, Record]]:
+        """Up to ``limit`` records of one resource with ids after ``after``, in id order (a chunk of
+        a whole-tenant run, engine.sync.chunked)."""
+        self._require_tenant(tenant)
+        with self._read() as db:
+            rows = db.execute("SELECT id, body FROM source_records WHERE tenant = ? AND resource = ? AND id > ? "
+                              "ORDER BY id LIMIT ?", (tenant, resource, after or "", limit)).fetchall()
+        if not rows:
+            return []
+        decoded = json.loads("[" + ",".join(row[1] for row in rows) + "]")
+        return list(zip((row[0] for row in rows), decoded, strict=True))
+
+    def stage_full_begin(self, tenant: str) -> None:
+        """A full read is about to be stored page by page (``stage_page``): the snapshot is emptied
+        and marked unsettled, the dependency rows not ready (as ``stage_sources`` does)."""
+        self._require_tenant(tenant)
+        with self._write() as db:
+            db.execute("DELETE FROM source_records WHERE tenant = ?", (tenant,))
+            db.execute("UPDATE source_cursors SET settled = 0 WHERE tenant = ?", (tenant,))
+            db.execute("UPDATE source_deps_meta SET ready = 0 WHERE tenant = ?", (tenant,))
+
+    def stage_page(self, tenant: str, resource: str, records: Iterable[Record]) -> None:
+        """One page of a full read into the snapshot (records with a usable id only)."""
+        self._require_tenant(tenant)
+        with self._write() as db:
+            db.executemany(SQL_UPSERT, ((tenant, resource, str(r["id"]), _stamp(r), _dump(r)) for r in records))
+
+    def orphan_records(self, tenant: str, resources: Iterable[str]) -> list[tuple[str, str]]:
+        """(kind, ref_id) of the records not archived that no SCALARA record of ``resources`` in the
+        snapshot makes any more: their source is gone, or not a source of the mapping set now."""
+        self._require_tenant(tenant)
+        wanted = sorted(set(resources))
+        marks = ", ".join("?" * len(wanted)) or "NULL"
+        with self._read() as db:
+            return [(r[0], r[1]) for r in db.execute(
+                "SELECT r.kind, r.ref_id FROM records r WHERE r.tenant = ? AND r.status <> 'archived' AND ("
+                f"r.source_resource IS NULL OR r.source_id IS NULL OR r.source_resource NOT IN ({marks}) OR NOT EXISTS ("
+                "SELECT 1 FROM source_records s WHERE s.tenant = r.tenant AND s.resource = r.source_resource "
+                "AND s.id = r.source_id)) ORDER BY r.kind, r.ref_id", (tenant, *wanted))]
+
     def record_status_counts(self, tenant: str) -> dict[tuple[str, str], int]:
         """(kind, status) -> number of records: what an unchanged run needs to know of the state,
         without loading every record."""

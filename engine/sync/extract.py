@@ -38,7 +38,7 @@ from engine.compile import MappingSet
 from engine.errors import ConfigError
 from engine.expr import Expr
 from engine.state.sources import SourceCommit, SourceCursor
-from engine.sync.screen import has_unusable_ids
+from engine.sync.screen import has_unusable_ids, usable_check
 
 Record = dict[str, Any]
 Progress = Callable[[str, str, int, int], None]
@@ -105,6 +105,7 @@ class Extraction:
     # ``records`` stays None, ``counts`` are the whole snapshot's
     delta: dict[str, dict[str, Record | None]] | None = None
     targeted: dict[str, Any] = field(default_factory=dict)  # closure size, rounds, or why not
+    staged: bool = False  # a full read stored in the snapshot page by page, not held (engine.sync.chunked)
 
     @property
     def unchanged(self) -> bool:
@@ -250,6 +251,63 @@ def read_full(reader: Reader, resources: Iterable[str], progress: Progress | Non
     return records, newest
 
 
+class StagingStore(Protocol):
+    """The part of the state store a full read streams into (engine.state.sources)."""
+
+    def stage_full_begin(self, tenant: str) -> None: ...
+    def stage_page(self, tenant: str, resource: str, records: Iterable[Record]) -> None: ...
+    def source_records(self, tenant: str, resource: str) -> dict[str, Record]: ...
+
+
+@dataclass
+class _Staged:
+    counts: dict[str, int]
+    newest: str | None
+    unusable: dict[str, list[Record]] | None  # every record, when one had no usable id (or a bad value)
+
+
+def _read_full_staged(store: StagingStore, tenant: str, reader: Reader, resources: Iterable[str],
+                      progress: Progress | None, should_stop: Callable[[], bool] | None,
+                      pages: dict[str, int]) -> _Staged:
+    """``read_full``, but each page goes into the snapshot as it arrives: memory holds one page.
+
+    A record without a usable id (or with a value JSON cannot carry) makes the read an incomplete
+    picture, which the whole-tenant path knows how to report and hold: then every record is
+    handed back (the snapshot's, plus the unusable ones kept aside)."""
+    store.stage_full_begin(tenant)
+    counts: dict[str, int] = {}
+    newest: str | None = None
+    newest_at: dt.datetime | None = None
+    aside: dict[str, list[Record]] = {}
+    for res in resources:
+        n = 0
+        usable = usable_check(res)
+        for page in reader.iter_pages(res):
+            if should_stop is not None and should_stop():
+                raise StopRequested
+            pages[res] = pages.get(res, 0) + 1
+            good = []
+            for rec in page:
+                if usable(rec):
+                    good.append(rec)
+                    at = parse_stamp(rec.get("updatedAt"))
+                    if at is not None and (newest_at is None or at > newest_at):
+                        newest, newest_at = rec.get("updatedAt"), at
+                else:
+                    aside.setdefault(res, []).append(rec)
+            store.stage_page(tenant, res, good)
+            n += len(page)
+            if progress:
+                progress("extract", res, n, 0)
+        if progress:
+            progress("extract", res, n, n)
+        counts[res] = n
+    if not aside:
+        return _Staged(counts, newest, None)
+    records = {res: [*store.source_records(tenant, res).values(), *aside.get(res, [])] for res in resources}
+    return _Staged(counts, newest, records)
+
+
 @dataclass
 class _Delta:
     latest: dict[str, tuple[str | None, Record | None]] = field(default_factory=dict)  # id -> (stamp, rec|None)
@@ -298,8 +356,13 @@ def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, re
             policy: IncrementalPolicy, full: bool, reconcile: bool, now: dt.datetime,
             may_skip: Callable[[SourceCursor], bool] = lambda _: False,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            may_target: Callable[[SourceCursor], str] = lambda _: "off") -> Extraction:
+            may_target: Callable[[SourceCursor], str] = lambda _: "off",
+            stage_to: StagingStore | None = None) -> Extraction:
     """Read SCALARA for one run: fully or incrementally (see the module docstring).
+
+    ``stage_to`` (a real run that maps in chunks, engine.sync.chunked): a full read goes into the
+    snapshot page by page instead of memory (``staged``; records None) -- unless a record has no
+    usable id, then the records are handed back as usual (the run maps them whole).
 
     ``may_skip(previous)`` says whether an unchanged incremental read may leave the snapshot
     unloaded (records=None): the caller then knows there is nothing to map. ``may_target(previous)``
@@ -321,7 +384,15 @@ def extract(store: SnapshotStore, tenant: str, reader: Any, mset: MappingSet, re
             warnings.append(f"SCALARA rejected the incremental read ({exc}); this run reads everything")
             reason = "SCALARA rejected updatedSince/includeDeleted (400)"
     pages: dict[str, int] = {}
-    records, newest = read_full(reader, resources, progress, should_stop, pages)
+    if stage_to is not None:
+        staged = _read_full_staged(stage_to, tenant, reader, resources, progress, should_stop, pages)
+        if staged.unusable is None:
+            commit = SourceCommit(tuple(resources), staged.newest, fingerprint, full=True)
+            return Extraction(None, staged.counts, FULL, reason, warnings=warnings, commit=commit,
+                              previous=previous, pages=pages, staged=True)
+        records, newest = staged.unusable, staged.newest
+    else:
+        records, newest = read_full(reader, resources, progress, should_stop, pages)
     commit = SourceCommit(tuple(resources), newest, fingerprint, full=True,
                           replace={res: [r for r in rows if isinstance(r, dict) and _key(r) is not None]
                                    for res, rows in records.items()})

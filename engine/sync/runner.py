@@ -54,6 +54,9 @@ class SyncOptions:
     max_ahead: int | None = None  # properties under way at once (default 2 x concurrency)
     retry_failed: bool = False  # send records casavi refused before even if unchanged (engine.sync.failures)
     retry_records: frozenset[tuple[str, str]] = frozenset()  # (kind, ref_id): the same for these only
+    # a real run that reads everything maps, plans and applies this many SCALARA records at a time
+    # (engine.sync.chunked); 0: the whole tenant at once, in memory
+    chunk_records: int = 20_000
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Prepared:
     extraction: Extraction | None = None  # how SCALARA was read (None: a plain full read)
     skipped_mapping: bool = False  # nothing changed since a clean run: nothing was mapped
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)  # failed records' names, for the notice
+    chunked: bool = False  # mapped, planned and applied in chunks (engine.sync.chunked)
 
 
 def source_resources(mset: MappingSet) -> list[str]:
@@ -125,11 +129,14 @@ def extract(reader: Reader, resources: Iterable[str], progress: Progress | None 
 
 def read_casavi(reader: ArchiveReader, kinds: Iterable[str], desired: Iterable[Desired],
                 known: Mapping[tuple[str, str], Known],
-                progress: Progress | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+                progress: Progress | None = None,
+                pairs: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """casavi's current records keyed like our plan (kind, reference id), archived ones included.
 
     Responsibilities are read from their properties and keyed by the reference id that our
     mappings (or the state) give to that (property, contact) pair; others are not ours.
+    ``pairs`` (a run whose plans come later, engine.sync.chunked) receives every responsibility
+    by its (property, contact) pair.
     """
     current: dict[tuple[str, str], dict[str, Any]] = {}
     resp_index: dict[tuple[str, str], str] = {}
@@ -148,6 +155,8 @@ def read_casavi(reader: ArchiveReader, kinds: Iterable[str], desired: Iterable[D
                 if kind == "properties" and RESPONSIBILITIES in kinds:
                     for r in rec.get("responsibilities") or []:
                         pair = (str(rec.get("id")), str(r.get("contactId")))
+                        if pairs is not None:
+                            pairs[pair] = {"propertyId": pair[0], **r}
                         ref = resp_index.get(pair)
                         if ref is not None:
                             current[(RESPONSIBILITIES, ref)] = {"propertyId": pair[0], **r}

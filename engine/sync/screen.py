@@ -17,7 +17,7 @@ resource, so nothing made from that resource is archived in this run (``incomple
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,18 @@ def id_form(resource: str) -> tuple[re.Pattern[str], str]:
 
     spec = scalara_resources().get(resource, {}).get("fields", {}).get("id", {})
     return _FORMS.get(str(spec.get("type", "string")), _FORMS["string"])
+
+
+def usable_check(resource: str) -> Callable[[Any], bool]:
+    """A test for one record of ``resource``: has it an id of the resource's form and only values
+    JSON can carry (what ``screen_ids`` keeps)?"""
+    pattern = id_form(resource)[0]
+
+    def usable(rec: Any) -> bool:
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        return type(rec) is not FlaggedRecord and isinstance(rid, str) and pattern.match(rid) is not None
+
+    return usable
 
 
 def has_unusable_ids(records: Mapping[str, list[dict[str, Any]]]) -> bool:

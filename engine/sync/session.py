@@ -22,7 +22,7 @@ from engine.state.mapsets import MappingSetRef
 from engine.state.sources import SourceCursor
 from engine.sync import failures as failure_rules
 from engine.sync.apply import ApplyResult, Progress, Writer
-from engine.sync.daily import Link
+from engine.sync.daily import Fallback, Link
 from engine.sync.extract import extract, parse_stamp
 from engine.sync.plan import Action, Known
 from engine.sync.report import build_report
@@ -87,9 +87,30 @@ class RunOutcome:
     error: OperatorError | None
 
 
+@dataclass
+class Staged:
+    """A full read stored in the snapshot, not held: the run maps it in chunks (engine.sync.chunked)."""
+
+    extraction: Any
+    statuses: Mapping[tuple[str, str], int]
+    link: Link
+    extraction_s: float
+    holds: Mapping[tuple[str, str], Any]
+
+
 def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: ArchiveReader,
                     options: SyncOptions, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] | None = None, *, stage: bool = False) -> Prepared:
+                    should_stop: Callable[[], bool] | None = None) -> Prepared:
+    """The dry run: read SCALARA (fully or what changed, see engine.sync.extract), map and plan;
+    writes nothing."""
+    got = read_and_plan(store, tenant, mset, scalara, casavi, options, progress, should_stop)
+    assert isinstance(got, Prepared)  # only a staging run maps in chunks
+    return got
+
+
+def read_and_plan(store: StateStore, tenant: str, mset: MappingSet, scalara: Reader, casavi: ArchiveReader,
+                  options: SyncOptions, progress: Progress | None = None,
+                  should_stop: Callable[[], bool] | None = None, *, stage: bool = False) -> Prepared | Staged:
     """Read SCALARA (fully or what changed, see engine.sync.extract), map and plan.
 
     Writes nothing, unless ``stage`` (a real run): then what was read is stored in the state
@@ -114,9 +135,17 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
 
     t0 = time.perf_counter()
     now = parse_stamp(store.now()) or dt.datetime.now(dt.UTC)
+    chunking = stage and options.chunk_records > 0
     extraction = extract(store, tenant, scalara, mset, source_resources(mset), policy=options.incremental,
                          full=options.full, reconcile=options.reconcile, now=now, may_skip=may_skip,
-                         progress=progress, should_stop=should_stop, may_target=may_target)
+                         progress=progress, should_stop=should_stop, may_target=may_target,
+                         stage_to=store if chunking else None)
+    if extraction.staged and sum(extraction.counts.values()) <= options.chunk_records:
+        unstage(store, tenant, extraction)  # one chunk: the whole tenant at once, as a dry run would
+    if extraction.staged and extraction.records is None:  # mapped in chunks by the caller (engine.sync.chunked)
+        return Staged(extraction, statuses, link, time.perf_counter() - t0,
+                      failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
+                                          retry=options.retry_records))
     if extraction.skipped:
         extraction.carried = _last_map_errors(store, tenant)
         for (kind, status), n in statuses.items():
@@ -135,13 +164,62 @@ def plan_for_tenant(store: StateStore, tenant: str, mset: MappingSet, scalara: R
         # for from the next incremental read, so the next run reads everything
         store.forget_sources(tenant)
         extraction.commit = None
-    if stage and extraction.commit is not None and (extraction.records is not None or extraction.delta is not None):
+    if stage and extraction.commit is not None and not extraction.staged and (
+            extraction.records is not None or extraction.delta is not None):
         store.stage_sources(tenant, extraction.commit)
         extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
     held = failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
                                retry=options.retry_records)
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
                    time.perf_counter() - t0, holds=held, link=link)
+
+
+def unstage(store: StateStore, tenant: str, extraction: Any) -> None:
+    """A staged full read to be mapped at once: its records, from the snapshot (stored already)."""
+    extraction.records = {res: list(store.source_records(tenant, res).values()) for res in extraction.counts}
+
+
+def run_chunks(store: StateStore, tenant: str, run_id: int, mset: MappingSet, casavi: Any, read: Staged,
+               options: SyncOptions, journal: StateJournal, progress: Progress | None,
+               should_stop: Callable[[], bool] | None) -> tuple[Prepared, ApplyResult]:
+    """Map, plan and apply a staged full read in chunks (engine.sync.chunked)."""
+    from engine.mapresult import MapResult
+    from engine.sync.chunked import ChunkedRun
+    from engine.sync.runner import kind_order, read_casavi
+
+    extraction = read.extraction
+    timings: dict[str, float] = {"extract_s": read.extraction_s}
+    reconcile = options.reconcile or not read.statuses
+    current: dict[tuple[str, str], dict[str, Any]] | None = None
+    pairs: dict[tuple[str, str], dict[str, Any]] | None = None
+    if reconcile:
+        t0 = time.perf_counter()
+        pairs = {}
+        current = read_casavi(casavi, kind_order(mset), (), {}, progress, pairs=pairs)
+        timings["reconcile_read_s"] = time.perf_counter() - t0
+    empty_kinds = {p.target for p in mset.mappings.values()
+                   if any(extraction.counts.get(rule.source, 0) == 0 for rule in p.rules)}
+    run = ChunkedRun(store, tenant, run_id, mset, options, fingerprint=read.link.fingerprint, holds=read.holds,
+                     statuses=read.statuses, current=current, pairs=pairs, empty_kinds=empty_kinds,
+                     chunk_records=options.chunk_records)
+    try:
+        run.run(casavi, journal, progress=progress, should_stop=should_stop)
+    except Fallback as exc:  # a chunk's closure cannot be computed: the whole tenant at once
+        unstage(store, tenant, extraction)
+        extraction.targeted = {"mode": "whole", "reason": f"mapping in chunks stopped: {exc}"}
+        link = Link(store, tenant, mset, saving=True, statuses=read.statuses)
+        prepared = prepare(mset, casavi, casavi, store.records(tenant), options, progress, should_stop, extraction,
+                           read.extraction_s, holds=read.holds, link=link)
+        with store.batch():
+            return prepared, run_apply(prepared, casavi, journal, options, progress, should_stop)
+    timings.update(run.timings)
+    first = store.deps_first_until(tenant)
+    extraction.stable_until = dt.date.fromordinal(first).isoformat() if first is not None else dt.date.max.isoformat()
+    extraction.targeted = {"mode": "chunked", "chunkRecords": options.chunk_records, **run.m.stats}
+    prepared = Prepared(run.merged_plan(), MapResult(outputs={}, errors=[], stats={}), dict(extraction.counts),
+                        reconcile, run.order, timings, run.m.coverage, extraction, subjects=run.m.subjects,
+                        chunked=True)
+    return prepared, run.m.result
 
 
 def _not_produced(store: StateStore, tenant: str, carried: list[dict[str, Any]]) -> list[str]:
@@ -219,11 +297,16 @@ def run_for_tenant(
         error: OperatorError | None = None
         stopped = False
         try:
-            prepared = plan_for_tenant(store, tenant, mset, scalara, casavi, options, progress, should_stop,
-                                       stage=True)
+            read = read_and_plan(store, tenant, mset, scalara, casavi, options, progress, should_stop,
+                                 stage=True)
             journal = StateJournal(store, tenant, run_id)
-            with store.batch():
-                result = run_apply(prepared, writer, journal, options, progress, should_stop)
+            if isinstance(read, Staged):
+                prepared, result = run_chunks(store, tenant, run_id, mset, casavi, read, options, journal,
+                                              progress, should_stop)
+            else:
+                prepared = read
+                with store.batch():
+                    result = run_apply(prepared, writer, journal, options, progress, should_stop)
             if result.aborted is not None:
                 error = result.aborted
         except OperatorError as exc:
@@ -265,6 +348,7 @@ def run_for_tenant(
 
 
 def _outcome_rows(prepared: Prepared, result: ApplyResult) -> list[Any]:
+    """The run's rows in the history (a chunked run stored its written records chunk by chunk)."""
     from engine.state import Outcome as StateOutcome
 
     rows: list[Any] = []

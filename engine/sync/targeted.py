@@ -397,13 +397,22 @@ class _Closure:
 
 
 def remap(store: DepsStore, tenant: str, mset: MappingSet, delta: Mapping[str, Mapping[str, Record | None]], *,
-          run_date: dt.date | None, max_records: int | None = None, also: Iterable[Key] = ()) -> Targeted:
+          run_date: dt.date | None, max_records: int | None = None, also: Iterable[Key] = (),
+          seed: bool = True) -> Targeted:
     """Map the closure of ``delta`` (resource -> id -> record, None: deleted) and nothing else;
-    ``also``: records to map in any case (those whose archive the last run held back)."""
+    ``also``: records to map in any case (those whose archive the last run held back).
+
+    ``seed`` False (a chunk of a whole-tenant run, engine.sync.chunked): the closure starts from
+    the changed records alone -- not from earlier failures, due dates or unsettled records (the
+    run maps every record anyway), nor from the readers of a changed lookup record (the chunks
+    see every lookup record from the start)."""
     day = run_date or dt.date.today()
     cl = _Closure(store, tenant, mset, delta)
     cl.add(also)
-    cl.seed(day)
+    if seed:
+        cl.seed(day)
+    else:
+        cl.add((res, rid) for res, recs in delta.items() for rid in recs)
     reads: list[Dep] = []
     claims: set[tuple[str, str]] = set()
     rounds = 0

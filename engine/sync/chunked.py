@@ -1,0 +1,403 @@
+"""Whole-tenant runs in bounded memory: a full read mapped, planned and applied in chunks.
+
+Why: mapping a whole tenant at once held every SCALARA record, every payload, the plan and the
+write order in memory -- about 0.35 MB per property, 750 MB for a 2,000-property import, several
+GB for ``serve --parallel 8`` on big tenants. A run that maps everything (the import, a periodic
+full read, a changed mapping set) now holds one chunk at a time.
+
+How (a real run; a dry run maps the whole tenant in memory, as before):
+
+1. the full read goes into the state store's snapshot page by page (engine.sync.extract);
+2. the dependency rows start afresh with the match values of every lookup record, so the lookups
+   of every chunk see every candidate, as a whole mapping does;
+3. the records of the rule sources are taken ``chunk_records`` at a time in id order, resource
+   by resource in the mapping set's order (sources of protected mappings after their
+   referrers'), and each chunk is mapped as a targeted day that adds those records
+   (engine.sync.targeted.remap): what records outside the chunk supply -- identities, lookup
+   candidates, references to protected records -- comes from the rows of the chunks before, and
+   records the chunk changes for (the contacts its contracts refer to) are mapped with it;
+4. each chunk's plan is applied before the next chunk is mapped;
+5. archives wait for the last chunk: only then is it known what is no longer produced. They are
+   decided once, with the mass-archive guard over the whole tenant, and applied last.
+
+After each chunk, casavi and the rows hold what a whole mapping of the records read so far gives
+(the argument of targeted days: a chunk is a day that adds records), archives aside; after the
+last one, what a whole mapping gives. tests/test_chunked.py compares chunked and whole runs.
+
+Held in memory across chunks: two sets of 64-bit hashes (records counted, records referred to),
+mapping errors, refused writes and held records -- not payloads or source records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile import MappingSet
+from engine.coverage import compute_coverage, merge_coverage
+from engine.functions import HORIZON
+from engine.mapresult import MapResult
+from engine.observe.notice import subject_facts
+from engine.state import Outcome as StateOutcome
+from engine.state import StateStore
+from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
+from engine.sync.archives import KindHold, plan_archives, references
+from engine.sync.plan import ARCHIVE, CREATE, Action, Plan, build_plan
+from engine.sync.targeted import Shape, flat, match_rows, remap
+
+Key = tuple[str, str]
+CHUNK_RECORDS = 20_000  # SCALARA records per chunk: a 200-property tenant is one chunk
+_PRODUCED = ("record", "produced in this run")  # the label of a referrer known only by its hash
+
+
+def chunk_resources(mset: MappingSet) -> list[str]:
+    """Rule sources in the order chunks take them: the mapping set's (referenced mappings first),
+    but the sources of protected mappings (``only_if_referenced_by``) after all others, so that a
+    protected record's own chunk knows every record referring to it."""
+    first: list[str] = []
+    last: list[str] = []
+    for name in mset.order:
+        plan = mset.mappings[name]
+        for rule in plan.rules:
+            (last if plan.only_if_referenced_by else first).append(rule.source)
+    ordered = list(dict.fromkeys(first))
+    return ordered + [r for r in dict.fromkeys(last) if r not in ordered]
+
+
+@dataclass
+class ChunkedPlan(Plan):
+    """The plans of all chunks: actions are kept only where the report needs their payload (refused
+    writes) and for the archive step; the others are counted in ``tally``."""
+
+    tally: dict[str, dict[str, int]] = field(default_factory=dict)
+    wrote: bool = False
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        table = super().counts()
+        for kind, row in self.tally.items():
+            into = table.setdefault(kind, dict.fromkeys(row, 0))
+            for action, n in row.items():
+                into[action] = into.get(action, 0) + n
+        return table
+
+    @property
+    def pending_changes(self) -> bool:
+        return self.wrote or bool(self.actions or self.held_archives)
+
+
+@dataclass
+class ChunkedResult(ApplyResult):
+    """The results of all chunks: ``outcomes`` keeps the failed ones, ``tally`` counts the rest."""
+
+    tally: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        table = super().counts()
+        for kind, row in self.tally.items():
+            into = table.setdefault(kind, {})
+            for action, n in row.items():
+                into[action] = into.get(action, 0) + n
+        return table
+
+
+def _add(table: dict[str, dict[str, int]], kind: str, action: str, n: int = 1) -> None:
+    row = table.setdefault(kind, {})
+    row[action] = row.get(action, 0) + n
+
+
+@dataclass
+class _Merged:
+    order: tuple[str, ...]
+    run_id: int
+    plan_tally: dict[str, dict[str, int]] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    errors: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)   # (resource, SCALARA id) -> rows
+    loose_errors: list[dict[str, Any]] = field(default_factory=list)      # rows without a source
+    held: dict[Key, Action] = field(default_factory=dict)
+    failed_actions: list[Action] = field(default_factory=list)
+    failed_keys: dict[Key, str] = field(default_factory=dict)
+    result: ChunkedResult = field(default_factory=ChunkedResult)
+    candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
+    counted: set[int] = field(default_factory=set)        # hashes of the records counted
+    referred: set[int] = field(default_factory=set)       # hashes of records a produced record refers to
+    coverage: dict[str, Any] = field(default_factory=dict)
+    subjects: dict[str, dict[str, str]] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=lambda: {"chunks": 0, "mapped": 0, "rounds": 0})
+    wrote: bool = False
+
+    def error_rows(self) -> list[dict[str, Any]]:
+        return [row for rows in self.errors.values() for row in rows] + self.loose_errors
+
+    def blocked(self) -> list[tuple[str, str, str]]:
+        out = [(row["kind"], row["targetId"], row["reason"]) for row in self.error_rows()
+               if row.get("kind") and row.get("targetId")]
+        out += [(a.kind, a.ref_id, a.reason) for a in self.held.values() if a.action == CREATE]
+        out += [(k, r, why) for (k, r), why in self.failed_keys.items()]
+        return out
+
+
+class ChunkedRun:
+    """One whole-tenant run in chunks (see the module docstring)."""
+
+    def __init__(self, store: StateStore, tenant: str, run_id: int, mset: MappingSet, options: Any, *,
+                 fingerprint: str, holds: Mapping[Key, Any] | None, statuses: Mapping[tuple[str, str], int],
+                 current: dict[Key, dict[str, Any]] | None, pairs: dict[tuple[str, str], dict[str, Any]] | None,
+                 empty_kinds: Iterable[str], chunk_records: int = CHUNK_RECORDS) -> None:
+        from engine.sync.runner import kind_order
+
+        self.store, self.tenant, self.mset, self.options = store, tenant, mset, options
+        self.fingerprint, self.holds, self.statuses = fingerprint, holds, statuses
+        self.current, self.pairs = current, pairs
+        self.empty_kinds = set(empty_kinds)
+        self.chunk_records = max(1, chunk_records)
+        self.order = kind_order(mset)
+        self.m = _Merged(self.order, run_id)
+        self.timings: dict[str, float] = {"map_s": 0.0, "plan_s": 0.0, "apply_s": 0.0}
+
+    # -- the rows every chunk starts from
+    def start_rows(self) -> None:
+        """Rows afresh: only the match values of every lookup record (a chunk's lookups see all)."""
+        self.store.forget_deps(self.tenant)
+        for res, fields in Shape.of(self.mset).lookup_fields.items():
+            for page in self._pages(res, 5000):
+                rows = [(res, rid, dep, detail) for rid, rec in page
+                        if isinstance(rec, dict) and rec.get("deleted") is not True
+                        for dep, detail in match_rows(res, rec, fields)]
+                self.store.save_deps(self.tenant, rows, {}, whole=False, mapping_hash=self.fingerprint)
+
+    def _pages(self, res: str, size: int) -> Iterable[list[tuple[str, dict[str, Any]]]]:
+        after: str | None = None
+        while page := self.store.source_page(self.tenant, res, after, size):
+            yield page
+            after = page[-1][0]
+
+    # -- the chunks
+    def run(self, writer: Writer, journal: Any, *, progress: Progress | None,
+            should_stop: Callable[[], bool] | None) -> None:
+        self.start_rows()
+        for res in chunk_resources(self.mset):
+            for page in self._pages(res, self.chunk_records):
+                if should_stop is not None and should_stop():
+                    self.m.result.stopped = True
+                    return
+                self.chunk(res, page, writer, journal, progress, should_stop)
+                if self.m.result.aborted is not None or self.m.result.stopped:
+                    return
+        self.archive_step(writer, journal, progress, should_stop)
+
+    def chunk(self, res: str, page: list[tuple[str, dict[str, Any]]], writer: Writer, journal: Any,
+              progress: Progress | None, should_stop: Callable[[], bool] | None) -> None:
+        from engine.sync.runner import _desired, _failed_sources, _map_error_rows
+
+        store, tenant, m = self.store, self.tenant, self.m
+        t0 = time.perf_counter()
+        delta: dict[str, dict[str, dict[str, Any] | None]] = {res: dict(page)}
+        horizon = HORIZON.set([dt.date.max])
+        try:
+            t = remap(store, tenant, self.mset, delta, run_date=self.options.run_date, seed=False)
+        finally:
+            HORIZON.reset(horizon)
+        own = set(delta[res])
+        m.stats["chunks"] += 1
+        m.stats["mapped"] += len(t.closure)
+        m.stats["rounds"] += t.rounds
+        m.subjects.update(subject_facts(t.records, _failed_sources(t.mapped)))
+        m.coverage = merge_coverage(m.coverage, compute_coverage(self.mset, _own_part(self.mset, t.mapped, res, own)))
+        t1 = time.perf_counter()
+        self.timings["map_s"] += t1 - t0
+
+        desired = _desired(t.mapped)
+        known = store.records_of_sources(tenant, t.replaced)
+        known.update(store.records_by_keys(tenant, [(d.kind, d.ref_id) for d in desired
+                                                    if (d.kind, d.ref_id) not in known]))
+        rows = _map_error_rows(self.mset, t.mapped)
+        for key in t.closure:  # a record mapped again: its earlier errors are superseded
+            m.errors.pop(key, None)
+        for row in rows:
+            if row.get("resource") and row.get("sourceId"):
+                m.errors.setdefault((str(row["resource"]), str(row["sourceId"])), []).append(row)
+            else:
+                m.loose_errors.append(row)
+        errored = {(str(e.resource), str(e.source_id)) for e in t.mapped.errors if e.resource and e.source_id}
+        plan = build_plan(desired, known, kinds=self.order, map_errors=rows, errored_sources=errored,
+                          current=self._current_for(desired, known), archive_max_share=1.0,
+                          allow_archive=True, record_holds=self.holds)
+        for row in plan.errors[len(rows):]:  # payloads JSON cannot carry
+            m.errors.setdefault((str(row.get("resource")), str(row.get("sourceId"))), []).append(row)
+        store.save_deps(tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
+                        replaced=t.replaced)
+        archives = [a for a in plan.actions if a.action == ARCHIVE] + plan.held_archives
+        # casavi refused it earlier in this run: not sent again (a run tries a record once)
+        plan.actions = [a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) not in m.failed_keys]
+        plan.held_archives, plan.guard_trips = [], []
+        self._count(plan, desired, known)
+        m.candidates.update((a.kind, a.ref_id) for a in archives)
+        self.timings["plan_s"] += time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        outputs = t.mapped.outputs
+
+        def lookup(kind: str, ref_id: str) -> tuple[tuple[Key, ...], Mapping[str, Any]] | None:
+            out = outputs.get(kind, {}).get(ref_id)
+            return (out.depends_on, out.payload) if out is not None else None
+
+        with store.batch():
+            for a in plan.adopt:
+                journal.written(a)
+            result = apply_plan(plan, writer, journal, order=self.order, concurrency=self.options.concurrency,
+                                progress=progress, should_stop=should_stop,
+                                blocked=[*m.blocked(), *((r["kind"], r["targetId"], r["reason"]) for r in rows
+                                                         if r.get("kind") and r.get("targetId"))],
+                                write_order=self.options.write_order, lookup=lookup,
+                                max_ahead=self.options.max_ahead)
+        self._merge(plan, result)
+        self.timings["apply_s"] += time.perf_counter() - t2
+
+    def _current_for(self, desired: Iterable[Any], known: Mapping[Key, Any]) -> dict[Key, dict[str, Any]] | None:
+        """casavi's records for a chunk's plan when reconciling: responsibilities by their pair."""
+        if self.current is None:
+            return None
+        view = _Overlay(self.current)
+        for key, k in known.items():  # written by an earlier chunk: casavi holds what we sent
+            if k.updated_run == self.m.run_id and k.status == "written" and k.payload is not None:
+                view.extra[key] = k.payload
+        for d in desired:
+            if d.kind == RESPONSIBILITIES:
+                pair = (str(d.payload.get("propertyId")), str(d.payload.get("contactId")))
+                if self.pairs and pair in self.pairs:
+                    view.extra.setdefault((RESPONSIBILITIES, d.ref_id), self.pairs[pair])
+        for (kind, ref_id), k in known.items():
+            if kind == RESPONSIBILITIES and k.payload and self.pairs:
+                pair = (str(k.payload.get("propertyId")), str(k.payload.get("contactId")))
+                if pair in self.pairs:
+                    view.extra.setdefault((RESPONSIBILITIES, ref_id), self.pairs[pair])
+        return view
+
+    def _count(self, plan: Plan, desired: list[Any], known: Mapping[Key, Any]) -> None:
+        """Each record counted once: by its write, or as unchanged the first time it is seen."""
+        m = self.m
+        for a in (*plan.actions, *plan.held):
+            _add(m.plan_tally, a.kind, a.action)
+            m.counted.add(hash((a.kind, a.ref_id)))
+            m.held.pop((a.kind, a.ref_id), None)
+        for a in plan.held:
+            m.held[(a.kind, a.ref_id)] = a
+        acted = {(a.kind, a.ref_id) for a in (*plan.actions, *plan.held)}
+        for d in desired:
+            key = (d.kind, d.ref_id)
+            m.candidates.discard(key)
+            for target in references(d.kind, d.payload):
+                m.referred.add(hash(target))
+            h = hash(key)
+            if key not in acted and h not in m.counted:
+                m.counted.add(h)
+                m.unchanged[d.kind] = m.unchanged.get(d.kind, 0) + 1
+        if plan.actions:
+            m.wrote = True
+
+    def _merge(self, plan: Plan, result: ApplyResult) -> None:
+        m = self.m
+        by_key = {(a.kind, a.ref_id): a for a in plan.actions}
+        ok: list[Outcome] = []
+        for o in result.outcomes:
+            if o.ok:
+                _add(m.result.tally, o.kind, o.action)
+                ok.append(o)
+                m.failed_keys.pop((o.kind, o.ref_id), None)
+                continue
+            m.result.outcomes.append(o)
+            m.failed_keys[(o.kind, o.ref_id)] = str((o.error or {}).get("reason") or "not written")
+            if (o.kind, o.ref_id) in by_key:
+                m.failed_actions.append(by_key[(o.kind, o.ref_id)])
+        if ok:
+            self.store.record_outcomes(m.run_id, [StateOutcome(o.kind, o.ref_id, o.source_resource, o.source_id,
+                                                               o.action, "ok", None) for o in ok])
+        m.result.write_order = result.write_order
+        m.result.properties_total += result.properties_total
+        m.result.properties_done.extend(result.properties_done)
+        if result.aborted is not None:
+            m.result.aborted = result.aborted
+        m.result.stopped = m.result.stopped or result.stopped
+
+    # -- archives, once every chunk is mapped
+    def archive_step(self, writer: Writer, journal: Any, progress: Progress | None,
+                     should_stop: Callable[[], bool] | None) -> None:
+        store, tenant, m = self.store, self.tenant, self.m
+        t0 = time.perf_counter()
+        candidates = set(m.candidates)
+        candidates.update(store.orphan_records(tenant, chunk_resources(self.mset)))
+        self.archives = Plan(kinds=self.order)
+        if not candidates:
+            return
+        known = store.records_by_keys(tenant, candidates)
+        existing: dict[str, int] = {}
+        for (kind, status), n in self.statuses.items():
+            if status != "archived":
+                existing[kind] = existing.get(kind, 0) + n
+        referenced = {key: _PRODUCED for key in candidates if hash(key) in m.referred}
+        holds = {kind: KindHold("SCALARA returned no records for this kind; nothing is archived")
+                 for kind in self.empty_kinds}
+        errored = {key for key, rows in m.errors.items() if rows}
+        plan_archives(self.archives, known, set(), errored, self._current_for((), known), referenced=referenced,
+                      kind_holds=holds, max_share=self.options.archive_max_share, floor=self.options.archive_floor,
+                      allow_archive=self.options.allow_archive, existing=existing)
+        for a in self.archives.actions:
+            _add(m.plan_tally, a.kind, a.action)
+        self.timings["plan_s"] += time.perf_counter() - t0
+        if not self.archives.actions:
+            return
+        t1 = time.perf_counter()
+        with store.batch():
+            result = apply_plan(self.archives, writer, journal, order=self.order,
+                                concurrency=self.options.concurrency, progress=progress, should_stop=should_stop,
+                                blocked=m.blocked(), write_order=self.options.write_order)
+        self._merge(self.archives, result)
+        self.timings["apply_s"] += time.perf_counter() - t1
+
+    # -- what the report and the session see
+    def merged_plan(self) -> ChunkedPlan:
+        m = self.m
+        archives = getattr(self, "archives", Plan(kinds=self.order))
+        plan = ChunkedPlan(kinds=self.order, actions=list(m.failed_actions), unchanged=dict(m.unchanged),
+                           errors=m.error_rows(), guard_trips=list(archives.guard_trips),
+                           held_archives=list(archives.held_archives), held=list(m.held.values()),
+                           tally={k: dict(v) for k, v in m.plan_tally.items()}, wrote=m.wrote)
+        for a in m.failed_actions:  # counted in the tally already
+            _add(plan.tally, a.kind, a.action, -1)
+        return plan
+
+
+class _Overlay(dict[Key, dict[str, Any]]):
+    """``base`` with some extra entries, without copying ``base`` (casavi's whole read)."""
+
+    def __init__(self, base: Mapping[Key, dict[str, Any]]) -> None:
+        super().__init__()
+        self.base = base
+        self.extra: dict[Key, dict[str, Any]] = {}
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        got = self.extra.get(key)
+        return got if got is not None else self.base.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.extra or key in self.base
+
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        got = self.extra.get(key)
+        return got if got is not None else self.base[key]
+
+
+def _own_part(mset: MappingSet, mapped: MapResult, res: str, own: set[str]) -> MapResult:
+    """What a chunk made from its own records (others it mapped are counted in their own chunk)."""
+    outputs = {kind: {ref: o for ref, o in got.items() if o.source_resource == res and o.source_id in own}
+               for kind, got in mapped.outputs.items()}
+    mine = {name for name, plan in mset.mappings.items() if any(rule.source == res for rule in plan.rules)}
+    misses = Counter({key: n for key, n in mapped.misses.items() if key[0] in mine})
+    stats = {name: st for name, st in mapped.stats.items() if name in mine}
+    return MapResult(outputs=outputs, errors=[], stats=stats, misses=misses)
+
+
