@@ -22,7 +22,7 @@ import datetime as dt
 import html
 import re
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +45,12 @@ def _template_fields(catalog: Mapping[str, Any]) -> dict[str, set[str]]:
 
 
 def subject_facts(records: Mapping[str, list[dict[str, Any]]], errored: Iterable[tuple[str, str]],
-                  language: str = "de") -> dict[str, dict[str, str]]:
-    """``"resource/id" -> {placeholder: text}`` for the errored records (bounded in count and size)."""
+                  language: str = "de", *,
+                  fetch: Callable[[str, str], dict[str, Any] | None] | None = None) -> dict[str, dict[str, str]]:
+    """``"resource/id" -> {placeholder: text}`` for the errored records (bounded in count and size).
+
+    ``fetch(resource, id)``: a record not in ``records`` -- a run that maps part of a tenant (a
+    chunk, a targeted day) names a failed unit's property from the snapshot, as a whole run does."""
     catalog = notice_catalog(language)
     wanted = _template_fields(catalog)
     indexes: dict[str, dict[str, dict[str, Any]]] = {}
@@ -56,17 +60,25 @@ def subject_facts(records: Mapping[str, list[dict[str, Any]]], errored: Iterable
             indexes[resource] = {str(r.get("id")): r for r in records.get(resource) or () if isinstance(r, dict)}
         return indexes[resource]
 
+    def find(resource: str, rid: str) -> dict[str, Any] | None:
+        got = by_id(resource).get(rid)
+        if got is None and fetch is not None:
+            got = fetch(resource, rid)
+            if got is not None:
+                indexes[resource][rid] = got
+        return got
+
     out: dict[str, dict[str, str]] = {}
     for resource, sid in errored:
         if len(out) >= MAX_SUBJECTS:
             break
-        rec = by_id(resource).get(str(sid))
+        rec = find(resource, str(sid))
         if rec is None:
             continue
         names = wanted.get(resource) or wanted.get("*") or set()
         facts: dict[str, str] = {}
         for name in names:
-            value = _resolve(rec, name, by_id)
+            value = _resolve(rec, name, find)
             if value is not None:
                 facts[name] = value
         out[f"{resource}/{sid}"] = facts
@@ -91,26 +103,26 @@ def payload_facts(failed: Iterable[Any], actions: Iterable[Any], language: str =
     return out
 
 
-def _resolve(rec: dict[str, Any], name: str, by_id: Any) -> str | None:
+def _resolve(rec: dict[str, Any], name: str, find: Any) -> str | None:
     head, _, rest = name.partition(".")
     if not rest:
         return _text(rec.get(head))
-    parent = _parent(rec, head, by_id)
+    parent = _parent(rec, head, find)
     return _text(parent.get(rest)) if parent is not None else None
 
 
-def _parent(rec: dict[str, Any], head: str, by_id: Any) -> dict[str, Any] | None:
+def _parent(rec: dict[str, Any], head: str, find: Any) -> dict[str, Any] | None:
     resource = _PARENTS.get(head)
     if resource is None:
         return None
     pid = rec.get(f"{head}Id")
     if isinstance(pid, str):
-        found: dict[str, Any] | None = by_id(resource).get(pid)
+        found: dict[str, Any] | None = find(resource, pid)
         return found
     if head == "property":  # an ownership knows its unit, the unit its property
-        unit = _parent(rec, "unit", by_id)
+        unit = _parent(rec, "unit", find)
         if unit is not None:
-            return _parent(unit, "property", by_id)
+            return _parent(unit, "property", find)
     return None
 
 

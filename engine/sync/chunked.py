@@ -41,7 +41,7 @@ from engine.compile import MappingSet
 from engine.coverage import compute_coverage, merge_coverage
 from engine.functions import HORIZON
 from engine.mapresult import MapResult
-from engine.observe.notice import subject_facts
+from engine.observe.notice import MAX_SUBJECTS, subject_facts
 from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
@@ -205,7 +205,12 @@ class ChunkedRun:
         m.stats["chunks"] += 1
         m.stats["mapped"] += len(t.closure)
         m.stats["rounds"] += t.rounds
-        m.subjects.update(subject_facts(t.records, _failed_sources(t.mapped)))
+        for res_, rid in t.closure:  # mapped again: what an earlier chunk named is superseded
+            m.subjects.pop(f"{res_}/{rid}", None)
+        # a failed record's names (its unit, its property) come from records of earlier chunks too
+        m.subjects.update(subject_facts(t.records, _failed_sources(t.mapped), fetch=self._source))
+        for name in list(m.subjects)[MAX_SUBJECTS:]:  # bounded, as a whole run's
+            del m.subjects[name]
         m.coverage = merge_coverage(m.coverage, compute_coverage(self.mset, _own_part(self.mset, t.mapped, res, own)))
         t1 = time.perf_counter()
         self.timings["map_s"] += t1 - t0
@@ -256,6 +261,9 @@ class ChunkedRun:
                                 max_ahead=self.options.max_ahead)
         self._merge(plan, result)
         self.timings["apply_s"] += time.perf_counter() - t2
+
+    def _source(self, resource: str, rid: str) -> dict[str, Any] | None:
+        return self.store.source_records_by_id(self.tenant, resource, [rid]).get(rid)
 
     def _current_for(self, desired: Iterable[Any], known: Mapping[Key, Any]) -> dict[Key, dict[str, Any]] | None:
         """casavi's records for a chunk's plan when reconciling: responsibilities by their pair."""

@@ -107,7 +107,8 @@ def prepare_targeted(mset: MappingSet, link: Link, extraction: Extraction, optio
     finally:
         HORIZON.reset(horizon)
     mapped = t.mapped
-    subjects = subject_facts(t.records, _failed_sources(mapped))
+    subjects = subject_facts(t.records, _failed_sources(mapped),  # names from outside the closure too
+                             fetch=lambda res, rid: link.store.source_records_by_id(link.tenant, res, [rid]).get(rid))
     coverage = compute_coverage(mset, mapped)
     timings["map_s"] = time.perf_counter() - t1
 
