@@ -104,3 +104,14 @@ def test_a_failed_record_is_named_by_records_of_earlier_chunks(tmp_path: Path) -
     named = {k: v for k, v in whole.report["subjects"].items() if k.startswith("units/") and "property.name" in v}
     assert named and {k: chunk.report["subjects"].get(k) for k in named} == named
     rig.close()
+
+
+@pytest.mark.slow
+def test_a_contract_whose_ownership_fails_is_archived_with_its_unit(rig: Rig) -> None:
+    """The unit is gone from SCALARA (an orphan, found only by the archive step); its ownership
+    still exists but fails to map. The whole run archives the contract with the unit (an active
+    contract never refers to an archived unit); the chunked run must too."""
+    both(rig)
+    delete_property(rig, sorted(data(rig)["properties"])[0])
+    whole, _ = both(rig, full=True, allow_archive=True)
+    assert whole.report["counts"]["contracts"].get("archive")

@@ -241,6 +241,12 @@ class ChunkedRun:
         plan.held_archives, plan.guard_trips = [], []
         self._count(plan, desired, known)
         m.candidates.update((a.kind, a.ref_id) for a in archives)
+        # records left alone because their source failed to map: the archive step must see them,
+        # for they are archived with a record they refer to (a contract whose ownership fails,
+        # with its unit that left SCALARA), or an active record would refer to an archived one
+        produced = {(d.kind, d.ref_id) for d in desired}
+        m.candidates.update(key for key, k in known.items() if k.status != "archived" and key not in produced
+                            and (str(k.source_resource), str(k.source_id)) in errored)
         self.timings["plan_s"] += time.perf_counter() - t1
 
         t2 = time.perf_counter()
