@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.sync.report import run_summary
 from tests.incremental_rig import Rig
 
 # parts of a report that differ between any two runs (times, run ids, how SCALARA was read)
@@ -40,6 +41,9 @@ def comparable(report: dict[str, Any]) -> dict[str, Any]:
     props = dict(out.get("properties") or {})
     for timing in ("firstCompleteS", "medianCompleteS", "p90CompleteS"):
         props.pop(timing, None)
+    # which properties completed; not when, nor how many records each (a contact shared by two
+    # properties is written with the first that needs it, and chunks see the properties in
+    # another order than a whole run)
     props["completed"] = sorted(p["id"] for p in props.get("completed") or ())
     out["properties"] = props
     return out
@@ -63,10 +67,7 @@ def both(rig: Rig, chunk_records: int = 4, **options: Any) -> tuple[Any, Any]:
     chunk = rig.run("chunk", chunk_records=chunk_records, **options)
     assert (chunk.report["extraction"] or {}).get("targeted", {}).get("mode") == "chunked"
     assert chunk.outcome == whole.outcome
-    a, b = comparable(whole.report), comparable(chunk.report)
-    for part in ("properties",):  # XXX fixed in the next commits
-        a.pop(part), b.pop(part)
-    assert b == a
+    assert comparable(chunk.report) == comparable(whole.report)
     assert rig.casavi_state("chunk") == rig.casavi_state("whole")
     a, b = rig.store_state("whole"), rig.store_state("chunk")
     for part in ("records", "sources", "deps", "until"):
@@ -96,13 +97,20 @@ def delete_property(rig: Rig, pid: str) -> None:
     rig.scalara.delete_record("properties", pid)
 
 
-def test_a_failed_record_is_named_by_records_of_earlier_chunks(tmp_path: Path) -> None:
+def test_the_report_of_a_first_run_in_chunks_is_a_whole_runs(tmp_path: Path) -> None:
     """The notice names a failed unit by its property ("Einheit KE 01 (Lindenstraße 12)"); the
-    property was mapped in an earlier chunk, so its name comes from the snapshot."""
+    property was mapped in an earlier chunk, so its name comes from the snapshot. A property's
+    records are written over several chunks (its units in one, its contracts in another): the
+    report counts the property once, complete after its last write."""
     rig = Rig(tmp_path, properties=2, seed=6)
     whole, chunk = both(rig)
     named = {k: v for k, v in whole.report["subjects"].items() if k.startswith("units/") and "property.name" in v}
     assert named and {k: chunk.report["subjects"].get(k) for k in named} == named
+    props = chunk.report["properties"]
+    assert props["total"] == props["complete"] == 2 == whole.report["properties"]["total"]
+    records = sum(p["records"] for p in props["completed"])
+    assert records == sum(p["records"] for p in whole.report["properties"]["completed"])
+    assert any(line.startswith("  properties        2 of 2 complete") for line in run_summary(chunk.report))
     rig.close()
 
 
@@ -115,3 +123,4 @@ def test_a_contract_whose_ownership_fails_is_archived_with_its_unit(rig: Rig) ->
     delete_property(rig, sorted(data(rig)["properties"])[0])
     whole, _ = both(rig, full=True, allow_archive=True)
     assert whole.report["counts"]["contracts"].get("archive")
+

@@ -46,6 +46,7 @@ from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
+from engine.sync.order import PropertyDone
 from engine.sync.plan import ARCHIVE, CREATE, Action, Plan, build_plan
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
@@ -128,6 +129,8 @@ class _Merged:
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: {"chunks": 0, "mapped": 0, "rounds": 0})
     wrote: bool = False
+    properties: dict[str, PropertyDone] = field(default_factory=dict)  # by property, as completed
+    open_properties: int = 0
 
     def error_rows(self) -> list[dict[str, Any]]:
         return [row for rows in self.errors.values() for row in rows] + self.loose_errors
@@ -252,9 +255,22 @@ class ChunkedRun:
         t2 = time.perf_counter()
         outputs = t.mapped.outputs
 
+        # records of earlier chunks (a contract's unit) lead a write to its property, as in a
+        # whole run: from the state store, what they refer to read from the payload written
+        outside = store.records_by_keys(tenant, {d for a in plan.actions for d in a.depends_on
+                                                 if outputs.get(d[0], {}).get(d[1]) is None})
+
         def lookup(kind: str, ref_id: str) -> tuple[tuple[Key, ...], Mapping[str, Any]] | None:
             out = outputs.get(kind, {}).get(ref_id)
-            return (out.depends_on, out.payload) if out is not None else None
+            if out is not None:
+                return (out.depends_on, out.payload)
+            k = outside.get((kind, ref_id))
+            if k is None:
+                outside.update(store.records_by_keys(tenant, [(kind, ref_id)]))
+                k = outside.get((kind, ref_id))
+            if k is None or k.payload is None:
+                return None
+            return tuple(references(kind, k.payload)), k.payload
 
         with store.batch():
             for a in plan.adopt:
@@ -331,8 +347,17 @@ class ChunkedRun:
             self.store.record_outcomes(m.run_id, [StateOutcome(o.kind, o.ref_id, o.source_resource, o.source_id,
                                                                o.action, "ok", None) for o in ok])
         m.result.write_order = result.write_order
-        m.result.properties_total += result.properties_total
-        m.result.properties_done.extend(result.properties_done)
+        # a property's records are written over several chunks: it is counted once, complete
+        # after its last chunk (its records and failures summed), in the order they completed
+        for done in result.properties_done:
+            before = m.properties.pop(done.anchor, None)
+            if before is not None:
+                done = PropertyDone(done.anchor, done.name or before.name, done.at,
+                                    before.records + done.records, before.failed + done.failed)
+            m.properties[done.anchor] = done
+        m.open_properties = result.properties_total - len(result.properties_done)  # stopped midway
+        m.result.properties_done = list(m.properties.values())
+        m.result.properties_total = len(m.properties) + m.open_properties
         if result.aborted is not None:
             m.result.aborted = result.aborted
         m.result.stopped = m.result.stopped or result.stopped
