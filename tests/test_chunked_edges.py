@@ -124,3 +124,17 @@ def test_a_contract_whose_ownership_fails_is_archived_with_its_unit(rig: Rig) ->
     whole, _ = both(rig, full=True, allow_archive=True)
     assert whole.report["counts"]["contracts"].get("archive")
 
+
+
+@pytest.mark.slow
+def test_a_resource_without_records_is_reported_and_holds_its_archives(rig: Rig) -> None:
+    """SCALARA returns no property roles: the whole run reports the responsibilities mapping as
+    producing nothing (coverage) and holds their archives (an empty read is no removal)."""
+    both(rig)
+    for rid in list(data(rig)["property-roles"]):
+        rig.scalara.delete_record("property-roles", rid)
+    whole, chunk = both(rig, full=True)
+    assert chunk.report["coverage"]["emptyFields"]["responsibilities"]["produced"] == 0
+    assert "responsibilities" in [g["kind"] for g in whole.report["guard"]]
+    whole, _ = both(rig, full=True, allow_archive=True)  # the operator confirms: archived
+    assert whole.report["counts"]["responsibilities"]["archive"]

@@ -40,7 +40,7 @@ from typing import Any
 from engine.compile import MappingSet
 from engine.coverage import compute_coverage, merge_coverage
 from engine.functions import HORIZON
-from engine.mapresult import MapResult
+from engine.mapresult import MappingStats, MapResult
 from engine.observe.notice import MAX_SUBJECTS, subject_facts
 from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
@@ -159,6 +159,10 @@ class ChunkedRun:
         self.chunk_records = max(1, chunk_records)
         self.order = kind_order(mset)
         self.m = _Merged(self.order, run_id)
+        # every mapping is in the coverage, as in a whole run: one whose sources are empty (no
+        # chunk maps it) produced nothing
+        self.m.coverage = compute_coverage(mset, MapResult(outputs={}, errors=[],
+                                                           stats={name: MappingStats() for name in mset.order}))
         self.timings: dict[str, float] = {"map_s": 0.0, "plan_s": 0.0, "apply_s": 0.0}
 
     # -- the rows every chunk starts from
