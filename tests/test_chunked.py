@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-import httpx
 import pytest
 
-from engine.sync.chunked import ChunkedRun
 from tests.incremental_rig import Crash, Rig, Tamper, app_transport
 from tests.test_incremental import Changer, data
 
