@@ -105,6 +105,9 @@ def assert_same(rig: Rig, whole: Any, chunk: Any, where: str, *, reports: bool =
         assert c["guard"] == w["guard"], where
         assert c["coverage"] == w["coverage"], where
         assert c["extracted"] == w["extracted"], where
+        assert c["subjects"] == w["subjects"], where
+        for key in ("total", "complete"):  # which property completed when depends on the write order
+            assert c["properties"].get(key) == w["properties"].get(key), (where, key)
     assert rig.casavi_state(CHUNK) == rig.casavi_state(WHOLE), where
     a, b = rig.store_state(CHUNK), rig.store_state(WHOLE)
     for part in ("records", "sources", "deps", "until"):
