@@ -237,7 +237,7 @@ def test_a_deleted_scalara_record_archives_exactly_its_casavi_records(rig: Rig) 
     records = rig.store_state(WHOLE)["records"]
     contact_of = {c["id"]: c["contactId"] for c in rig.casavi_state(WHOLE)["contracts"]}
     made: dict[tuple[str, str], set[str]] = {}
-    for kind, ref, *_, res, sid, _err in records:
+    for _kind, ref, *_, res, sid, _err in records:
         made.setdefault((res, sid), set()).add(ref)
     others = {src: Counter(contact_of[r] for s, refs in made.items() if s != src for r in refs if r in contact_of)
               for src in made if src[0] == "usages"}
