@@ -61,17 +61,48 @@ def inconsistent(rig: Rig, side: str) -> list[tuple[str, str, str]]:
             for t in references(kind, r) if t in archived]
 
 
-def both(rig: Rig, chunk_records: int = 4, **options: Any) -> tuple[Any, Any]:
+def refusing(rig: Rig, side: str, refused: set[tuple[str, str]]) -> Any:
+    """A casavi client for ``side`` whose casavi refuses (422) every write of these records."""
+    import httpx
+
+    from engine.connectors.casavi import CasaviClient
+    from tests.incremental_rig import app_transport
+
+    def tamper(request: httpx.Request) -> httpx.Response | None:
+        parts = [p for p in request.url.path.split("/") if p]
+        if request.method == "PUT" and len(parts) == 3 and (parts[1], parts[2]) in refused:
+            return httpx.Response(422, json={"message": "not accepted", "code": "invalid",
+                                             "errors": [{"field": "name", "code": "invalid"}]})
+        return None
+
+    s = rig.side(side)
+    return CasaviClient(rig.config, s.key, s.secret, transport=app_transport(s.casavi, tamper))
+
+
+def unannounced(rows: list[Any]) -> list[Any]:
+    """State rows without those of records never written that were skipped because a record they
+    depend on failed: apply keeps such a row only when the record's intent was journaled before
+    the failure (a matter of timing: a whole run writes property by property, a chunked one
+    kind by kind); either way the next run sends the record."""
+    return [r for r in rows if not (len(r) == 9 and r[4] == "failed" and r[3] is None
+                                    and str(r[8]).startswith("skipped:"))]
+
+
+def both(rig: Rig, chunk_records: int = 4, refused: set[tuple[str, str]] | None = None,
+         **options: Any) -> tuple[Any, Any]:
     """Run the whole side and the chunked side with ``options``; assert they agree."""
-    whole = rig.run("whole", chunk_records=0, **options)
-    chunk = rig.run("chunk", chunk_records=chunk_records, **options)
+    def writer(side: str) -> dict[str, Any]:
+        return {"writer": refusing(rig, side, refused)} if refused is not None else {}
+
+    whole = rig.run("whole", chunk_records=0, **options, **writer("whole"))
+    chunk = rig.run("chunk", chunk_records=chunk_records, **options, **writer("chunk"))
     assert (chunk.report["extraction"] or {}).get("targeted", {}).get("mode") == "chunked"
     assert chunk.outcome == whole.outcome
     assert comparable(chunk.report) == comparable(whole.report)
     assert rig.casavi_state("chunk") == rig.casavi_state("whole")
     a, b = rig.store_state("whole"), rig.store_state("chunk")
     for part in ("records", "sources", "deps", "until"):
-        assert b[part] == a[part], part
+        assert unannounced(b[part]) == unannounced(a[part]), part
     assert inconsistent(rig, "chunk") == []
     return whole, chunk
 
@@ -138,3 +169,22 @@ def test_a_resource_without_records_is_reported_and_holds_its_archives(rig: Rig)
     assert "responsibilities" in [g["kind"] for g in whole.report["guard"]]
     whole, _ = both(rig, full=True, allow_archive=True)  # the operator confirms: archived
     assert whole.report["counts"]["responsibilities"]["archive"]
+
+
+@pytest.mark.slow
+def test_records_casavi_refuses_are_held_and_retried_as_in_a_whole_run(tmp_path: Path) -> None:
+    """casavi refuses a property and two units: their dependents are skipped (with the reason a
+    whole run gives), the next run holds them back (not counted as planned), --retry-failed
+    sends them again, and once casavi accepts them everything is written."""
+    rig = Rig(tmp_path, properties=3, seed=5)
+    units, props = sorted(data(rig)["units"]), sorted(data(rig)["properties"])
+    refused = {("units", "u-" + units[0]), ("units", "u-" + units[5]), ("properties", "p-" + props[1])}
+    whole, _ = both(rig, refused=refused)
+    assert any(f["action"] == "skipped" for f in whole.report["writeFailures"])
+    whole, _ = both(rig, refused=refused, full=True)
+    assert len(whole.report["held"]) == 2, whole.report["held"]
+    both(rig, refused=refused, full=True, retry_failed=True)
+    whole, _ = both(rig, refused=set(), full=True, retry_failed=True)
+    assert not whole.report["writeFailures"]
+    both(rig, full=True)
+    rig.close()

@@ -44,7 +44,7 @@ from engine.mapresult import MappingStats, MapResult
 from engine.observe.notice import MAX_SUBJECTS, subject_facts
 from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
-from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
+from engine.sync.apply import RESPONSIBILITIES, SKIPPED, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
 from engine.sync.order import PropertyDone
 from engine.sync.plan import ARCHIVE, CREATE, Action, Plan, build_plan
@@ -344,7 +344,10 @@ class ChunkedRun:
                 m.failed_keys.pop((o.kind, o.ref_id), None)
                 continue
             m.result.outcomes.append(o)
-            m.failed_keys[(o.kind, o.ref_id)] = str((o.error or {}).get("reason") or "not written")
+            # what a later chunk's dependents are told, in apply's words (a skipped record's own
+            # reason would nest: "depends on units u, which failed (skipped: depends on ...)")
+            m.failed_keys[(o.kind, o.ref_id)] = ("a record it depends on failed" if o.action == SKIPPED
+                                                 else str((o.error or {}).get("reason") or "not written"))
             if (o.kind, o.ref_id) in by_key:
                 m.failed_actions.append(by_key[(o.kind, o.ref_id)])
         if ok:
