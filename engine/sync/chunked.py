@@ -314,8 +314,9 @@ class ChunkedRun:
     def _count(self, plan: Plan, desired: list[Any], known: Mapping[Key, Any]) -> None:
         """Each record counted once: by its write, or as unchanged the first time it is seen."""
         m = self.m
-        for a in (*plan.actions, *plan.held):
+        for a in plan.actions:  # a held record is not planned (a whole plan counts it nowhere)
             _add(m.plan_tally, a.kind, a.action)
+        for a in (*plan.actions, *plan.held):
             m.counted.add(hash((a.kind, a.ref_id)))
             m.held.pop((a.kind, a.ref_id), None)
         for a in plan.held:
