@@ -44,10 +44,10 @@ from engine.mapresult import MappingStats, MapResult
 from engine.observe.notice import MAX_SUBJECTS, subject_facts
 from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
-from engine.sync.apply import RESPONSIBILITIES, SKIPPED, ApplyResult, Outcome, Progress, Writer, apply_plan
+from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
 from engine.sync.order import PropertyDone
-from engine.sync.plan import ARCHIVE, CREATE, Action, Plan, build_plan
+from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, Action, Plan, build_plan
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
