@@ -103,6 +103,10 @@ def both(rig: Rig, chunk_records: int = 4, refused: set[tuple[str, str]] | None 
     a, b = rig.store_state("whole"), rig.store_state("chunk")
     for part in ("records", "sources", "deps", "until"):
         assert unannounced(b[part]) == unannounced(a[part]), part
+    cursors = [rig.side(side).store.source_cursor("default") for side in ("whole", "chunk")]
+    assert [(c.cursor, c.mapping_hash, c.mapped_date, c.settled, c.stable_until) if c else None
+            for c in cursors[1:]] == [(c.cursor, c.mapping_hash, c.mapped_date, c.settled, c.stable_until)
+                                      if c else None for c in cursors[:1]]
     assert inconsistent(rig, "chunk") == []
     return whole, chunk
 
@@ -188,3 +192,48 @@ def test_records_casavi_refuses_are_held_and_retried_as_in_a_whole_run(tmp_path:
     assert not whole.report["writeFailures"]
     both(rig, full=True)
     rig.close()
+
+
+# -- consultant mapping sets beyond the shipped one ------------------------------------------------
+
+
+def mapping_set(change: Any) -> Any:
+    """The shipped mapping set with ``change(specs)`` applied, compiled."""
+    import copy
+
+    from engine.compile import compile_mappings
+    from engine.validate import load_mapping_set
+    from tests.conftest import MAPPINGS_DIR
+
+    specs = copy.deepcopy(load_mapping_set([MAPPINGS_DIR]))
+    change(specs)
+    return compile_mappings(specs)
+
+
+@pytest.mark.slow
+def test_a_reference_id_claimed_twice_across_chunks_blocks_only_the_loser(rig: Rig) -> None:
+    """Units keyed by their number ("WE 01" in every property): the first claimant by SCALARA id
+    is written, the others fail as duplicates. Their contracts fail with them -- but the winner's
+    contracts are written, whatever chunk the winner and the losers are in."""
+    def by_number(specs: dict[str, Any]) -> None:
+        specs["units"]["rules"][0]["id"] = "ref_id('u', number)"
+
+    rig.mset = mapping_set(by_number)
+    rig.run("daily")  # reads incrementally from here on: its next run is a targeted day
+    whole, _ = both(rig)
+    lost = [e for e in whole.report["mapErrors"] if "same reference id" in e["reason"]]
+    assert lost and whole.report["counts"]["contracts"]["create"]
+    # the winner is unchanged, its contract changes: the update is sent (the loser's error, under
+    # the winner's reference id, blocked it in every kind of run)
+    winner = lost[0]["problem"]["other"]
+    ownership = next(k for k, o in sorted(data(rig)["ownerships"].items()) if o["unitId"] == winner)
+    rig.advance(1)
+    rig.scalara.update_record("ownerships", ownership, {"validTo": "2030-01-01"})
+    whole, chunk = both(rig, full=True)
+    daily = rig.run("daily")
+    assert (daily.report["extraction"].get("targeted") or {}).get("mode") == "targeted"
+    for run in (whole, chunk, daily):
+        assert run.report["counts"]["contracts"].get("update") and not run.report["writeFailures"]
+    rig.advance(1)
+    delete_property(rig, sorted(data(rig)["properties"])[0])
+    both(rig, full=True, allow_archive=True)

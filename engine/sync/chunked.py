@@ -125,6 +125,7 @@ class _Merged:
     candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
     counted: set[int] = field(default_factory=set)        # hashes of the records counted
     referred: set[int] = field(default_factory=set)       # hashes of records a produced record refers to
+    won: set[int] = field(default_factory=set)            # hashes of error targets produced all the same
     coverage: dict[str, Any] = field(default_factory=dict)
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: {"chunks": 0, "mapped": 0, "rounds": 0})
@@ -137,7 +138,7 @@ class _Merged:
 
     def blocked(self) -> list[tuple[str, str, str]]:
         out = [(row["kind"], row["targetId"], row["reason"]) for row in self.error_rows()
-               if row.get("kind") and row.get("targetId")]
+               if row.get("kind") and row.get("targetId") and hash((row["kind"], row["targetId"])) not in self.won]
         out += [(a.kind, a.ref_id, a.reason) for a in self.held.values() if a.action == CREATE]
         out += [(k, r, why) for (k, r), why in self.failed_keys.items()]
         return out
@@ -227,6 +228,13 @@ class ChunkedRun:
         known.update(store.records_by_keys(tenant, [(d.kind, d.ref_id) for d in desired
                                                     if (d.kind, d.ref_id) not in known]))
         rows = _map_error_rows(self.mset, t.mapped)
+        produced = {(d.kind, d.ref_id) for d in desired}
+        # the loser of a duplicate reference id fails under the winner's id: that id is written
+        # all the same, so its dependents (the winner's contracts) are not blocked by the loser
+        # (co-claimants are always mapped together: the closure takes them all in)
+        won = [(str(r["kind"]), str(r["targetId"])) for r in rows if r.get("kind") and r.get("targetId")]
+        m.won.difference_update(hash(k) for k in won if k not in produced)
+        m.won.update(hash(k) for k in won if k in produced)
         for key in t.closure:  # a record mapped again: its earlier errors are superseded
             m.errors.pop(key, None)
         for row in rows:
@@ -251,7 +259,6 @@ class ChunkedRun:
         # records left alone because their source failed to map: the archive step must see them,
         # for they are archived with a record they refer to (a contract whose ownership fails,
         # with its unit that left SCALARA), or an active record would refer to an archived one
-        produced = {(d.kind, d.ref_id) for d in desired}
         m.candidates.update(key for key, k in known.items() if k.status != "archived" and key not in produced
                             and (str(k.source_resource), str(k.source_id)) in errored)
         self.timings["plan_s"] += time.perf_counter() - t1
@@ -282,7 +289,8 @@ class ChunkedRun:
             result = apply_plan(plan, writer, journal, order=self.order, concurrency=self.options.concurrency,
                                 progress=progress, should_stop=should_stop,
                                 blocked=[*m.blocked(), *((r["kind"], r["targetId"], r["reason"]) for r in rows
-                                                         if r.get("kind") and r.get("targetId"))],
+                                                         if r.get("kind") and r.get("targetId")
+                                                         and (r["kind"], r["targetId"]) not in produced)],
                                 write_order=self.options.write_order, lookup=lookup,
                                 max_ahead=self.options.max_ahead)
         self._merge(plan, result)

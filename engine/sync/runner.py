@@ -309,8 +309,12 @@ def _failed_sources(mapped: MapResult) -> list[tuple[str, str]]:
 def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:
     """Records that will not be written this run, whose dependents must wait: mapping errors, and
     held records casavi never accepted (a held record that exists in casavi blocks nothing)."""
+    outputs = prepared.mapped.outputs
+    # the loser of a duplicate reference id fails under the winner's id, which is produced and
+    # written all the same: it blocks nothing (it blocked the winner's dependents whenever the
+    # winner itself was unchanged)
     blocked = [(row["kind"], row["targetId"], row["reason"]) for row in prepared.plan.errors
-               if row.get("kind") and row.get("targetId")]
+               if row.get("kind") and row.get("targetId") and row["targetId"] not in outputs.get(row["kind"], {})]
     blocked += [(a.kind, a.ref_id, a.reason) for a in prepared.plan.held if a.action == CREATE]
     return blocked
 
