@@ -11,8 +11,10 @@ gone, a stop between chunks, a crash in the middle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from engine.sync.chunked import ChunkedRun
 from tests.incremental_rig import Crash, Rig, Tamper, app_transport
 from tests.test_incremental import Changer, data
 
@@ -320,3 +323,80 @@ def test_a_record_casavi_refuses_is_tried_once_per_run_not_once_per_chunk(rig: R
     assert chunked(chunk) and tries == {WHOLE: 1, CHUNK: 1}
     assert [h["id"] for h in chunk.report["held"]] == [contact]
     assert_same(rig, whole, chunk, "a refused contact held", unannounced=True)
+
+
+def between_chunks(after: int) -> Callable[[], bool]:
+    """A stop requested once ``after`` chunks are done: it answers True only to the check between
+    chunks (engine.sync.chunked.ChunkedRun.run), so no read or write is cut short."""
+    asked = Counter[str]()
+
+    def should_stop() -> bool:
+        if sys._getframe(1).f_code is not ChunkedRun.run.__code__:
+            return False
+        asked["between"] += 1
+        return asked["between"] > after
+    return should_stop
+
+
+def test_a_stop_between_chunks_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig) -> None:
+    whole = rig.run(WHOLE, chunk_records=0)
+    stopped = run(rig, CHUNK, chunk_records=5, should_stop=between_chunks(4))
+    assert stopped.outcome == "stopped"
+    written = sum(len(v) for v in rig.casavi_state(CHUNK).values())
+    assert 0 < written < sum(len(v) for v in rig.casavi_state(WHOLE).values())
+    again = run(rig, CHUNK, chunk_records=5)
+    assert chunked(again) and again.outcome == whole.outcome
+    assert again.report["counts"]["contracts"]["create"] > 0  # the contracts come after the stop
+    assert_same(rig, whole, again, "stopped, then run again", reports=False)
+    assert _rows(again.report["mapErrors"]) == _rows(whole.report["mapErrors"])
+    settled = run(rig, CHUNK, chunk_records=5, full=True)  # nothing left to do
+    assert not any(row.get(a, 0) for row in settled.report["counts"].values()
+                   for a in ("create", "update", "archive", "restore"))
+
+
+# -- a crash in the middle ------------------------------------------------------------------------------
+
+
+CRASHES = 30  # crash points: a random tenant, chunk size and number of writes before the process dies
+
+
+def _crash_once(tmp: Path, seed: int) -> int:
+    rng = random.Random(seed)
+    rig = Rig(tmp, properties=rng.choice((1, 2)), seed=seed)
+    try:
+        whole = rig.run(WHOLE, chunk_records=0)
+        writes = rig.last_stats["casavi"]["writes"]
+        size, n = rng.randint(3, 40), rng.randrange(1, writes)
+        with pytest.raises(Crash):
+            run(rig, CHUNK, chunk_records=size, writer=DiesAfter(client(rig, CHUNK), n))
+        where = f"seed {seed}, chunk_records {size}, died after {n} of {writes} writes"
+        assert 0 < sum(len(v) for v in rig.casavi_state(CHUNK).values()) <= n, where  # (+ responsibilities)
+        again = None
+        if rng.random() < 0.3:  # and once more, later (unless the rerun has fewer writes left)
+            with contextlib.suppress(Crash):
+                again = run(rig, CHUNK, chunk_records=size,
+                            writer=DiesAfter(client(rig, CHUNK), rng.randrange(1, writes)))
+        again = again or run(rig, CHUNK, chunk_records=rng.randint(3, 40))
+        assert again.outcome == whole.outcome, where
+        assert chunked(again) and not again.report["writeFailures"], where
+        casavi = rig.side(CHUNK).casavi
+        for kind in ("properties", "units", "contacts", "contracts"):  # nothing twice: one per reference id
+            ids = [r["id"] for r in casavi.records(kind)]
+            assert len(ids) == len(set(ids)), (where, kind)
+        assert_same(rig, whole, again, where, reports=False)
+        assert _rows(again.report["mapErrors"]) == _rows(whole.report["mapErrors"]), where
+        return n
+    finally:
+        rig.close()
+
+
+@pytest.mark.slow
+def test_a_crash_in_the_middle_of_a_chunked_import_then_a_rerun_ends_where_a_whole_run_does(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
+        points = []
+        for seed in range(CRASHES):
+            where = Path(base) / f"c{seed}"
+            where.mkdir()
+            points.append(_crash_once(where, 1000 + seed))
+    assert len(set(points)) > CRASHES // 2  # crashed at many different places
