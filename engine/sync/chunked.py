@@ -165,6 +165,7 @@ class ChunkedRun:
         self.m.coverage = compute_coverage(mset, MapResult(outputs={}, errors=[],
                                                            stats={name: MappingStats() for name in mset.order}))
         self.timings: dict[str, float] = {"map_s": 0.0, "plan_s": 0.0, "apply_s": 0.0}
+        self.passed: set[str] = set()  # resources whose chunks are all done
 
     # -- the rows every chunk starts from
     def start_rows(self) -> None:
@@ -195,6 +196,7 @@ class ChunkedRun:
                 self.chunk(res, page, writer, journal, progress, should_stop)
                 if self.m.result.aborted is not None or self.m.result.stopped:
                     return
+            self.passed.add(res)
         self.archive_step(writer, journal, progress, should_stop)
 
     def chunk(self, res: str, page: list[tuple[str, dict[str, Any]]], writer: Writer, journal: Any,
@@ -219,7 +221,12 @@ class ChunkedRun:
         m.subjects.update(subject_facts(t.records, _failed_sources(t.mapped), fetch=self._source))
         for name in list(m.subjects)[MAX_SUBJECTS:]:  # bounded, as a whole run's
             del m.subjects[name]
-        m.coverage = merge_coverage(m.coverage, compute_coverage(self.mset, _own_part(self.mset, t.mapped, res, own)))
+        # what records of earlier chunks produce only now (a rental contract whose unit came in
+        # this chunk) is counted here: their own chunk could not count it
+        healed = {(o.source_resource, o.source_id) for got in t.mapped.outputs.values() for ref, o in got.items()
+                  if o.source_resource in self.passed and hash((o.kind, ref)) not in m.counted}
+        m.coverage = merge_coverage(m.coverage, compute_coverage(
+            self.mset, _own_part(self.mset, t.mapped, res, own, healed, m.counted)))
         t1 = time.perf_counter()
         self.timings["map_s"] += t1 - t0
 
@@ -446,13 +453,15 @@ class _Overlay(dict[Key, dict[str, Any]]):
         return got if got is not None else self.base[key]
 
 
-def _own_part(mset: MappingSet, mapped: MapResult, res: str, own: set[str]) -> MapResult:
-    """What a chunk made from its own records (others it mapped are counted in their own chunk)."""
-    outputs = {kind: {ref: o for ref, o in got.items() if o.source_resource == res and o.source_id in own}
+def _own_part(mset: MappingSet, mapped: MapResult, res: str, own: set[str], healed: set[tuple[Any, Any]],
+              counted: set[int]) -> MapResult:
+    """What a chunk made from its own records (others it mapped are counted in their own chunk),
+    and what ``healed`` records of earlier chunks produce for the first time (not ``counted``)."""
+    outputs = {kind: {ref: o for ref, o in got.items() if (o.source_resource == res and o.source_id in own) or (
+                   (o.source_resource, o.source_id) in healed and hash((kind, ref)) not in counted)}
                for kind, got in mapped.outputs.items()}
     mine = {name for name, plan in mset.mappings.items() if any(rule.source == res for rule in plan.rules)}
     misses = Counter({key: n for key, n in mapped.misses.items() if key[0] in mine})
+    mine |= {o.mapping for got in outputs.values() for o in got.values()}  # their empty fields, not their codes
     stats = {name: st for name, st in mapped.stats.items() if name in mine}
     return MapResult(outputs=outputs, errors=[], stats=stats, misses=misses)
-
-
