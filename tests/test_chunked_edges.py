@@ -6,6 +6,7 @@ report -- and that the house rules hold (no active casavi record refers to an ar
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -371,3 +372,26 @@ def test_the_mass_archive_guard_counts_the_whole_tenant_not_a_chunk(rig: Rig) ->
     assert "contracts" in [g["kind"] for g in whole.report["guard"]]
     whole, _ = both(rig, full=True, archive_floor=100)
     assert not whole.report["guard"] and whole.report["counts"]["contracts"]["archive"]
+
+
+@pytest.mark.slow
+def test_two_roles_of_one_contact_in_two_chunks_are_one_responsibility(tmp_path: Path) -> None:
+    """A contact holds two roles on one property; the roles are in different chunks. casavi
+    keeps one responsibility per property and contact: both roles are joined into it
+    (``on_duplicate_id``), as in a whole run -- and when one role ends, the other stays."""
+    rig = Rig(tmp_path, properties=2, seed=6)
+    first, last = "00000000-0000-4000-8000-000000000001", "ffffffff-ffff-4fff-bfff-ffffffffffff"
+    role = next(r for _, r in sorted(data(rig)["property-roles"].items()) if r["role"] != "CARETAKER")
+    common = {"propertyId": role["propertyId"], "contactId": role["contactId"], "serviceType": None,
+              "validFrom": "2020-01-01"}
+    rig.scalara.add_record("property-roles", {"id": first, "role": "CARETAKER", "validTo": None, **common})
+    rig.scalara.add_record("property-roles", {"id": last, "role": "ADVISORY_BOARD_MEMBER",
+                                               "validTo": (rig.clock.today() + dt.timedelta(days=2)).isoformat(),
+                                               **common})
+    both(rig, chunk_records=2)
+    resp = {r["contactId"]: r for p in rig.casavi_state("chunk")["properties"] if p["id"] == "p-" + role["propertyId"]
+            for r in p["responsibilities"]}["c-" + role["contactId"]]
+    assert "Hausmeister" in resp["roleName"] and "Beirat" in resp["roleName"]
+    rig.advance(3)  # the board membership has ended: the responsibility changes with no change in SCALARA
+    both(rig, chunk_records=2, full=True)
+    rig.close()

@@ -47,7 +47,7 @@ from engine.state import StateStore
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
 from engine.sync.order import PropertyDone
-from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, Action, Plan, build_plan
+from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, UPDATE, Action, Plan, build_plan
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
@@ -166,6 +166,7 @@ class ChunkedRun:
                                                            stats={name: MappingStats() for name in mset.order}))
         self.timings: dict[str, float] = {"map_s": 0.0, "plan_s": 0.0, "apply_s": 0.0}
         self.passed: set[str] = set()  # resources whose chunks are all done
+        self.again: set[Key] = set()   # records of the current chunk that an earlier chunk wrote
 
     # -- the rows every chunk starts from
     def start_rows(self) -> None:
@@ -261,6 +262,10 @@ class ChunkedRun:
         # casavi refused it earlier in this run: not sent again (a run tries a record once)
         plan.actions = [a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) not in m.failed_keys]
         plan.held_archives, plan.guard_trips = [], []
+        # a record an earlier chunk of this run wrote, written again now (a responsibility that a
+        # later role joins): one record, counted once, by its first write -- as a whole run counts it
+        self.again = {(a.kind, a.ref_id) for a in plan.actions if a.action == UPDATE and (k := known.get(
+            (a.kind, a.ref_id))) is not None and k.updated_run == m.run_id and k.status == "written"}
         self._count(plan, desired, known)
         m.candidates.update((a.kind, a.ref_id) for a in archives)
         # records left alone because their source failed to map: the archive step must see them,
@@ -330,7 +335,8 @@ class ChunkedRun:
         """Each record counted once: by its write, or as unchanged the first time it is seen."""
         m = self.m
         for a in plan.actions:  # a held record is not planned (a whole plan counts it nowhere)
-            _add(m.plan_tally, a.kind, a.action)
+            if (a.kind, a.ref_id) not in self.again:
+                _add(m.plan_tally, a.kind, a.action)
         for a in (*plan.actions, *plan.held):
             m.counted.add(hash((a.kind, a.ref_id)))
             m.held.pop((a.kind, a.ref_id), None)
@@ -355,7 +361,8 @@ class ChunkedRun:
         ok: list[Outcome] = []
         for o in result.outcomes:
             if o.ok:
-                _add(m.result.tally, o.kind, o.action)
+                if (o.kind, o.ref_id) not in self.again:
+                    _add(m.result.tally, o.kind, o.action)
                 ok.append(o)
                 m.failed_keys.pop((o.kind, o.ref_id), None)
                 continue
@@ -390,6 +397,7 @@ class ChunkedRun:
                      should_stop: Callable[[], bool] | None) -> None:
         store, tenant, m = self.store, self.tenant, self.m
         t0 = time.perf_counter()
+        self.again = set()
         candidates = set(m.candidates)
         candidates.update(store.orphan_records(tenant, chunk_resources(self.mset)))
         self.archives = Plan(kinds=self.order)
