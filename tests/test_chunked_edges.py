@@ -395,3 +395,34 @@ def test_two_roles_of_one_contact_in_two_chunks_are_one_responsibility(tmp_path:
     rig.advance(3)  # the board membership has ended: the responsibility changes with no change in SCALARA
     both(rig, chunk_records=2, full=True)
     rig.close()
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+
+def plant(rig: Rig, resource: str, record: dict[str, Any]) -> None:
+    """A record SCALARA serves as given (the sandbox would refuse to store it)."""
+    acct = rig.scalara._account("demo")
+    key = "00000000-0000-4000-8000-0000000000ff"
+    acct.data.records[resource][key] = record
+    acct.ids[resource] = sorted({*acct.ids[resource], key})
+
+
+@pytest.mark.slow
+def test_records_without_a_usable_id_or_value_in_a_big_read_are_reported_as_by_a_whole_run(rig: Rig) -> None:
+    """A unit without an id and a contact with a value JSON cannot carry, in a read of many
+    chunks: the run maps the tenant whole (the read is incomplete), reports both records and holds
+    the archives of what is made from units -- the same report as a whole run's."""
+    both(rig)
+    unit = dict(data(rig)["units"][sorted(data(rig)["units"])[0]])
+    plant(rig, "units", {**unit, "id": None})
+    contact = sorted(data(rig)["contacts"])[3]
+    data(rig)["contacts"][contact]["mobile"] = float("nan")
+    rig.scalara.delete_record("units", sorted(data(rig)["units"])[4])
+    whole = rig.run("whole", chunk_records=0, full=True, allow_archive=True)
+    chunk = rig.run("chunk", chunk_records=4, full=True, allow_archive=True)
+    assert comparable(chunk.report) == comparable(whole.report)
+    assert rig.casavi_state("chunk") == rig.casavi_state("whole")
+    reasons = " ".join(e["reason"] for e in whole.report["mapErrors"])
+    assert "has id null" in reasons and contact in reasons
+    assert "units" in [g["kind"] for g in whole.report["guard"]]

@@ -278,7 +278,7 @@ def _read_full_staged(store: StagingStore, tenant: str, reader: Reader, resource
     counts: dict[str, int] = {}
     newest: str | None = None
     newest_at: dt.datetime | None = None
-    aside: dict[str, list[Record]] = {}
+    aside: dict[str, list[tuple[int, Record]]] = {}
     for res in resources:
         n = 0
         usable = usable_check(res)
@@ -287,14 +287,14 @@ def _read_full_staged(store: StagingStore, tenant: str, reader: Reader, resource
                 raise StopRequested
             pages[res] = pages.get(res, 0) + 1
             good = []
-            for rec in page:
+            for i, rec in enumerate(page):
                 if usable(rec):
                     good.append(rec)
                     at = parse_stamp(rec.get("updatedAt"))
                     if at is not None and (newest_at is None or at > newest_at):
                         newest, newest_at = rec.get("updatedAt"), at
-                else:
-                    aside.setdefault(res, []).append(rec)
+                else:  # with its place in the read: reports number the records ("record #3 of this read")
+                    aside.setdefault(res, []).append((n + i, rec))
             store.stage_page(tenant, res, good)
             n += len(page)
             if progress:
@@ -304,7 +304,12 @@ def _read_full_staged(store: StagingStore, tenant: str, reader: Reader, resource
         counts[res] = n
     if not aside:
         return _Staged(counts, newest, None)
-    records = {res: [*store.source_records(tenant, res).values(), *aside.get(res, [])] for res in resources}
+    records: dict[str, list[Record]] = {}
+    for res in resources:
+        rows = list(store.source_records(tenant, res).values())  # in id order, as SCALARA pages them
+        for place, rec in aside.get(res, []):
+            rows.insert(place, rec)
+        records[res] = rows
     return _Staged(counts, newest, records)
 
 
