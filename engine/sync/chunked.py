@@ -124,6 +124,7 @@ class _Merged:
     result: ChunkedResult = field(default_factory=ChunkedResult)
     candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
     counted: set[int] = field(default_factory=set)        # hashes of the records counted
+    planned: set[int] = field(default_factory=set)        # hashes of the records planned to be written
     referred: set[int] = field(default_factory=set)       # hashes of records a produced record refers to
     won: set[int] = field(default_factory=set)            # hashes of error targets produced all the same
     coverage: dict[str, Any] = field(default_factory=dict)
@@ -254,6 +255,7 @@ class ChunkedRun:
         plan = build_plan(desired, known, kinds=self.order, map_errors=rows, errored_sources=errored,
                           current=self._current_for(desired, known), archive_max_share=1.0,
                           allow_archive=True, record_holds=self.holds)
+        self._release(plan)
         for row in plan.errors[len(rows):]:  # payloads JSON cannot carry
             m.errors.setdefault((str(row.get("resource")), str(row.get("sourceId"))), []).append(row)
         store.save_deps(tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
@@ -331,12 +333,32 @@ class ChunkedRun:
                     view.extra.setdefault((RESPONSIBILITIES, ref_id), self.pairs[pair])
         return view
 
+    def _release(self, plan: Plan) -> None:
+        """A held record (casavi refused this payload before) is sent after all when a record it
+        references is written in this run (engine.sync.plan._release_holds does it within the
+        chunk): also when an earlier chunk wrote that record -- a unit with its updated property."""
+        writing = {hash((a.kind, a.ref_id)) for a in plan.actions if a.action != ARCHIVE} | self.m.planned
+        changed = True
+        while changed and plan.held:
+            changed = False
+            still: list[Action] = []
+            for a in plan.held:
+                if any(hash(d) in writing for d in a.depends_on):
+                    a.reason = f"sent again: a record it references is written in this run (before: {a.reason})"
+                    plan.actions.append(a)
+                    writing.add(hash((a.kind, a.ref_id)))
+                    changed = True
+                else:
+                    still.append(a)
+            plan.held = still
+
     def _count(self, plan: Plan, desired: list[Any], known: Mapping[Key, Any]) -> None:
         """Each record counted once: by its write, or as unchanged the first time it is seen."""
         m = self.m
         for a in plan.actions:  # a held record is not planned (a whole plan counts it nowhere)
             if (a.kind, a.ref_id) not in self.again:
                 _add(m.plan_tally, a.kind, a.action)
+            m.planned.add(hash((a.kind, a.ref_id)))
         for a in (*plan.actions, *plan.held):
             m.counted.add(hash((a.kind, a.ref_id)))
             m.held.pop((a.kind, a.ref_id), None)
