@@ -155,17 +155,32 @@ class MassChanger(Changer):
 TENANTS, DAYS = 30, 3  # 120 compared states: each tenant's import and each of its days
 
 
-def _tenant(tmp: Path, seed: int, seen: Counter[str]) -> None:
+def refusing(ids: list[str]) -> Tamper:
+    """casavi refuses every write of a record made from these SCALARA records (a validation error)."""
+    def answer(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "PUT" and any(i in unquote(request.url.path) for i in ids):
+            return httpx.Response(422, json={"message": "value is not valid"})
+        return None
+    return answer
+
+
+def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False) -> None:
     rng = random.Random(seed)
     rig = Rig(tmp, properties=rng.choice((1, 2, 3)), seed=seed)
     try:
+        # ``refusals``: casavi refuses a few records (and, a record they depend on having failed,
+        # their dependents are skipped): refused and held records, counted once, tried once
+        refused = [rng.choice(sorted(data(rig)[res])) for res in ("contacts", "units", "properties")
+                   if refusals and rng.random() < 0.4]
+        tamper = refusing(refused) if refused else None
         size = rng.randint(3, 60)
-        whole = rig.run(WHOLE, chunk_records=0)
-        chunk = rig.run(CHUNK, chunk_records=size)
-        where = f"seed {seed}, import, chunk_records {size}"
+        whole = run(rig, WHOLE, chunk_records=0, casavi_tamper=tamper)
+        chunk = run(rig, CHUNK, chunk_records=size, casavi_tamper=tamper)
+        where = f"seed {seed}, import, chunk_records {size}, refused {refused}"
         assert chunked(chunk) and not chunked(whole), where
-        assert_same(rig, whole, chunk, where)
+        assert_same(rig, whole, chunk, where, unannounced=bool(refused))
         seen["states"] += 1
+        seen["refused"] += bool(whole.report["writeFailures"])
         changer = MassChanger(rig, rng)
         for day in range(DAYS):
             rig.advance(rng.choice((0.02, 1, 1, 2)))
@@ -181,14 +196,18 @@ def _tenant(tmp: Path, seed: int, seen: Counter[str]) -> None:
                 options["allow_archive"] = True
             if rng.random() < 0.15:
                 options["reconcile"] = True
+            if refused and rng.random() < 0.3:
+                options["retry_failed"] = True
             size = rng.randint(3, 60)
-            whole = rig.run(WHOLE, chunk_records=0, **options)
-            chunk = rig.run(CHUNK, chunk_records=size, **options)
-            where = f"seed {seed}, day {day + 1}, chunk_records {size}, options {options}, changes {changes}"
+            whole = run(rig, WHOLE, chunk_records=0, casavi_tamper=tamper, **options)
+            chunk = run(rig, CHUNK, chunk_records=size, casavi_tamper=tamper, **options)
+            where = (f"seed {seed}, day {day + 1}, chunk_records {size}, options {options}, changes {changes}, "
+                     f"refused {refused}")
             assert chunked(chunk) == (sum(chunk.report["extracted"].values()) > size), where
-            assert_same(rig, whole, chunk, where)
+            assert_same(rig, whole, chunk, where, unannounced=bool(refused))
             seen["states"] += 1
             seen["guard"] += bool(whole.report["guard"])
+            seen["held"] += bool(whole.report["held"])
             seen["archived"] += sum(r.get("archive", 0) for r in whole.report["counts"].values())
     finally:
         rig.close()
@@ -206,6 +225,24 @@ def test_chunked_and_whole_runs_agree_on_imports_and_random_days(tmp_path: Path)
     assert seen["states"] == TENANTS * (DAYS + 1) >= 100
     assert seen["guard"] >= 3  # the mass-archive guard tripped (identically) on several days
     assert seen["archived"] > 0  # and archives went through on others
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "a record skipped because one it depends on failed has a state row (status failed, no payload) "
+    "only when apply journaled its intent before the failure -- in a whole run when it is in the "
+    "failed record's property group, in a chunked run when it is in its chunk too. Such never-written "
+    "rows count as existing casavi records for the mass-archive guard and become archive candidates "
+    "(engine.sync.archives), so the guard and the archives of a later run differ"))
+def test_chunked_and_whole_runs_agree_when_casavi_refuses_records(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
+        for seed in range(TENANTS):
+            where = Path(base) / f"r{seed}"
+            where.mkdir()
+            _tenant(where, seed, seen, refusals=True)
+    assert seen["refused"] >= 3 and seen["held"] >= 3  # casavi refused records, later runs held them back
 
 
 # -- focused: the merge of the chunks ----------------------------------------------------------------
@@ -400,3 +437,28 @@ def test_a_crash_in_the_middle_of_a_chunked_import_then_a_rerun_ends_where_a_who
             where.mkdir()
             points.append(_crash_once(where, 1000 + seed))
     assert len(set(points)) > CRASHES // 2  # crashed at many different places
+
+
+def test_a_held_record_is_sent_again_when_an_earlier_chunk_writes_what_it_references(rig: Rig) -> None:
+    unit = next(u for u, rec in sorted(data(rig)["units"].items()) if rec["buildingId"] in data(rig)["buildings"])
+    prop = data(rig)["units"][unit]["propertyId"]
+    tries: Counter[str] = Counter()
+
+    def refuse(name: str) -> Tamper:
+        inner = refusing([unit])
+
+        def answer(request: httpx.Request) -> httpx.Response | None:
+            got = inner(request)
+            tries[name] += got is not None
+            return got
+        return answer
+
+    for name, size in ((WHOLE, 0), (CHUNK, 5)):
+        run(rig, name, chunk_records=size, casavi_tamper=refuse(name))
+    rig.advance(1)
+    rig.scalara.update_record("properties", prop, {"name": "Objekt umbenannt"})  # written in the properties chunk
+    whole = run(rig, WHOLE, chunk_records=0, full=True, casavi_tamper=refuse(WHOLE))
+    chunk = run(rig, CHUNK, chunk_records=5, full=True, casavi_tamper=refuse(CHUNK))
+    assert chunked(chunk) and tries == {WHOLE: 2, CHUNK: 2}  # the unit went out again, once
+    assert not chunk.report["held"] and [f["id"] for f in chunk.report["writeFailures"] if f["kind"] == "units"]
+    assert_same(rig, whole, chunk, "a refused unit's property changed", unannounced=True)
