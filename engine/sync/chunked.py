@@ -237,13 +237,17 @@ class ChunkedRun:
         known.update(store.records_by_keys(tenant, [(d.kind, d.ref_id) for d in desired
                                                     if (d.kind, d.ref_id) not in known]))
         rows = _map_error_rows(self.mset, t.mapped)
-        produced = {(d.kind, d.ref_id) for d in desired}
+        produced = {(d.kind, d.ref_id): (d.source_resource, d.source_id) for d in desired}
         # the loser of a duplicate reference id fails under the winner's id: that id is written
         # all the same, so its dependents (the winner's contracts) are not blocked by the loser
         # (co-claimants are always mapped together: the closure takes them all in)
-        won = [(str(r["kind"]), str(r["targetId"])) for r in rows if r.get("kind") and r.get("targetId")]
-        m.won.difference_update(hash(k) for k in won if k not in produced)
-        m.won.update(hash(k) for k in won if k in produced)
+        def by_other(row: dict[str, Any]) -> bool:  # produced, by another record than the failed one
+            got = produced.get((row["kind"], row["targetId"]))
+            return got is not None and got != (row.get("resource"), row.get("sourceId"))
+
+        failed = [r for r in rows if r.get("kind") and r.get("targetId")]
+        m.won.difference_update(hash((r["kind"], r["targetId"])) for r in failed if not by_other(r))
+        m.won.update(hash((r["kind"], r["targetId"])) for r in failed if by_other(r))
         for key in t.closure:  # a record mapped again: its earlier errors are superseded
             m.errors.pop(key, None)
         for row in rows:
@@ -303,8 +307,7 @@ class ChunkedRun:
             result = apply_plan(plan, writer, journal, order=self.order, concurrency=self.options.concurrency,
                                 progress=progress, should_stop=should_stop,
                                 blocked=[*m.blocked(), *((r["kind"], r["targetId"], r["reason"]) for r in rows
-                                                         if r.get("kind") and r.get("targetId")
-                                                         and (r["kind"], r["targetId"]) not in produced)],
+                                                         if r.get("kind") and r.get("targetId") and not by_other(r))],
                                 write_order=self.options.write_order, lookup=lookup,
                                 max_ahead=self.options.max_ahead)
         self._merge(plan, result)

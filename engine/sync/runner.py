@@ -310,11 +310,16 @@ def blocked_from_errors(prepared: Prepared) -> list[tuple[str, str, str]]:
     """Records that will not be written this run, whose dependents must wait: mapping errors, and
     held records casavi never accepted (a held record that exists in casavi blocks nothing)."""
     outputs = prepared.mapped.outputs
-    # the loser of a duplicate reference id fails under the winner's id, which is produced and
-    # written all the same: it blocks nothing (it blocked the winner's dependents whenever the
-    # winner itself was unchanged)
+
+    def won(row: dict[str, Any]) -> bool:
+        """The loser of a duplicate reference id fails under the winner's id, which another record
+        produces and is written all the same: it blocks nothing (it blocked the winner's
+        dependents whenever the winner itself was unchanged)."""
+        out = outputs.get(row["kind"], {}).get(row["targetId"])
+        return out is not None and (out.source_resource, out.source_id) != (row.get("resource"), row.get("sourceId"))
+
     blocked = [(row["kind"], row["targetId"], row["reason"]) for row in prepared.plan.errors
-               if row.get("kind") and row.get("targetId") and row["targetId"] not in outputs.get(row["kind"], {})]
+               if row.get("kind") and row.get("targetId") and not won(row)]
     blocked += [(a.kind, a.ref_id, a.reason) for a in prepared.plan.held if a.action == CREATE]
     return blocked
 
