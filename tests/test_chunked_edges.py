@@ -426,3 +426,18 @@ def test_records_without_a_usable_id_or_value_in_a_big_read_are_reported_as_by_a
     reasons = " ".join(e["reason"] for e in whole.report["mapErrors"])
     assert "has id null" in reasons and contact in reasons
     assert "units" in [g["kind"] for g in whole.report["guard"]]
+
+
+@pytest.mark.slow
+def test_payloads_json_cannot_carry_are_record_errors_as_in_a_whole_run(rig: Rig) -> None:
+    """A consultant's mapping makes Infinity for units of one kind: each such unit is a record
+    error of the plan (its contracts wait), the rest is written -- in every chunk alike."""
+    def infinite(specs: dict[str, Any]) -> None:
+        fields = specs["units"]["rules"][0]["fields"]
+        fields["customFields"]["object"]["mea"] = "type == 'PARKING' && to_number('1e999') || mea"
+
+    rig.mset = mapping_set(infinite)
+    _, chunk = both(rig)
+    assert any("JSON cannot carry" in e["reason"] for e in chunk.report["mapErrors"])
+    rig.advance(1)
+    both(rig, full=True)

@@ -368,6 +368,10 @@ class ChunkedRun:
         for a in plan.held:
             m.held[(a.kind, a.ref_id)] = a
         acted = {(a.kind, a.ref_id) for a in (*plan.actions, *plan.held)}
+        # a payload JSON cannot carry is a record error of the plan, counted there (not unchanged)
+        unfit = {(str(r.get("kind")), str(r.get("targetId"))) for r in plan.errors if r.get("stage") == "plan"}
+        acted |= unfit
+        m.counted.update(hash(key) for key in unfit)
         for d in desired:
             key = (d.kind, d.ref_id)
             m.candidates.discard(key)
