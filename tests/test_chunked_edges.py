@@ -111,6 +111,8 @@ def both(rig: Rig, chunk_records: int = 4, refused: set[tuple[str, str]] | None 
             for c in cursors[1:]] == [(c.cursor, c.mapping_hash, c.mapped_date, c.settled, c.stable_until)
                                       if c else None for c in cursors[:1]]
     assert inconsistent(rig, "chunk") == []
+    text = json.dumps(chunk.report, default=str)
+    assert not [s for s in (rig.token, rig.side("chunk").key, rig.side("chunk").secret) if s and s in text]
     return whole, chunk
 
 
@@ -441,3 +443,35 @@ def test_payloads_json_cannot_carry_are_record_errors_as_in_a_whole_run(rig: Rig
     assert any("JSON cannot carry" in e["reason"] for e in chunk.report["mapErrors"])
     rig.advance(1)
     both(rig, full=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asks", [3, 40])
+def test_a_stop_between_chunks_leaves_a_run_the_next_one_finishes(tmp_path: Path, asks: int) -> None:
+    """The operator stops a chunked import (``should_stop`` turns true after some asks: during the
+    read, or between chunks): the run says stopped, nothing is half done, and the next run ends
+    where an uninterrupted whole run ends."""
+    from engine.connectors.casavi import CasaviClient
+    from engine.connectors.scalara import ScalaraClient
+    from engine.sync.runner import SyncOptions
+    from engine.sync.session import run_for_tenant
+    from tests.incremental_rig import app_transport
+
+    rig = Rig(tmp_path, properties=2, seed=6)
+    side = rig.side("chunk")
+    left = [asks]
+
+    def should_stop() -> bool:
+        left[0] -= 1
+        return left[0] < 0
+
+    scalara = ScalaraClient(rig.config, rig.token, transport=app_transport(rig.scalara))
+    casavi = CasaviClient(rig.config, side.key, side.secret, transport=app_transport(side.casavi))
+    with scalara, casavi:
+        out = run_for_tenant(side.store, "default", rig.mset, scalara, casavi,
+                             SyncOptions(run_date=rig.clock.today(), concurrency=1, chunk_records=4),
+                             should_stop=should_stop)
+    assert out.outcome == "stopped"
+    assert inconsistent(rig, "chunk") == []
+    both(rig, report=False)
+    rig.close()
