@@ -475,3 +475,18 @@ def test_a_stop_between_chunks_leaves_a_run_the_next_one_finishes(tmp_path: Path
     assert inconsistent(rig, "chunk") == []
     both(rig, report=False)
     rig.close()
+
+
+@pytest.mark.cluster
+def test_a_chunked_run_on_a_postgresql_state_ends_as_a_whole_run_on_sqlite(tmp_path: Path, pg_url: str) -> None:
+    """The chunked side keeps its state in PostgreSQL (its snapshot pages, dependency rows and
+    orphans are read back there), the whole side in SQLite: an import, then a deleted property."""
+    rig = Rig(tmp_path, properties=2, seed=6)
+    rig.locations["chunk"] = pg_url
+    try:
+        both(rig)
+        rig.advance(1)
+        delete_property(rig, sorted(data(rig)["properties"])[0])
+        both(rig, full=True, allow_archive=True)
+    finally:
+        rig.close()
