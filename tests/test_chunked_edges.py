@@ -490,3 +490,33 @@ def test_a_chunked_run_on_a_postgresql_state_ends_as_a_whole_run_on_sqlite(tmp_p
         both(rig, full=True, allow_archive=True)
     finally:
         rig.close()
+
+
+@pytest.mark.slow
+def test_a_first_run_that_falls_back_to_whole_midway_still_reconciles(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's closure cannot be computed (engine.sync.targeted.Fallback) after some chunks of
+    a first run into a populated casavi: the rest is mapped whole -- and still reconciled with
+    casavi (adopting what it holds), not sent again record by record as if casavi were known."""
+    from engine.sync import chunked
+    from engine.sync.targeted import Fallback
+
+    both(rig)
+    rig.advance(1)
+    rig.scalara.update_record("contacts", sorted(data(rig)["contacts"])[0], {"lastName": "Neu"})
+    for side in ("whole", "chunk"):
+        fresh_state(rig, side)
+    real, calls = chunked.remap, [0]
+
+    def remap(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 10:
+            raise Fallback("a closure too big (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "remap", remap)
+    whole = rig.run("whole", chunk_records=0)
+    chunk = rig.run("chunk", chunk_records=4)
+    assert "mapping in chunks stopped" in chunk.report["extraction"]["targeted"]["reason"]
+    assert chunk.report["reconciled"]
+    assert chunk.report["counts"]["contacts"] == whole.report["counts"]["contacts"]  # one update, no re-sends
+    assert rig.casavi_state("chunk") == rig.casavi_state("whole")

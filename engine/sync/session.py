@@ -7,6 +7,7 @@ store as it happens, records the run and writes a JSON report next to the state 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -208,8 +209,10 @@ def run_chunks(store: StateStore, tenant: str, run_id: int, mset: MappingSet, ca
         unstage(store, tenant, extraction)
         extraction.targeted = {"mode": "whole", "reason": f"mapping in chunks stopped: {exc}"}
         link = Link(store, tenant, mset, saving=True, statuses=read.statuses)
-        prepared = prepare(mset, casavi, casavi, store.records(tenant), options, progress, should_stop, extraction,
-                           read.extraction_s, holds=read.holds, link=link)
+        # the earlier chunks filled the state, yet a first run still reconciles: else every record
+        # casavi holds but no earlier chunk adopted would be sent again (and reported unreconciled)
+        prepared = prepare(mset, casavi, casavi, store.records(tenant), dataclasses.replace(options, reconcile=reconcile),
+                           progress, should_stop, extraction, read.extraction_s, holds=read.holds, link=link)
         with store.batch():
             return prepared, run_apply(prepared, casavi, journal, options, progress, should_stop)
     timings.update(run.timings)
