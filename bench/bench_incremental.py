@@ -111,6 +111,12 @@ def change_one_percent(sb: SandboxProcess, seed: int = 7) -> int:
     return n
 
 
+def written_records(doc: dict[str, Any]) -> int:
+    """casavi records a run wrote (its report's outcomes). HTTP writes can be more: an address that
+    moves between a property's buildings is written in two steps (engine.sync.addresses)."""
+    return sum(row.get(k, 0) for row in doc["counts"].values() for k in ("create", "update", "restore", "archive"))
+
+
 def planned_writes(doc: dict[str, Any]) -> int:
     return sum(row.get(k, 0) for row in doc["counts"].values() for k in ("create", "update", "restore", "archive"))
 
@@ -174,8 +180,8 @@ def report(r: dict[str, Any]) -> None:
          f"{nxt.writes} writes, mapping skipped: {nxt.doc['extraction'].get('skippedMapping')}"),
         ("1% day: SCALARA records edited", f"{r['edited']}"),
         ("1% day: casavi writes a full read plans", f"{planned_writes(plan.doc)}"),
-        ("1% day: incremental run writes / pages / wall",
-         f"{changed.writes} / {sum(changed.pages.values())} / {changed.wall_s:.2f} s "
+        ("1% day: incremental run: records written (HTTP writes) / pages / wall",
+         f"{written_records(changed.doc)} ({changed.writes}) / {sum(changed.pages.values())} / {changed.wall_s:.2f} s "
          f"({changed.wall_s / full.wall_s:.1%} of full)"),
         ("1% day: mapped", _mapped(changed.doc)),
         ("peak RSS: full / same day / next day / 1% day",
@@ -190,7 +196,7 @@ def report(r: dict[str, Any]) -> None:
         ("unchanged day (same day): <= 5% of the full read", same.wall_s <= 0.05 * full.wall_s),
         ("unchanged day (next day): <= 5% of the full read", nxt.wall_s <= 0.05 * full.wall_s),
         ("unchanged days write nothing", same.writes == 0 and nxt.writes == 0),
-        ("1% day: writes == what a full read plans", changed.writes == planned_writes(plan.doc)),
+        ("1% day: records written == what a full read plans", written_records(changed.doc) == planned_writes(plan.doc)),
         ("1% day: mapped only what the changes touch",
          ((changed.doc.get("extraction") or {}).get("targeted") or {}).get("mode") == "targeted"),
     ]

@@ -31,7 +31,7 @@ def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool =
                  write_order: str = "property") -> SyncOptions:
     """``full``: read all of SCALARA even when an incremental read would do (engine.sync.extract).
     ``write_order``: "property" (each property complete before the next) or "kind" (the older order)."""
-    from engine.sync.chunked import CHUNK_RECORDS
+    from engine.sync.chunked import CHUNK_RECORDS, WHOLE_RECORDS
     from engine.sync.extract import IncrementalPolicy
     from engine.sync.runner import SyncOptions
 
@@ -41,7 +41,8 @@ def sync_options(ctx: Context, *, allow_archive: bool = False, reconcile: bool =
                        run_date=run_date, full=full,
                        incremental=IncrementalPolicy.from_config(config.scalara.incremental),
                        write_order=write_order,
-                       chunk_records=int(config.scalara.incremental.get("chunk_records", CHUNK_RECORDS)))
+                       chunk_records=int(config.scalara.incremental.get("chunk_records", CHUNK_RECORDS)),
+                       whole_records=int(config.scalara.incremental.get("whole_records", WHOLE_RECORDS)))
 
 
 def start_run(ctx: Context, *, trigger: str = "manual", allow_archive: bool = False, reconcile: bool = False,

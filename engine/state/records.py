@@ -16,7 +16,8 @@ never confirmed). The planner must treat ``pending`` and ``failed`` as "unsure, 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from engine.state.base import StoreBase
@@ -82,6 +83,22 @@ class RecordsMixin(StoreBase):
         finally:
             if was_enabled:
                 gc.enable()
+
+    def active_payloads(self, tenant: str, page: int = 2000) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(kind, ref_id, last payload written) of every record not archived, a page at a time
+        (a whole tenant's payloads are never held at once)."""
+        self._require_tenant(tenant)
+        after = ("", "")
+        while True:
+            with self._read() as db:
+                rows = db.execute("SELECT kind, ref_id, payload FROM records WHERE tenant = ? AND status <> 'archived' "
+                                  "AND payload IS NOT NULL AND (kind > ? OR (kind = ? AND ref_id > ?)) "
+                                  "ORDER BY kind, ref_id LIMIT ?", (tenant, after[0], after[0], after[1], page)).fetchall()
+            for kind, ref_id, payload in rows:
+                yield kind, ref_id, json.loads(payload)
+            if len(rows) < page:
+                return
+            after = (rows[-1][0], rows[-1][1])
 
     def get_record(self, tenant: str, kind: str, ref_id: str) -> RecordState | None:
         self._require_tenant(tenant)

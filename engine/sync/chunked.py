@@ -24,13 +24,16 @@ After each chunk, casavi and the rows hold what a whole mapping of the records r
 (the argument of targeted days: a chunk is a day that adds records), archives aside; after the
 last one, what a whole mapping gives. tests/test_chunked.py compares chunked and whole runs.
 
-Held in memory across chunks: two sets of 64-bit hashes (records counted, records referred to),
-mapping errors, refused writes and held records -- not payloads or source records.
+Held in memory across chunks: sets of 64-bit hashes of the records counted and planned (about
+60 bytes each per casavi record), mapping errors, refused writes, held records and archive
+candidates -- no payloads or source records. Each chunk's garbage is collected before the next
+(its cycles would otherwise wait for a full collection, and memory would grow chunk by chunk).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -51,8 +54,8 @@ from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, UPDATE, Action, Plan, bui
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
-CHUNK_RECORDS = 20_000  # SCALARA records per chunk: a 200-property tenant is one chunk
-_PRODUCED = ("record", "produced in this run")  # the label of a referrer known only by its hash
+CHUNK_RECORDS = 5_000    # SCALARA records per chunk (a chunk holds ~10 KB per record it maps)
+WHOLE_RECORDS = 20_000   # a tenant with at most this many records is mapped at once (~200 properties)
 
 
 def chunk_resources(mset: MappingSet) -> list[str]:
@@ -125,7 +128,6 @@ class _Merged:
     candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
     counted: set[int] = field(default_factory=set)        # hashes of the records counted
     planned: set[int] = field(default_factory=set)        # hashes of the records planned to be written
-    referred: set[int] = field(default_factory=set)       # hashes of records a produced record refers to
     won: set[int] = field(default_factory=set)            # hashes of error targets produced all the same
     coverage: dict[str, Any] = field(default_factory=dict)
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -196,6 +198,7 @@ class ChunkedRun:
                     self.m.result.stopped = True
                     return
                 self.chunk(res, page, writer, journal, progress, should_stop)
+                gc.collect()  # the chunk's cycles (compiled loops, closures): before the next chunk
                 if self.m.result.aborted is not None or self.m.result.stopped:
                     return
             self.passed.add(res)
@@ -375,8 +378,6 @@ class ChunkedRun:
         for d in desired:
             key = (d.kind, d.ref_id)
             m.candidates.discard(key)
-            for target in references(d.kind, d.payload):
-                m.referred.add(hash(target))
             h = hash(key)
             if key not in acted and h not in m.counted:
                 m.counted.add(h)
@@ -437,7 +438,7 @@ class ChunkedRun:
         for (kind, status), n in self.statuses.items():
             if status != "archived":
                 existing[kind] = existing.get(kind, 0) + n
-        referenced = {key: _PRODUCED for key in candidates if hash(key) in m.referred}
+        referenced = self._referenced(candidates)
         holds = {kind: KindHold("SCALARA returned no records for this kind; nothing is archived")
                  for kind in self.empty_kinds}
         errored = {key for key, rows in m.errors.items() if rows}
@@ -456,6 +457,19 @@ class ChunkedRun:
                                 blocked=m.blocked(), write_order=self.options.write_order)
         self._merge(self.archives, result)
         self.timings["apply_s"] += time.perf_counter() - t1
+
+    def _referenced(self, candidates: set[Key]) -> dict[Key, Key]:
+        """Candidates a record that stays active refers to, with one such record: every record of
+        the tenant not archived and not a candidate stays (the state holds its payload)."""
+        out: dict[Key, Key] = {}
+        for kind, ref_id, payload in self.store.active_payloads(self.tenant):
+            key = (kind, ref_id)
+            if key in candidates:
+                continue
+            for target in references(kind, payload):
+                if target in candidates:
+                    out.setdefault(target, key)
+        return out
 
     # -- what the report and the session see
     def merged_plan(self) -> ChunkedPlan:

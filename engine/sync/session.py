@@ -141,7 +141,8 @@ def read_and_plan(store: StateStore, tenant: str, mset: MappingSet, scalara: Rea
                          full=options.full, reconcile=options.reconcile, now=now, may_skip=may_skip,
                          progress=progress, should_stop=should_stop, may_target=may_target,
                          stage_to=store if chunking else None)
-    if extraction.staged and sum(extraction.counts.values()) <= options.chunk_records:
+    whole = options.chunk_records if options.whole_records is None else options.whole_records
+    if extraction.staged and sum(extraction.counts.values()) <= whole:
         unstage(store, tenant, extraction)  # one chunk: the whole tenant at once, as a dry run would
     if extraction.staged and extraction.records is None:  # mapped in chunks by the caller (engine.sync.chunked)
         return Staged(extraction, statuses, link, time.perf_counter() - t0,
