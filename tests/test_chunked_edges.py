@@ -520,3 +520,33 @@ def test_a_first_run_that_falls_back_to_whole_midway_still_reconciles(rig: Rig, 
     assert chunk.report["reconciled"]
     assert chunk.report["counts"]["contacts"] == whole.report["counts"]["contacts"]  # one update, no re-sends
     assert rig.casavi_state("chunk") == rig.casavi_state("whole")
+
+
+@pytest.mark.slow
+def test_a_mapping_made_from_two_resources_with_colliding_ids(tmp_path: Path) -> None:
+    """Units made from units and from buildings (one identity table), properties that look up
+    their units (a lookup into a rule source); a building shares its id with a unit -- both claim
+    one reference id in different chunks. Then the building goes."""
+    def two_sources(specs: dict[str, Any]) -> None:
+        specs["units"]["rules"].append({
+            "name": "house", "source": "buildings", "id": "ref_id('u', id)",
+            "fields": {"propertyId": {"ref": "properties", "from": "propertyId"},
+                       "name": "join_nonempty(' ', [street, houseNumber])", "number": "houseNumber",
+                       "usage": {"const": "COMMERCIAL"}}})
+        prop = specs["properties"]["rules"][0]
+        prop["lookups"]["units"] = {"resource": "units", "match": "propertyId", "key": "id", "many": True}
+        prop["fields"]["customFields"]["object"]["einheiten"] = "length(units)"
+
+    rig = Rig(tmp_path, properties=2, seed=3)
+    rig.mset = mapping_set(two_sources)
+    unit = sorted(data(rig)["units"])[-1]
+    building = dict(data(rig)["buildings"][sorted(data(rig)["buildings"])[0]])
+    acct = rig.scalara._account("demo")
+    acct.data.records["buildings"][unit] = {**building, "id": unit}
+    acct.ids["buildings"] = sorted({*acct.ids["buildings"], unit})
+    whole, _ = both(rig, chunk_records=3)
+    assert any("same reference id" in e["reason"] for e in whole.report["mapErrors"])
+    rig.advance(1)
+    rig.scalara.delete_record("buildings", unit)
+    both(rig, chunk_records=3, full=True, allow_archive=True)
+    rig.close()
