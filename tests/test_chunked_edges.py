@@ -550,3 +550,20 @@ def test_a_mapping_made_from_two_resources_with_colliding_ids(tmp_path: Path) ->
     rig.scalara.delete_record("buildings", unit)
     both(rig, chunk_records=3, full=True, allow_archive=True)
     rig.close()
+
+
+@pytest.mark.slow
+def test_references_written_as_text_are_written_in_the_whole_runs_order(tmp_path: Path) -> None:
+    """A consultant writes a contract's unit as text (``fmt('u-{}', unitId)``, not a ``ref``): no
+    mapping dependency says units come first, but a whole run writes units before contracts
+    (the catalog's order); the chunks take the resources in that order too, or casavi refuses
+    every contract (unknown unit)."""
+    def text_refs(specs: dict[str, Any]) -> None:
+        for rule in specs["contracts"]["rules"]:
+            rule["fields"]["unitId"] = "fmt('u-{}', unitId)" if rule["name"] == "owner" else "fmt('u-{}', unit)"
+
+    rig = Rig(tmp_path, properties=2, seed=3)
+    rig.mset = mapping_set(text_refs)
+    whole, chunk = both(rig, chunk_records=3)
+    assert chunk.report["counts"]["contracts"]["create"] == whole.report["counts"]["contracts"]["create"] > 30
+    rig.close()

@@ -59,12 +59,17 @@ WHOLE_RECORDS = 20_000   # a tenant with at most this many records is mapped at 
 
 
 def chunk_resources(mset: MappingSet) -> list[str]:
-    """Rule sources in the order chunks take them: the mapping set's (referenced mappings first),
-    but the sources of protected mappings (``only_if_referenced_by``) after all others, so that a
-    protected record's own chunk knows every record referring to it."""
+    """Rule sources in the order chunks take them: the order a whole run writes their kinds in
+    (referenced mappings first, then the catalog's order: units before contracts even when a
+    contract names its unit as text, not by ``ref``), but the sources of protected mappings
+    (``only_if_referenced_by``) after all others, so that a protected record's own chunk knows
+    every record referring to it."""
+    from engine.sync.runner import kind_order
+
+    rank = {kind: i for i, kind in enumerate(kind_order(mset))}
     first: list[str] = []
     last: list[str] = []
-    for name in mset.order:
+    for name in sorted(mset.order, key=lambda n: rank.get(mset.mappings[n].target, len(rank))):
         plan = mset.mappings[name]
         for rule in plan.rules:
             (last if plan.only_if_referenced_by else first).append(rule.source)
