@@ -354,8 +354,13 @@ def test_a_first_run_into_a_populated_casavi_adopts_as_a_whole_run_does(rig: Rig
     rig.scalara.delete_record("property-roles", sorted(data(rig)["property-roles"])[0])
     for side in ("whole", "chunk"):
         fresh_state(rig, side)
+        app = rig.side(side).casavi  # someone archived a contract and a unit in casavi meanwhile
+        acct = app._account("demo")
+        for kind in ("contracts", "units"):
+            app._set_archived(acct, kind, sorted(r["id"] for r in app.records(kind))[0], archived=True)
     whole, _ = both(rig, allow_archive=True)
     assert whole.report["reconciled"] and whole.report["counts"]["contacts"].get("unchanged")
+    assert whole.report["counts"]["units"].get("restore")
     rig.advance(1)
     rig.scalara.update_record("units", sorted(data(rig)["units"])[2], {"label": "Dachgeschoss"})
     both(rig, full=True, reconcile=True, allow_archive=True)
