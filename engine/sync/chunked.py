@@ -434,7 +434,10 @@ class ChunkedRun:
         t0 = time.perf_counter()
         self.again = set()
         candidates = set(m.candidates)
-        candidates.update(store.orphan_records(tenant, chunk_resources(self.mset)))
+        # records whose stored source is gone -- unless another source made them this run (one
+        # responsibility from two equal roles of a contact: the one it was stored with went)
+        candidates.update(key for key in store.orphan_records(tenant, chunk_resources(self.mset))
+                          if hash(key) not in m.counted)
         self.archives = Plan(kinds=self.order)
         if not candidates:
             return
