@@ -37,7 +37,7 @@ import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.compile import MappingSet
@@ -273,7 +273,12 @@ class ChunkedRun:
         store.save_deps(tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
                         replaced=t.replaced)
         archives = [a for a in plan.actions if a.action == ARCHIVE] + plan.held_archives
-        # casavi refused it earlier in this run: not sent again (a run tries a record once)
+        # casavi refused it earlier in this run: not sent again (a run tries a record once); what
+        # it is now (a responsibility a later role joined) is what the run failed to write, as in
+        # a whole run: the report's names and the refused payload's hash (engine.sync.failures)
+        later = {(a.kind, a.ref_id): a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) in m.failed_keys}
+        if later:
+            m.failed_actions = [_as(a, later.get((a.kind, a.ref_id))) for a in m.failed_actions]
         plan.actions = [a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) not in m.failed_keys]
         plan.held_archives, plan.guard_trips = [], []
         # a record an earlier chunk of this run wrote, written again now (a responsibility that a
@@ -490,6 +495,11 @@ class ChunkedRun:
         for a in m.failed_actions:  # counted in the tally already
             _add(plan.tally, a.kind, a.action, -1)
         return plan
+
+
+def _as(a: Action, now: Action | None) -> Action:
+    """``a`` with the payload ``now`` has (a record planned again by a later chunk)."""
+    return a if now is None else replace(a, payload=now.payload, payload_hash=now.payload_hash)
 
 
 class _Overlay(dict[Key, dict[str, Any]]):
