@@ -164,7 +164,8 @@ def refusing(ids: list[str]) -> Tamper:
     return answer
 
 
-def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False) -> None:
+def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False,
+            write_order: str = "property") -> None:
     rng = random.Random(seed)
     rig = Rig(tmp, properties=rng.choice((1, 2, 3)), seed=seed)
     try:
@@ -174,9 +175,9 @@ def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False)
                    if refusals and rng.random() < 0.4]
         tamper = refusing(refused) if refused else None
         size = rng.randint(3, 60)
-        whole = run(rig, WHOLE, chunk_records=0, casavi_tamper=tamper)
-        chunk = run(rig, CHUNK, chunk_records=size, casavi_tamper=tamper)
-        where = f"seed {seed}, import, chunk_records {size}, refused {refused}"
+        whole = run(rig, WHOLE, chunk_records=0, casavi_tamper=tamper, write_order=write_order)
+        chunk = run(rig, CHUNK, chunk_records=size, casavi_tamper=tamper, write_order=write_order)
+        where = f"seed {seed}, import, chunk_records {size}, refused {refused}, {write_order} order"
         assert chunked(chunk) and not chunked(whole), where
         assert_same(rig, whole, chunk, where, unannounced=bool(refused))
         seen["states"] += 1
@@ -191,7 +192,7 @@ def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False)
             elif roll < 0.35:
                 changer.mass_undelete()
                 changes.append("mass_undelete")
-            options: dict[str, Any] = {"full": True}
+            options: dict[str, Any] = {"full": True, "write_order": write_order}
             if rng.random() < 0.3:
                 options["allow_archive"] = True
             if rng.random() < 0.15:
@@ -225,6 +226,24 @@ def test_chunked_and_whole_runs_agree_on_imports_and_random_days(tmp_path: Path)
     assert seen["states"] == TENANTS * (DAYS + 1) >= 100
     assert seen["guard"] >= 3  # the mass-archive guard tripped (identically) on several days
     assert seen["archived"] > 0  # and archives went through on others
+
+
+REFUSING = 25  # tenants on which casavi refuses records (40% of them per resource)
+
+
+@pytest.mark.slow
+def test_chunked_and_whole_runs_agree_when_casavi_refuses_records_kind_by_kind(tmp_path: Path) -> None:
+    """Refused records, their skipped dependents, held records and their release, written kind by
+    kind (where no skipped record's intent is journaled, in either run: see the xfail below)."""
+    seen: Counter[str] = Counter()
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
+        for seed in range(REFUSING):
+            where = Path(base) / f"k{seed}"
+            where.mkdir()
+            _tenant(where, 500 + seed, seen, refusals=True, write_order="kind")
+    assert seen["states"] == REFUSING * (DAYS + 1)
+    assert seen["refused"] >= 10 and seen["held"] >= 10  # casavi refused records, later runs held them back
 
 
 @pytest.mark.slow
@@ -462,3 +481,22 @@ def test_a_held_record_is_sent_again_when_an_earlier_chunk_writes_what_it_refere
     assert chunked(chunk) and tries == {WHOLE: 2, CHUNK: 2}  # the unit went out again, once
     assert not chunk.report["held"] and [f["id"] for f in chunk.report["writeFailures"] if f["kind"] == "units"]
     assert_same(rig, whole, chunk, "a refused unit's property changed", unannounced=True)
+
+
+def test_a_record_whose_stored_source_is_gone_but_another_source_still_makes_it_stays(rig: Rig) -> None:
+    """A responsibility made from two equal roles of one contact: its stored source leaves SCALARA,
+    the other role still makes it, unchanged -- not an orphan, though
+    engine.state.sources.orphan_records lists it (its stored source is gone)."""
+    role = next(r for _, r in sorted(data(rig)["property-roles"].items()) if r["validTo"] is None)
+    rig.scalara.add_record("property-roles", {k: v for k, v in role.items() if k not in ("id", "updatedAt")})
+    _import_both(rig)
+    made = [r for r in rig.store_state(CHUNK)["records"] if r[0] == "responsibilities"
+            and json.loads(r[3])["contactId"] == f"c-{role['contactId']}"]
+    assert len(made) == 1
+    rig.advance(1)
+    rig.scalara.delete_record("property-roles", made[0][7])
+    whole = rig.run(WHOLE, chunk_records=0, full=True, allow_archive=True)
+    chunk = rig.run(CHUNK, chunk_records=5, full=True, allow_archive=True)
+    assert chunked(chunk) and chunk.report["counts"]["responsibilities"].get("planned_archive") == 0
+    assert [r[4] for r in rig.store_state(CHUNK)["records"] if r[1] == made[0][1]] == ["written"]
+    assert_same(rig, whole, chunk, "one of two roles deleted")
