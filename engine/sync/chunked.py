@@ -54,6 +54,7 @@ from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, UPDATE, Action, Plan, bui
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
+GC_RECORDS = 2_000  # records mapped between two full garbage collections (at least one per chunk above)
 CHUNK_RECORDS = 5_000    # SCALARA records per chunk (a chunk holds ~10 KB per record it maps)
 WHOLE_RECORDS = 20_000   # a tenant with at most this many records is mapped at once (~200 properties)
 
@@ -197,13 +198,20 @@ class ChunkedRun:
     def run(self, writer: Writer, journal: Any, *, progress: Progress | None,
             should_stop: Callable[[], bool] | None) -> None:
         self.start_rows()
+        uncollected = 0
         for res in chunk_resources(self.mset):
             for page in self._pages(res, self.chunk_records):
                 if should_stop is not None and should_stop():
                     self.m.result.stopped = True
                     return
                 self.chunk(res, page, writer, journal, progress, should_stop)
-                gc.collect()  # the chunk's cycles (compiled loops, closures): before the next chunk
+                # the chunks' cycles (compiled loops, closures), before the next chunk -- every
+                # GC_RECORDS records: a full collection costs what the whole heap holds, so after
+                # every one of many small chunks it would cost more than the mapping
+                uncollected += len(page)
+                if uncollected >= GC_RECORDS:
+                    gc.collect()
+                    uncollected = 0
                 if self.m.result.aborted is not None or self.m.result.stopped:
                     return
             self.passed.add(res)
