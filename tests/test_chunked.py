@@ -394,10 +394,17 @@ def between_chunks(after: int) -> Callable[[], bool]:
     return should_stop
 
 
-def test_a_stop_between_chunks_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig) -> None:
+def inside_a_chunk(rig: Rig, records: int) -> Callable[[], bool]:
+    """A stop requested once casavi holds ``records`` records: apply sees it between two writes."""
+    return lambda: sum(len(v) for v in rig.casavi_state(CHUNK).values()) >= records
+
+
+@pytest.mark.parametrize("where", ["between chunks", "inside a chunk"])
+def test_a_stop_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig, where: str) -> None:
     whole = rig.run(WHOLE, chunk_records=0)
-    stopped = run(rig, CHUNK, chunk_records=5, should_stop=between_chunks(4))
-    assert stopped.outcome == "stopped"
+    stop = between_chunks(4) if where == "between chunks" else inside_a_chunk(rig, 12)
+    stopped = run(rig, CHUNK, chunk_records=5, should_stop=stop)
+    assert stopped.outcome == "stopped" and chunked(stopped)
     written = sum(len(v) for v in rig.casavi_state(CHUNK).values())
     assert 0 < written < sum(len(v) for v in rig.casavi_state(WHOLE).values())
     again = run(rig, CHUNK, chunk_records=5)
