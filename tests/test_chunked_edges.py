@@ -572,3 +572,31 @@ def test_references_written_as_text_are_written_in_the_whole_runs_order(tmp_path
     whole, chunk = both(rig, chunk_records=3)
     assert chunk.report["counts"]["contracts"]["create"] == whole.report["counts"]["contracts"]["create"] > 30
     rig.close()
+
+
+@pytest.mark.slow
+def test_a_run_that_falls_back_to_whole_midway_reports_the_writes_of_its_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's closure cannot be computed after some chunks of an import wrote properties and
+    units: the whole-tenant plan finds those unchanged, yet this run wrote them -- the report
+    counts them as written (and their properties as complete), as a whole run does."""
+    from engine.sync import chunked
+    from engine.sync.targeted import Fallback
+
+    rig = Rig(tmp_path, properties=3, seed=6)
+    real, calls = chunked.remap, [0]
+
+    def remap(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 20:
+            raise Fallback("a closure too big (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "remap", remap)
+    whole = rig.run("whole", chunk_records=0)
+    chunk = rig.run("chunk", chunk_records=4)
+    assert "mapping in chunks stopped" in chunk.report["extraction"]["targeted"]["reason"]
+    assert chunk.report["counts"] == whole.report["counts"]
+    assert comparable(chunk.report)["properties"] == comparable(whole.report)["properties"]
+    assert rig.casavi_state("chunk") == rig.casavi_state("whole")
+    rig.close()

@@ -32,6 +32,7 @@ candidates -- no payloads or source records. Each chunk's garbage is collected b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import time
@@ -491,6 +492,24 @@ class ChunkedRun:
                 if target in candidates:
                     out.setdefault(target, key)
         return out
+
+    def after_fallback(self, plan: Plan, result: ApplyResult) -> tuple[ChunkedPlan, ChunkedResult]:
+        """The whole-tenant plan and result of a run whose chunks stopped midway (Fallback), with
+        what the chunks before wrote: the whole plan finds those records unchanged, yet this run
+        wrote them (a whole run counts them as written, their properties as complete)."""
+        m = self.m
+        tally = {kind: dict(row) for kind, row in m.plan_tally.items()}
+        unchanged = dict(plan.unchanged)
+        for kind, row in tally.items():
+            unchanged[kind] = max(0, unchanged.get(kind, 0) - sum(row.values()))
+        merged = ChunkedPlan(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(Plan)}, tally=tally,
+                             wrote=m.wrote)
+        merged.unchanged = unchanged
+        retried = {(o.kind, o.ref_id) for o in result.outcomes}  # sent again by the whole plan: reported once
+        m.result.outcomes = [o for o in m.result.outcomes if (o.kind, o.ref_id) not in retried]
+        self.again = set()
+        self._merge(plan, result)
+        return merged, m.result
 
     # -- what the report and the session see
     def merged_plan(self) -> ChunkedPlan:

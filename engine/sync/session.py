@@ -215,7 +215,9 @@ def run_chunks(store: StateStore, tenant: str, run_id: int, mset: MappingSet, ca
         prepared = prepare(mset, casavi, casavi, store.records(tenant), dataclasses.replace(options, reconcile=reconcile),
                            progress, should_stop, extraction, read.extraction_s, holds=read.holds, link=link)
         with store.batch():
-            return prepared, run_apply(prepared, casavi, journal, options, progress, should_stop)
+            result = run_apply(prepared, casavi, journal, options, progress, should_stop)
+        prepared.plan, result = run.after_fallback(prepared.plan, result)
+        return prepared, result
     timings.update(run.timings)
     first = store.deps_first_until(tenant)
     extraction.stable_until = dt.date.fromordinal(first).isoformat() if first is not None else dt.date.max.isoformat()
