@@ -292,6 +292,11 @@ def test_a_tenant_of_at_most_chunk_records_records_is_mapped_whole(rig: Rig) -> 
     assert_same(rig, whole, at, "at the limit")
     above = rig.run("above", chunk_records=n - 1)
     assert chunked(above) and above.report["counts"] == whole.report["counts"]
+    # whole_records sets the limit apart from the chunk size
+    assert not chunked(rig.run("limit", chunk_records=5, whole_records=n))
+    small = rig.run("small", chunk_records=5, whole_records=n - 1)
+    assert chunked(small) and small.report["extraction"]["targeted"]["chunks"] >= n // 5
+    assert small.report["counts"] == whole.report["counts"]
 
 
 def _import_both(rig: Rig, size: int = 5) -> None:
