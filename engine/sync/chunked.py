@@ -48,10 +48,11 @@ from engine.mapresult import MappingStats, MapResult
 from engine.observe.notice import MAX_SUBJECTS, subject_facts
 from engine.state import Outcome as StateOutcome
 from engine.state import StateStore
+from engine.sync.addresses import PROPERTIES, UNITS, _streets, split_address_moves
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
 from engine.sync.order import PropertyDone
-from engine.sync.plan import ARCHIVE, CREATE, SKIPPED, UPDATE, Action, Plan, build_plan
+from engine.sync.plan import ARCHIVE, CREATE, RESTORE, SKIPPED, UPDATE, Action, Plan, build_plan
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
@@ -176,6 +177,11 @@ class ChunkedRun:
                                                            stats={name: MappingStats() for name in mset.order}))
         self.timings: dict[str, float] = {"map_s": 0.0, "plan_s": 0.0, "apply_s": 0.0}
         self.passed: set[str] = set()  # resources whose chunks are all done
+        # address moves (engine.sync.addresses): property -> (step 2, dropped streets); units
+        # moving away from a dropped street -> their property; properties whose unit failed
+        self.finals: dict[str, tuple[Action, set[str]]] = {}
+        self.moving: dict[Key, str] = {}
+        self.stuck: set[str] = set()
         self.again: set[Key] = set()   # records of the current chunk that an earlier chunk wrote
 
     # -- the rows every chunk starts from
@@ -216,6 +222,9 @@ class ChunkedRun:
                 if self.m.result.aborted is not None or self.m.result.stopped:
                     return
             self.passed.add(res)
+        self.final_addresses(writer, journal, progress, should_stop)
+        if self.m.result.aborted is not None or self.m.result.stopped:
+            return
         self.archive_step(writer, journal, progress, should_stop)
 
     def chunk(self, res: str, page: list[tuple[str, dict[str, Any]]], writer: Writer, journal: Any,
@@ -293,7 +302,7 @@ class ChunkedRun:
         # a record an earlier chunk of this run wrote, written again now (a responsibility that a
         # later role joins): one record, counted once, by its first write -- as a whole run counts it
         self.again = {(a.kind, a.ref_id) for a in plan.actions if a.action == UPDATE and (k := known.get(
-            (a.kind, a.ref_id))) is not None and k.updated_run == m.run_id and k.status == "written"}
+            (a.kind, a.ref_id))) is not None and k.updated_run == m.run_id and k.status in ("written", "pending")}
         self._count(plan, desired, known)
         m.candidates.update((a.kind, a.ref_id) for a in archives)
         # records left alone because their source failed to map: the archive step must see them,
@@ -323,6 +332,7 @@ class ChunkedRun:
                 return None
             return tuple(references(kind, k.payload)), k.payload
 
+        plan.actions = self._address_moves(plan.actions)
         with store.batch():
             for a in plan.adopt:
                 journal.written(a)
@@ -333,7 +343,66 @@ class ChunkedRun:
                                 write_order=self.options.write_order, lookup=lookup,
                                 max_ahead=self.options.max_ahead)
         self._merge(plan, result)
+        for o in result.outcomes:  # a unit that did not move: its property keeps the old address
+            if not o.ok and (o.kind, o.ref_id) in self.moving:
+                self.stuck.add(self.moving[(o.kind, o.ref_id)])
+        # step 1 written: pending until step 2 is, so that a failed unit or a crash in between
+        # makes the next run (a targeted day too) finish the move -- as apply does in a whole run
+        written = {(o.kind, o.ref_id) for o in result.outcomes if o.ok and o.kind == PROPERTIES}
+        first = [a for a in plan.actions if a.kind == PROPERTIES and a.ref_id in self.finals
+                 and (a.kind, a.ref_id) in written]
+        if first:
+            with store.batch():
+                journal.pending(first)
         self.timings["apply_s"] += time.perf_counter() - t2
+
+    def _address_moves(self, actions: list[Action]) -> list[Action]:
+        """A property that drops addresses is written in two steps (engine.sync.addresses), its
+        units moving in between -- here in later chunks: step 1 (the new addresses and the dropped
+        ones) now, step 2 once every chunk is done (``final_addresses``), unless a unit moving away
+        from a dropped address failed. Written at once, the property would drop an address its
+        units still have (casavi refuses that, run after run)."""
+        out: list[Action] = []
+        for a in actions:
+            if a.kind == PROPERTIES and a.ref_id in self.finals:
+                continue  # mapped again by a later chunk: step 1 is written, step 2 waits for the end
+            if a.kind == PROPERTIES and a.action in (UPDATE, RESTORE) and a.payload is not None:
+                steps, finals = split_address_moves([a, *self._all_units_move(a)])
+                if finals:
+                    self.finals[a.ref_id] = (finals[0].action, set(_streets(a.before)) - set(_streets(a.payload)))
+                    out.append(steps[0])
+                    continue
+            if a.kind == UNITS and a.before and (a.payload or {}).get("address") != a.before.get("address"):
+                final = self.finals.get(str((a.payload or {}).get("propertyId")))
+                if final is not None and a.before.get("address") in final[1]:
+                    self.moving[(a.kind, a.ref_id)] = str((a.payload or {}).get("propertyId"))
+            out.append(a)
+        return out
+
+    @staticmethod
+    def _all_units_move(prop: Action) -> list[Action]:
+        """Stand-ins for the units of ``prop`` (in later chunks) moving away from each address it
+        drops: what makes split_address_moves write it in two steps."""
+        return [Action(UNITS, f"\x00{street}", UPDATE, {"propertyId": prop.ref_id, "address": None}, None,
+                       None, None, before={"address": street})
+                for street in _streets(prop.before) if street not in _streets(prop.payload)]
+
+    def final_addresses(self, writer: Writer, journal: Any, progress: Progress | None,
+                        should_stop: Callable[[], bool] | None) -> None:
+        """Step 2 of the address moves: the properties whose units all moved drop the old address
+        (counted once, by step 1; a property whose unit failed keeps it, the next run tries again)."""
+        finals = [final for ref_id, (final, _) in self.finals.items()
+                  if ref_id not in self.stuck and (PROPERTIES, ref_id) not in self.m.failed_keys]
+        if not finals:
+            return
+        self.again = {(a.kind, a.ref_id) for a in finals}
+        with self.store.batch():
+            result = apply_plan(Plan(kinds=self.order, actions=finals), writer, journal, order=self.order,
+                                concurrency=self.options.concurrency, progress=progress, should_stop=should_stop,
+                                write_order=self.options.write_order)
+        result.properties_done, result.properties_total = [], 0  # counted with step 1
+        self._merge(Plan(kinds=self.order), result)
+        self.again = set()
 
     def _source(self, resource: str, rid: str) -> dict[str, Any] | None:
         return self.store.source_records_by_id(self.tenant, resource, [rid]).get(rid)
