@@ -57,7 +57,7 @@ from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
 GC_RECORDS = 2_000  # records mapped between two full garbage collections (at least one per chunk above)
-CHUNK_RECORDS = 5_000    # SCALARA records per chunk (a chunk holds ~10 KB per record it maps)
+CHUNK_RECORDS = 2_000    # SCALARA records per chunk (a chunk holds 10-30 KB per record it maps)
 WHOLE_RECORDS = 20_000   # a tenant with at most this many records is mapped at once (~200 properties)
 
 

@@ -56,7 +56,7 @@ class SyncOptions:
     retry_records: frozenset[tuple[str, str]] = frozenset()  # (kind, ref_id): the same for these only
     # a real run that reads everything maps, plans and applies this many SCALARA records at a time
     # (engine.sync.chunked), when the tenant has more than ``whole_records``; 0: always at once
-    chunk_records: int = 5_000
+    chunk_records: int = 2_000
     whole_records: int | None = None  # None: chunk_records (the connector config's default: 20,000)
 
 
