@@ -247,12 +247,6 @@ def test_chunked_and_whole_runs_agree_when_casavi_refuses_records_kind_by_kind(t
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "a record skipped because one it depends on failed has a state row (status failed, no payload) "
-    "only when apply journaled its intent before the failure -- in a whole run when it is in the "
-    "failed record's property group, in a chunked run when it is in its chunk too. Such never-written "
-    "rows count as existing casavi records for the mass-archive guard and become archive candidates "
-    "(engine.sync.archives), so the guard and the archives of a later run differ"))
 def test_chunked_and_whole_runs_agree_when_casavi_refuses_records(tmp_path: Path) -> None:
     seen: Counter[str] = Counter()
     shm = Path("/dev/shm")

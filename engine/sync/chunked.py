@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -135,6 +136,7 @@ class _Merged:
     result: ChunkedResult = field(default_factory=ChunkedResult)
     candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
     counted: set[int] = field(default_factory=set)        # hashes of the records counted
+    covered: set[int] = field(default_factory=set)        # hashes of the records in the coverage
     planned: set[int] = field(default_factory=set)        # hashes of the records planned to be written
     won: set[int] = field(default_factory=set)            # hashes of error targets produced all the same
     coverage: dict[str, Any] = field(default_factory=dict)
@@ -204,14 +206,21 @@ class ChunkedRun:
     # -- the chunks
     def run(self, writer: Writer, journal: Any, *, progress: Progress | None,
             should_stop: Callable[[], bool] | None) -> None:
+        """Property by property (the write order a whole run has): first every chunk is mapped and
+        its rows stored, nothing written; then the records go out property group by property
+        group (engine.sync.groups), each mapped again from the rows. Without a root mapping, or
+        in the kind-by-kind order, each chunk is written as it is mapped."""
+        from engine.sync.groups import Groups, root_mapping
+
         self.start_rows()
+        root = root_mapping(self.mset, self.order[0]) if self.options.write_order == "property" else None
         uncollected = 0
         for res in chunk_resources(self.mset):
             for page in self._pages(res, self.chunk_records):
                 if should_stop is not None and should_stop():
                     self.m.result.stopped = True
                     return
-                self.chunk(res, page, writer, journal, progress, should_stop)
+                self.chunk(res, dict(page), writer, journal, progress, should_stop, write=root is None)
                 # the chunks' cycles (compiled loops, closures), before the next chunk -- every
                 # GC_RECORDS records: a full collection costs what the whole heap holds, so after
                 # every one of many small chunks it would cost more than the mapping
@@ -222,27 +231,55 @@ class ChunkedRun:
                 if self.m.result.aborted is not None or self.m.result.stopped:
                     return
             self.passed.add(res)
+        if root is not None:
+            self.m.covered.clear()  # the coverage is complete: its set goes before the writes' sets grow
+            groups = Groups(self.store, self.tenant, self.mset, root, self.chunk_records)
+            for ids in itertools.chain(groups.groups(), groups.leftovers(chunk_resources(self.mset))):
+                if should_stop is not None and should_stop():
+                    self.m.result.stopped = True
+                    return
+                delta = {res: self.store.source_records_by_id(self.tenant, res, got) for res, got in ids.items()}
+                self.chunk(None, delta, writer, journal, progress, should_stop, note=False)
+                uncollected += sum(len(got) for got in delta.values())
+                if uncollected >= GC_RECORDS:
+                    gc.collect()
+                    uncollected = 0
+                if self.m.result.aborted is not None or self.m.result.stopped:
+                    return
         self.final_addresses(writer, journal, progress, should_stop)
         if self.m.result.aborted is not None or self.m.result.stopped:
             return
         self.archive_step(writer, journal, progress, should_stop)
 
-    def chunk(self, res: str, page: list[tuple[str, dict[str, Any]]], writer: Writer, journal: Any,
-              progress: Progress | None, should_stop: Callable[[], bool] | None) -> None:
-        from engine.sync.runner import _desired, _failed_sources, _map_error_rows
-
+    def chunk(self, res: str | None, records: dict[str, dict[str, Any]] | dict[str, dict[str, dict[str, Any]]],
+              writer: Writer, journal: Any, progress: Progress | None, should_stop: Callable[[], bool] | None, *,
+              note: bool = True, write: bool = True) -> None:
+        """Map one chunk: ``res`` -> its records (``records``: id -> record), or, with ``res`` None,
+        a group's records of several resources (resource -> id -> record). ``note``: keep what
+        the report needs (errors, coverage, names) and store the rows; ``write``: plan and apply."""
         store, tenant, m = self.store, self.tenant, self.m
         t0 = time.perf_counter()
-        delta: dict[str, dict[str, dict[str, Any] | None]] = {res: dict(page)}
+        delta: dict[str, dict[str, dict[str, Any] | None]] = (
+            {res: dict(records)} if res is not None else {r: dict(got) for r, got in records.items()})
         horizon = HORIZON.set([dt.date.max])
         try:
             t = remap(store, tenant, self.mset, delta, run_date=self.options.run_date, seed=False)
         finally:
             HORIZON.reset(horizon)
-        own = set(delta[res])
-        m.stats["chunks"] += 1
+        m.stats["chunks" if note else "groups"] = m.stats.get("chunks" if note else "groups", 0) + 1
         m.stats["mapped"] += len(t.closure)
         m.stats["rounds"] += t.rounds
+        if note:
+            self._note(t, res, set(delta[res]) if res is not None else set())
+        self.timings["map_s"] += time.perf_counter() - t0
+        if write:
+            self._write(t, writer, journal, progress, should_stop)
+
+    def _note(self, t: Any, res: str | None, own: set[str]) -> None:
+        """What the report needs of a chunk (names, coverage, errors); its rows into the store."""
+        from engine.sync.runner import _failed_sources, _map_error_rows
+
+        store, tenant, m = self.store, self.tenant, self.m
         for res_, rid in t.closure:  # mapped again: what an earlier chunk named is superseded
             m.subjects.pop(f"{res_}/{rid}", None)
         # a failed record's names (its unit, its property) come from records of earlier chunks too
@@ -252,12 +289,28 @@ class ChunkedRun:
         # what records of earlier chunks produce only now (a rental contract whose unit came in
         # this chunk) is counted here: their own chunk could not count it
         healed = {(o.source_resource, o.source_id) for got in t.mapped.outputs.values() for ref, o in got.items()
-                  if o.source_resource in self.passed and hash((o.kind, ref)) not in m.counted}
-        m.coverage = merge_coverage(m.coverage, compute_coverage(
-            self.mset, _own_part(self.mset, t.mapped, res, own, healed, m.counted)))
-        t1 = time.perf_counter()
-        self.timings["map_s"] += t1 - t0
+                  if o.source_resource in self.passed and hash((o.kind, ref)) not in m.covered}
+        part = _own_part(self.mset, t.mapped, str(res), own, healed, m.covered)
+        m.coverage = merge_coverage(m.coverage, compute_coverage(self.mset, part))
+        m.covered.update(hash((kind, ref)) for kind, got in part.outputs.items() for ref in got)
+        for key in t.closure:  # a record mapped again: its earlier errors are superseded
+            m.errors.pop(key, None)
+        for row in _map_error_rows(self.mset, t.mapped):
+            if row.get("resource") and row.get("sourceId"):
+                m.errors.setdefault((str(row["resource"]), str(row["sourceId"])), []).append(row)
+            else:
+                m.loose_errors.append(row)
+        store.save_deps(tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
+                        replaced=t.replaced)
 
+    def _write(self, t: Any, writer: Writer, journal: Any, progress: Progress | None,
+               should_stop: Callable[[], bool] | None) -> None:
+        """Plan a mapped chunk against the state (and casavi's records when reconciling) and apply it;
+        archives are only noted (``archive_step``)."""
+        from engine.sync.runner import _desired, _map_error_rows
+
+        store, tenant, m = self.store, self.tenant, self.m
+        t1 = time.perf_counter()
         desired = _desired(t.mapped)
         known = store.records_of_sources(tenant, t.replaced)
         known.update(store.records_by_keys(tenant, [(d.kind, d.ref_id) for d in desired
@@ -274,22 +327,15 @@ class ChunkedRun:
         failed = [r for r in rows if r.get("kind") and r.get("targetId")]
         m.won.difference_update(hash((r["kind"], r["targetId"])) for r in failed if not by_other(r))
         m.won.update(hash((r["kind"], r["targetId"])) for r in failed if by_other(r))
-        for key in t.closure:  # a record mapped again: its earlier errors are superseded
-            m.errors.pop(key, None)
-        for row in rows:
-            if row.get("resource") and row.get("sourceId"):
-                m.errors.setdefault((str(row["resource"]), str(row["sourceId"])), []).append(row)
-            else:
-                m.loose_errors.append(row)
         errored = {(str(e.resource), str(e.source_id)) for e in t.mapped.errors if e.resource and e.source_id}
         plan = build_plan(desired, known, kinds=self.order, map_errors=rows, errored_sources=errored,
                           current=self._current_for(desired, known), archive_max_share=1.0,
                           allow_archive=True, record_holds=self.holds)
         self._release(plan)
-        for row in plan.errors[len(rows):]:  # payloads JSON cannot carry
-            m.errors.setdefault((str(row.get("resource")), str(row.get("sourceId"))), []).append(row)
-        store.save_deps(tenant, flat(t.rows), t.until, whole=False, mapping_hash=self.fingerprint,
-                        replaced=t.replaced)
+        for row in plan.errors[len(rows):]:  # payloads JSON cannot carry (a group may map a record twice)
+            got = m.errors.setdefault((str(row.get("resource")), str(row.get("sourceId"))), [])
+            if row not in got:
+                got.append(row)
         archives = [a for a in plan.actions if a.action == ARCHIVE] + plan.held_archives
         # casavi refused it earlier in this run: not sent again (a run tries a record once); what
         # it is now (a responsibility a later role joined) is what the run failed to write, as in
