@@ -398,14 +398,21 @@ def inside_a_chunk(rig: Rig, records: int) -> Callable[[], bool]:
     return lambda: sum(len(v) for v in rig.casavi_state(CHUNK).values()) >= records
 
 
-@pytest.mark.parametrize("where", ["between chunks", "inside a chunk"])
+@pytest.mark.parametrize("where", ["while mapping", "between groups", "inside a group"])
 def test_a_stop_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig, where: str) -> None:
+    """Chunks are first all mapped (nothing written), then written property group by group: a stop
+    while mapping writes nothing; between or inside groups, some properties are out."""
     whole = rig.run(WHOLE, chunk_records=0)
-    stop = between_chunks(4) if where == "between chunks" else inside_a_chunk(rig, 12)
+    chunks = run(rig, "probe", chunk_records=5).report["extraction"]["targeted"]["chunks"]
+    stop = {"while mapping": between_chunks(4), "between groups": between_chunks(chunks + 1),
+            "inside a group": inside_a_chunk(rig, 12)}[where]
     stopped = run(rig, CHUNK, chunk_records=5, should_stop=stop)
     assert stopped.outcome == "stopped" and chunked(stopped)
     written = sum(len(v) for v in rig.casavi_state(CHUNK).values())
-    assert 0 < written < sum(len(v) for v in rig.casavi_state(WHOLE).values())
+    if where == "while mapping":
+        assert written == 0
+    else:
+        assert 0 < written < sum(len(v) for v in rig.casavi_state(WHOLE).values())
     again = run(rig, CHUNK, chunk_records=5)
     assert chunked(again) and again.outcome == whole.outcome
     assert again.report["counts"]["contracts"]["create"] > 0  # the contracts come after the stop
