@@ -56,13 +56,14 @@ class Groups:
     def _roots(self) -> Iterator[list[Key]]:
         for res in self.shape.identity_sources[self.root]:
             after: str | None = None
-            while page := self.store.source_page(self.tenant, res, after, 500):
+            while page := self.store.source_page(self.tenant, res, after, 50):  # ~5,000 records walked at once
                 yield [(res, rid) for rid, _ in page]
                 after = page[-1][0]
 
-    def members(self, roots: list[Key]) -> dict[Key, list[Key]]:
-        """root -> its records (the root first), walking the ``r`` rows backwards; then the
-        protected records they refer to. A record reached from two roots goes with the first."""
+    def members(self, roots: list[Key], *, protected: bool = True) -> dict[Key, list[Key]]:
+        """root -> its records (the root first), walking the ``r`` rows backwards; then (unless
+        ``protected`` is False) the protected records they refer to. A record reached from two
+        roots goes with the first."""
         owner: dict[Key, Key] = {r: r for r in roots}
         out: dict[Key, list[Key]] = {r: [r] for r in roots}
         frontier = list(roots)
@@ -81,8 +82,9 @@ class Groups:
                         owner[k] = owner[parent]
                         out[owner[parent]].append(k)
                         frontier.append(k)
-        for key, refs in self._protected(list(owner)).items():
-            out[owner[key]].extend(refs)
+        if protected:
+            for key, refs in self._protected(list(owner)).items():
+                out[owner[key]].extend(refs)
         return out
 
     def _protected(self, keys: list[Key]) -> dict[Key, list[Key]]:
@@ -103,7 +105,7 @@ class Groups:
         """resource -> ids per group: properties smallest first (ties by id), then the leftovers."""
         sizes: list[tuple[int, Key]] = []
         for roots in self._roots():
-            sizes.extend((len(set(got)), root) for root, got in self.members(roots).items())
+            sizes.extend((len(got), root) for root, got in self.members(roots, protected=False).items())
         sizes.sort()
         batch: list[Key] = []
         total = 0
