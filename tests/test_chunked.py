@@ -411,8 +411,10 @@ def test_a_stop_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig, where: s
     written = sum(len(v) for v in rig.casavi_state(CHUNK).values())
     if where == "while mapping":
         assert written == 0
-    else:
+    elif where == "inside a group":
         assert 0 < written < sum(len(v) for v in rig.casavi_state(WHOLE).values())
+    else:  # the first group out (smallest properties first: it may hold all but the leftovers)
+        assert 0 < written <= sum(len(v) for v in rig.casavi_state(WHOLE).values())
     again = run(rig, CHUNK, chunk_records=5)
     assert chunked(again) and again.outcome == whole.outcome
     assert again.report["counts"]["contracts"]["create"] > 0  # the contracts come after the stop
