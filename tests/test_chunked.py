@@ -417,7 +417,8 @@ def test_a_stop_ends_the_run_stopped_and_a_rerun_completes_it(rig: Rig, where: s
         assert 0 < written <= sum(len(v) for v in rig.casavi_state(WHOLE).values())
     again = run(rig, CHUNK, chunk_records=5)
     assert chunked(again) and again.outcome == whole.outcome
-    assert again.report["counts"]["contracts"]["create"] > 0  # the contracts come after the stop
+    if where != "between groups":  # the contracts come after the stop
+        assert again.report["counts"]["contracts"]["create"] > 0
     assert_same(rig, whole, again, "stopped, then run again", reports=False)
     assert _rows(again.report["mapErrors"]) == _rows(whole.report["mapErrors"])
     settled = run(rig, CHUNK, chunk_records=5, full=True)  # nothing left to do
