@@ -518,12 +518,6 @@ def test_a_record_whose_stored_source_is_gone_but_another_source_still_makes_it_
     assert_same(rig, whole, chunk, "one of two roles deleted")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.sync.archives takes a record never written to casavi (a create skipped because its "
-    "property was refused: a 'failed' row without payload) for an existing one: an archive "
-    "candidate, counted by the mass-archive guard; a responsibility's archive then fails with "
-    "\"invalid reference id ''\". Such rows exist or not with the write grouping, which is why the "
-    "chunked and whole runs with casavi refusals above differ"))
 def test_a_record_never_written_to_casavi_is_not_archived_when_its_source_goes(rig: Rig) -> None:
     prop = sorted(data(rig)["properties"])[0]
     tamper = refusing([prop])

@@ -170,6 +170,15 @@ class SourcesMixin(StoreBase):
             return {(kind, status): n for kind, status, n in db.execute(
                 "SELECT kind, status, COUNT(*) FROM records WHERE tenant = ? GROUP BY kind, status", (tenant,))}
 
+    def existing_counts(self, tenant: str) -> dict[str, int]:
+        """Records per kind that casavi holds or may hold (not archived, not a record casavi never
+        accepted): what the mass-archive guard compares with (engine.sync.archives)."""
+        self._require_tenant(tenant)
+        with self._read() as db:
+            return {kind: n for kind, n in db.execute(
+                "SELECT kind, COUNT(*) FROM records WHERE tenant = ? AND status <> 'archived' AND NOT "
+                "(status = 'failed' AND previous_status IS NULL AND payload_hash IS NULL) GROUP BY kind", (tenant,))}
+
     def source_counts(self, tenant: str) -> dict[str, int]:
         self._require_tenant(tenant)
         with self._read() as db:

@@ -99,6 +99,8 @@ def plan_archives(
     for key, state in known.items():
         if state.status == "archived":
             continue
+        if state.status == "failed" and state.previous_status is None and state.payload_hash is None:
+            continue  # never in casavi (refused, or skipped after what it needs was refused): nothing to archive
         counted[key[0]] = counted.get(key[0], 0) + 1
         if key in seen:
             continue

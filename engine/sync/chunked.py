@@ -170,6 +170,7 @@ class ChunkedRun:
         self.fingerprint, self.holds, self.statuses = fingerprint, holds, statuses
         self.current, self.pairs = current, pairs
         self.empty_kinds = set(empty_kinds)
+        self.existing = store.existing_counts(tenant)  # before the run writes: the guard's "of N"
         self.chunk_records = max(1, chunk_records)
         self.order = kind_order(mset)
         self.m = _Merged(self.order, run_id)
@@ -571,10 +572,7 @@ class ChunkedRun:
         if not candidates:
             return
         known = store.records_by_keys(tenant, candidates)
-        existing: dict[str, int] = {}
-        for (kind, status), n in self.statuses.items():
-            if status != "archived":
-                existing[kind] = existing.get(kind, 0) + n
+        existing = self.existing
         referenced = self._referenced(candidates)
         holds = {kind: KindHold("SCALARA returned no records for this kind; nothing is archived")
                  for kind in self.empty_kinds}

@@ -118,11 +118,9 @@ def prepare_targeted(mset: MappingSet, link: Link, extraction: Extraction, optio
     known.update(link.store.records_by_keys(link.tenant, [k for k in held if k not in known]))
     known.update(link.store.records_by_keys(link.tenant, [(d.kind, d.ref_id) for d in desired
                                                           if (d.kind, d.ref_id) not in known]))
-    existing: dict[str, int] = {}
+    existing = link.store.existing_counts(link.tenant)
     written: dict[str, int] = {}
     for (kind, status), n in link.statuses.items():
-        if status != "archived":
-            existing[kind] = existing.get(kind, 0) + n
         if status == "written":
             written[kind] = written.get(kind, 0) + n
     for (kind, _), state in known.items():
