@@ -37,9 +37,7 @@ import datetime as dt
 import gc
 import itertools
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.compile import MappingSet
@@ -52,8 +50,19 @@ from engine.state import StateStore
 from engine.sync.addresses import PROPERTIES, UNITS, _streets, split_address_moves
 from engine.sync.apply import RESPONSIBILITIES, ApplyResult, Outcome, Progress, Writer, apply_plan
 from engine.sync.archives import KindHold, plan_archives, references
+from engine.sync.chunkmerge import (
+    ChunkedPlan,
+    ChunkedResult,
+    Merged,
+    Overlay,
+    as_now,
+    count_plan,
+    own_part,
+    release_held,
+    tally_add,
+)
 from engine.sync.order import PropertyDone
-from engine.sync.plan import ARCHIVE, CREATE, RESTORE, SKIPPED, UPDATE, Action, Plan, build_plan
+from engine.sync.plan import ARCHIVE, RESTORE, SKIPPED, UPDATE, Action, Plan, build_plan
 from engine.sync.targeted import Shape, flat, match_rows, remap
 
 Key = tuple[str, str]
@@ -81,82 +90,6 @@ def chunk_resources(mset: MappingSet) -> list[str]:
     return ordered + [r for r in dict.fromkeys(last) if r not in ordered]
 
 
-@dataclass
-class ChunkedPlan(Plan):
-    """The plans of all chunks: actions are kept only where the report needs their payload (refused
-    writes) and for the archive step; the others are counted in ``tally``."""
-
-    tally: dict[str, dict[str, int]] = field(default_factory=dict)
-    wrote: bool = False
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        table = super().counts()
-        for kind, row in self.tally.items():
-            into = table.setdefault(kind, dict.fromkeys(row, 0))
-            for action, n in row.items():
-                into[action] = into.get(action, 0) + n
-        return table
-
-    @property
-    def pending_changes(self) -> bool:
-        return self.wrote or bool(self.actions or self.held_archives)
-
-
-@dataclass
-class ChunkedResult(ApplyResult):
-    """The results of all chunks: ``outcomes`` keeps the failed ones, ``tally`` counts the rest."""
-
-    tally: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        table = super().counts()
-        for kind, row in self.tally.items():
-            into = table.setdefault(kind, {})
-            for action, n in row.items():
-                into[action] = into.get(action, 0) + n
-        return table
-
-
-def _add(table: dict[str, dict[str, int]], kind: str, action: str, n: int = 1) -> None:
-    row = table.setdefault(kind, {})
-    row[action] = row.get(action, 0) + n
-
-
-@dataclass
-class _Merged:
-    order: tuple[str, ...]
-    run_id: int
-    plan_tally: dict[str, dict[str, int]] = field(default_factory=dict)
-    unchanged: dict[str, int] = field(default_factory=dict)
-    errors: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)   # (resource, SCALARA id) -> rows
-    loose_errors: list[dict[str, Any]] = field(default_factory=list)      # rows without a source
-    held: dict[Key, Action] = field(default_factory=dict)
-    failed_actions: list[Action] = field(default_factory=list)
-    failed_keys: dict[Key, str] = field(default_factory=dict)
-    result: ChunkedResult = field(default_factory=ChunkedResult)
-    candidates: set[Key] = field(default_factory=set)     # archive candidates not produced since
-    counted: set[int] = field(default_factory=set)        # hashes of the records counted
-    covered: set[int] = field(default_factory=set)        # hashes of the records in the coverage
-    planned: set[int] = field(default_factory=set)        # hashes of the records planned to be written
-    won: set[int] = field(default_factory=set)            # hashes of error targets produced all the same
-    coverage: dict[str, Any] = field(default_factory=dict)
-    subjects: dict[str, dict[str, str]] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=lambda: {"chunks": 0, "mapped": 0, "rounds": 0})
-    wrote: bool = False
-    properties: dict[str, PropertyDone] = field(default_factory=dict)  # by property, as completed
-    open_properties: int = 0
-
-    def error_rows(self) -> list[dict[str, Any]]:
-        return [row for rows in self.errors.values() for row in rows] + self.loose_errors
-
-    def blocked(self) -> list[tuple[str, str, str]]:
-        out = [(row["kind"], row["targetId"], row["reason"]) for row in self.error_rows()
-               if row.get("kind") and row.get("targetId") and hash((row["kind"], row["targetId"])) not in self.won]
-        out += [(a.kind, a.ref_id, a.reason) for a in self.held.values() if a.action == CREATE]
-        out += [(k, r, why) for (k, r), why in self.failed_keys.items()]
-        return out
-
-
 class ChunkedRun:
     """One whole-tenant run in chunks (see the module docstring)."""
 
@@ -173,7 +106,7 @@ class ChunkedRun:
         self.existing = store.existing_counts(tenant)  # before the run writes: the guard's "of N"
         self.chunk_records = max(1, chunk_records)
         self.order = kind_order(mset)
-        self.m = _Merged(self.order, run_id)
+        self.m = Merged(self.order, run_id)
         # every mapping is in the coverage, as in a whole run: one whose sources are empty (no
         # chunk maps it) produced nothing
         self.m.coverage = compute_coverage(mset, MapResult(outputs={}, errors=[],
@@ -291,7 +224,7 @@ class ChunkedRun:
         # this chunk) is counted here: their own chunk could not count it
         healed = {(o.source_resource, o.source_id) for got in t.mapped.outputs.values() for ref, o in got.items()
                   if o.source_resource in self.passed and hash((o.kind, ref)) not in m.covered}
-        part = _own_part(self.mset, t.mapped, str(res), own, healed, m.covered)
+        part = own_part(self.mset, t.mapped, str(res), own, healed, m.covered)
         m.coverage = merge_coverage(m.coverage, compute_coverage(self.mset, part))
         m.covered.update(hash((kind, ref)) for kind, got in part.outputs.items() for ref in got)
         for key in t.closure:  # a record mapped again: its earlier errors are superseded
@@ -332,7 +265,7 @@ class ChunkedRun:
         plan = build_plan(desired, known, kinds=self.order, map_errors=rows, errored_sources=errored,
                           current=self._current_for(desired, known), archive_max_share=1.0,
                           allow_archive=True, record_holds=self.holds)
-        self._release(plan)
+        release_held(self.m, plan)
         for row in plan.errors[len(rows):]:  # payloads JSON cannot carry (a group may map a record twice)
             got = m.errors.setdefault((str(row.get("resource")), str(row.get("sourceId"))), [])
             if row not in got:
@@ -343,14 +276,14 @@ class ChunkedRun:
         # a whole run: the report's names and the refused payload's hash (engine.sync.failures)
         later = {(a.kind, a.ref_id): a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) in m.failed_keys}
         if later:
-            m.failed_actions = [_as(a, later.get((a.kind, a.ref_id))) for a in m.failed_actions]
+            m.failed_actions = [as_now(a, later.get((a.kind, a.ref_id))) for a in m.failed_actions]
         plan.actions = [a for a in plan.actions if a.action != ARCHIVE and (a.kind, a.ref_id) not in m.failed_keys]
         plan.held_archives, plan.guard_trips = [], []
         # a record an earlier chunk of this run wrote, written again now (a responsibility that a
         # later role joins): one record, counted once, by its first write -- as a whole run counts it
         self.again = {(a.kind, a.ref_id) for a in plan.actions if a.action == UPDATE and (k := known.get(
             (a.kind, a.ref_id))) is not None and k.updated_run == m.run_id and k.status in ("written", "pending")}
-        self._count(plan, desired, known)
+        count_plan(self.m, plan, desired, self.again)
         m.candidates.update((a.kind, a.ref_id) for a in archives)
         # records left alone because their source failed to map: the archive step must see them,
         # for they are archived with a record they refer to (a contract whose ownership fails,
@@ -458,7 +391,7 @@ class ChunkedRun:
         """casavi's records for a chunk's plan when reconciling: responsibilities by their pair."""
         if self.current is None:
             return None
-        view = _Overlay(self.current)
+        view = Overlay(self.current)
         for key, k in known.items():  # written by an earlier chunk: casavi holds what we sent
             if k.updated_run == self.m.run_id and k.status == "written" and k.payload is not None:
                 view.extra[key] = k.payload
@@ -474,52 +407,6 @@ class ChunkedRun:
                     view.extra.setdefault((RESPONSIBILITIES, ref_id), self.pairs[pair])
         return view
 
-    def _release(self, plan: Plan) -> None:
-        """A held record (casavi refused this payload before) is sent after all when a record it
-        references is written in this run (engine.sync.plan._release_holds does it within the
-        chunk): also when an earlier chunk wrote that record -- a unit with its updated property."""
-        writing = {hash((a.kind, a.ref_id)) for a in plan.actions if a.action != ARCHIVE} | self.m.planned
-        changed = True
-        while changed and plan.held:
-            changed = False
-            still: list[Action] = []
-            for a in plan.held:
-                if any(hash(d) in writing for d in a.depends_on):
-                    a.reason = f"sent again: a record it references is written in this run (before: {a.reason})"
-                    plan.actions.append(a)
-                    writing.add(hash((a.kind, a.ref_id)))
-                    changed = True
-                else:
-                    still.append(a)
-            plan.held = still
-
-    def _count(self, plan: Plan, desired: list[Any], known: Mapping[Key, Any]) -> None:
-        """Each record counted once: by its write, or as unchanged the first time it is seen."""
-        m = self.m
-        for a in plan.actions:  # a held record is not planned (a whole plan counts it nowhere)
-            if (a.kind, a.ref_id) not in self.again:
-                _add(m.plan_tally, a.kind, a.action)
-            m.planned.add(hash((a.kind, a.ref_id)))
-        for a in (*plan.actions, *plan.held):
-            m.counted.add(hash((a.kind, a.ref_id)))
-            m.held.pop((a.kind, a.ref_id), None)
-        for a in plan.held:
-            m.held[(a.kind, a.ref_id)] = a
-        acted = {(a.kind, a.ref_id) for a in (*plan.actions, *plan.held)}
-        # a payload JSON cannot carry is a record error of the plan, counted there (not unchanged)
-        unfit = {(str(r.get("kind")), str(r.get("targetId"))) for r in plan.errors if r.get("stage") == "plan"}
-        acted |= unfit
-        m.counted.update(hash(key) for key in unfit)
-        for d in desired:
-            key = (d.kind, d.ref_id)
-            m.candidates.discard(key)
-            h = hash(key)
-            if key not in acted and h not in m.counted:
-                m.counted.add(h)
-                m.unchanged[d.kind] = m.unchanged.get(d.kind, 0) + 1
-        if plan.actions:
-            m.wrote = True
-
     def _merge(self, plan: Plan, result: ApplyResult) -> None:
         m = self.m
         by_key = {(a.kind, a.ref_id): a for a in plan.actions}
@@ -527,7 +414,7 @@ class ChunkedRun:
         for o in result.outcomes:
             if o.ok:
                 if (o.kind, o.ref_id) not in self.again:
-                    _add(m.result.tally, o.kind, o.action)
+                    tally_add(m.result.tally, o.kind, o.action)
                 ok.append(o)
                 m.failed_keys.pop((o.kind, o.ref_id), None)
                 continue
@@ -581,7 +468,7 @@ class ChunkedRun:
                       kind_holds=holds, max_share=self.options.archive_max_share, floor=self.options.archive_floor,
                       allow_archive=self.options.allow_archive, existing=existing)
         for a in self.archives.actions:
-            _add(m.plan_tally, a.kind, a.action)
+            tally_add(m.plan_tally, a.kind, a.action)
         self.timings["plan_s"] += time.perf_counter() - t0
         if not self.archives.actions:
             return
@@ -633,44 +520,7 @@ class ChunkedRun:
                            held_archives=list(archives.held_archives), held=list(m.held.values()),
                            tally={k: dict(v) for k, v in m.plan_tally.items()}, wrote=m.wrote)
         for a in m.failed_actions:  # counted in the tally already
-            _add(plan.tally, a.kind, a.action, -1)
+            tally_add(plan.tally, a.kind, a.action, -1)
         return plan
 
 
-def _as(a: Action, now: Action | None) -> Action:
-    """``a`` with the payload ``now`` has (a record planned again by a later chunk)."""
-    return a if now is None else replace(a, payload=now.payload, payload_hash=now.payload_hash)
-
-
-class _Overlay(dict[Key, dict[str, Any]]):
-    """``base`` with some extra entries, without copying ``base`` (casavi's whole read)."""
-
-    def __init__(self, base: Mapping[Key, dict[str, Any]]) -> None:
-        super().__init__()
-        self.base = base
-        self.extra: dict[Key, dict[str, Any]] = {}
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        got = self.extra.get(key)
-        return got if got is not None else self.base.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.extra or key in self.base
-
-    def __getitem__(self, key: Key) -> dict[str, Any]:
-        got = self.extra.get(key)
-        return got if got is not None else self.base[key]
-
-
-def _own_part(mset: MappingSet, mapped: MapResult, res: str, own: set[str], healed: set[tuple[Any, Any]],
-              counted: set[int]) -> MapResult:
-    """What a chunk made from its own records (others it mapped are counted in their own chunk),
-    and what ``healed`` records of earlier chunks produce for the first time (not ``counted``)."""
-    outputs = {kind: {ref: o for ref, o in got.items() if (o.source_resource == res and o.source_id in own) or (
-                   (o.source_resource, o.source_id) in healed and hash((kind, ref)) not in counted)}
-               for kind, got in mapped.outputs.items()}
-    mine = {name for name, plan in mset.mappings.items() if any(rule.source == res for rule in plan.rules)}
-    misses = Counter({key: n for key, n in mapped.misses.items() if key[0] in mine})
-    mine |= {o.mapping for got in outputs.values() for o in got.values()}  # their empty fields, not their codes
-    stats = {name: st for name, st in mapped.stats.items() if name in mine}
-    return MapResult(outputs=outputs, errors=[], stats=stats, misses=misses)
