@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -223,32 +223,49 @@ def full_reason(policy: IncrementalPolicy, previous: SourceCursor | None, *, ful
     return ""
 
 
+@dataclass
+class _Newest:
+    """The newest ``updatedAt`` of a read (the next cursor)."""
+
+    stamp: str | None = None
+    at: dt.datetime | None = None
+
+    def see(self, page: list[Any]) -> None:
+        for rec in page:
+            stamp = rec.get("updatedAt") if isinstance(rec, dict) else None
+            at = parse_stamp(stamp)
+            if at is not None and (self.at is None or at > self.at):
+                self.stamp, self.at = stamp, at
+
+
+def _page_walk(reader: Reader, resources: list[str], progress: Progress | None, should_stop: Callable[[], bool] | None,
+          pages: dict[str, int], newest: _Newest) -> Iterator[tuple[str, int, list[Any]]]:
+    """Every page of every resource, as (resource, records before it, page): a full read's walk."""
+    for res in resources:
+        n = 0
+        for page in reader.iter_pages(res):
+            if should_stop is not None and should_stop():
+                raise StopRequested
+            pages[res] = pages.get(res, 0) + 1
+            newest.see(page)
+            yield res, n, page
+            n += len(page)
+            if progress:
+                progress("extract", res, n, 0)
+        if progress:  # the resource is read: its real total (pages carry none)
+            progress("extract", res, n, n)
+
+
 def read_full(reader: Reader, resources: Iterable[str], progress: Progress | None = None,
               should_stop: Callable[[], bool] | None = None,
               pages: dict[str, int] | None = None) -> tuple[dict[str, list[Record]], str | None]:
     """Every record of every resource, and the newest ``updatedAt`` among them."""
-    records: dict[str, list[Record]] = {}
-    newest: str | None = None
-    newest_at: dt.datetime | None = None
-    for res in resources:
-        rows: list[Record] = []
-        for page in reader.iter_pages(res):
-            if should_stop is not None and should_stop():
-                raise StopRequested
-            rows.extend(page)
-            if pages is not None:
-                pages[res] = pages.get(res, 0) + 1
-            for rec in page:
-                stamp = rec.get("updatedAt") if isinstance(rec, dict) else None
-                at = parse_stamp(stamp)
-                if at is not None and (newest_at is None or at > newest_at):
-                    newest, newest_at = stamp, at
-            if progress:
-                progress("extract", res, len(rows), 0)
-        if progress:  # the resource is read: its real total (pages carry none)
-            progress("extract", res, len(rows), len(rows))
-        records[res] = rows
-    return records, newest
+    resources = list(resources)
+    records: dict[str, list[Record]] = {res: [] for res in resources}
+    newest = _Newest()
+    for res, _, page in _page_walk(reader, resources, progress, should_stop, {} if pages is None else pages, newest):
+        records[res].extend(page)
+    return records, newest.stamp
 
 
 class StagingStore(Protocol):
@@ -275,42 +292,30 @@ def _read_full_staged(store: StagingStore, tenant: str, reader: Reader, resource
     picture, which the whole-tenant path knows how to report and hold: then every record is
     handed back (the snapshot's, plus the unusable ones kept aside)."""
     store.stage_full_begin(tenant)
-    counts: dict[str, int] = {}
-    newest: str | None = None
-    newest_at: dt.datetime | None = None
+    resources = list(resources)
+    counts = dict.fromkeys(resources, 0)
+    newest = _Newest()
     aside: dict[str, list[tuple[int, Record]]] = {}
-    for res in resources:
-        n = 0
-        usable = usable_check(res)
-        for page in reader.iter_pages(res):
-            if should_stop is not None and should_stop():
-                raise StopRequested
-            pages[res] = pages.get(res, 0) + 1
-            good = []
-            for i, rec in enumerate(page):
-                if usable(rec):
-                    good.append(rec)
-                    at = parse_stamp(rec.get("updatedAt"))
-                    if at is not None and (newest_at is None or at > newest_at):
-                        newest, newest_at = rec.get("updatedAt"), at
-                else:  # with its place in the read: reports number the records ("record #3 of this read")
-                    aside.setdefault(res, []).append((n + i, rec))
-            store.stage_page(tenant, res, good)
-            n += len(page)
-            if progress:
-                progress("extract", res, n, 0)
-        if progress:
-            progress("extract", res, n, n)
-        counts[res] = n
+    checks = {res: usable_check(res) for res in resources}
+    for res, before, page in _page_walk(reader, resources, progress, should_stop, pages, newest):
+        usable = checks[res]
+        good = []
+        for i, rec in enumerate(page):
+            if usable(rec):
+                good.append(rec)
+            else:  # with its place in the read: reports number the records ("record #3 of this read")
+                aside.setdefault(res, []).append((before + i, rec))
+        store.stage_page(tenant, res, good)
+        counts[res] += len(page)
     if not aside:
-        return _Staged(counts, newest, None)
+        return _Staged(counts, newest.stamp, None)
     records: dict[str, list[Record]] = {}
     for res in resources:
         rows = list(store.source_records(tenant, res).values())  # in id order, as SCALARA pages them
         for place, rec in aside.get(res, []):
             rows.insert(place, rec)
         records[res] = rows
-    return _Staged(counts, newest, records)
+    return _Staged(counts, newest.stamp, records)
 
 
 @dataclass

@@ -53,6 +53,8 @@ class Groups:
             for res in sources:
                 self.readers.setdefault(res, []).append(name)
         self.placed: set[int] = set()
+        # sources of protected mappings: a contact goes with every property that refers to it
+        self.shared = {src for name in self.shape.protected for src in self.shape.all_sources[name]}
 
     def _roots(self) -> Iterator[list[Key]]:
         for res in self.shape.identity_sources[self.root]:
@@ -125,7 +127,7 @@ class Groups:
         out: dict[str, list[str]] = {}
         for res, rid in keys:
             h = hash((res, rid))
-            if (h in self.placed and res not in self._shared) or (res, rid) in waiting:
+            if (h in self.placed and res not in self.shared) or (res, rid) in waiting:
                 continue
             self.placed.add(h)
             out.setdefault(res, []).append(rid)
@@ -137,7 +139,7 @@ class Groups:
         wait for the group that holds it (its walk reaches them again), or for the leftovers.
         Written now, they would go out before what they refer to, which casavi refuses. A
         reference to a record SCALARA does not have waits for nothing."""
-        shared = self._shared
+        shared = self.shared
         here = {hash(k) for k in keys}
         needs: dict[Key, list[list[Key]]] = {}
         heads = {SEP.join(("r", name)) + SEP: name for name in self.shape.identity_sources
@@ -171,11 +173,6 @@ class Groups:
                         changed = True
                         break
         return waiting
-
-    @property
-    def _shared(self) -> set[str]:
-        """Sources of protected mappings: a contact goes with every property that refers to it."""
-        return {src for name in self.shape.protected for src in self.shape.all_sources[name]}
 
     def leftovers(self, resources: Iterable[str]) -> Iterator[dict[str, list[str]]]:
         """The records no group took, ``budget`` at a time, resource by resource, each with the
