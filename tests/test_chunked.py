@@ -17,7 +17,7 @@ import random
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -214,15 +214,21 @@ def _tenant(tmp: Path, seed: int, seen: Counter[str], *, refusals: bool = False,
         rig.close()
 
 
-@pytest.mark.slow
-def test_chunked_and_whole_runs_agree_on_imports_and_random_days(tmp_path: Path) -> None:
+def _tenants(tmp_path: Path, seeds: Iterable[int], **options: Any) -> Counter[str]:
+    """``_tenant`` for every seed, each in a folder of its own; what they saw, summed."""
     seen: Counter[str] = Counter()
     shm = Path("/dev/shm")  # state files in memory when the machine has it: fsyncs are most of the time
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
-        for seed in range(TENANTS):
+        for seed in seeds:
             where = Path(base) / f"t{seed}"
             where.mkdir()
-            _tenant(where, seed, seen)
+            _tenant(where, seed, seen, **options)
+    return seen
+
+
+@pytest.mark.slow
+def test_chunked_and_whole_runs_agree_on_imports_and_random_days(tmp_path: Path) -> None:
+    seen = _tenants(tmp_path, range(TENANTS))
     assert seen["states"] == TENANTS * (DAYS + 1) >= 100
     assert seen["guard"] >= 3  # the mass-archive guard tripped (identically) on several days
     assert seen["archived"] > 0  # and archives went through on others
@@ -234,27 +240,15 @@ REFUSING = 25  # tenants on which casavi refuses records (40% of them per resour
 @pytest.mark.slow
 def test_chunked_and_whole_runs_agree_when_casavi_refuses_records_kind_by_kind(tmp_path: Path) -> None:
     """Refused records, their skipped dependents, held records and their release, written kind by
-    kind (where no skipped record's intent is journaled, in either run: see the xfail below)."""
-    seen: Counter[str] = Counter()
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
-        for seed in range(REFUSING):
-            where = Path(base) / f"k{seed}"
-            where.mkdir()
-            _tenant(where, 500 + seed, seen, refusals=True, write_order="kind")
+    kind (where no skipped record's intent is journaled, in either run)."""
+    seen = _tenants(tmp_path, range(500, 500 + REFUSING), refusals=True, write_order="kind")
     assert seen["states"] == REFUSING * (DAYS + 1)
     assert seen["refused"] >= 10 and seen["held"] >= 10  # casavi refused records, later runs held them back
 
 
 @pytest.mark.slow
 def test_chunked_and_whole_runs_agree_when_casavi_refuses_records(tmp_path: Path) -> None:
-    seen: Counter[str] = Counter()
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path) as base:
-        for seed in range(TENANTS):
-            where = Path(base) / f"r{seed}"
-            where.mkdir()
-            _tenant(where, seed, seen, refusals=True)
+    seen = _tenants(tmp_path, range(TENANTS), refusals=True)
     assert seen["refused"] >= 3 and seen["held"] >= 3  # casavi refused records, later runs held them back
 
 

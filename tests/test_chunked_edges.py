@@ -244,6 +244,19 @@ def test_a_reference_id_claimed_twice_across_chunks_blocks_only_the_loser(rig: R
     both(rig, full=True, allow_archive=True)
 
 
+def lookups_across(specs: dict[str, Any]) -> None:
+    """Units look up their property (a lookup into a rule source, across properties) and a
+    second rule makes a unit per rental (two rule sources for one mapping)."""
+    units = specs["units"]
+    units["rules"].insert(0, {
+        "name": "rented", "source": "usages", "filter": "type == 'RENTAL'", "id": "ref_id('u', id)",
+        "fields": {"propertyId": {"ref": "properties", "from": "propertyId"}, "name": "contractNumber || id",
+                   "number": "id", "usage": {"const": "PRIVATE"}}})
+    unit = units["rules"][1]
+    unit["lookups"]["prop"] = {"resource": "properties", "key": "propertyId", "match": "id"}
+    unit["fields"]["name"] = "join_nonempty(' ', [number, label, prop.number])"
+
+
 @pytest.mark.slow
 def test_records_whose_references_come_in_a_later_chunk_are_mapped_again(rig: Rig) -> None:
     """A units mapping whose first rule reads usages (a unit per rental) puts the usages chunk
@@ -251,19 +264,9 @@ def test_records_whose_references_come_in_a_later_chunk_are_mapped_again(rig: Ri
     chunk (they fail at first and are mapped again when their unit comes), and the units look up
     their property (a lookup into a rule source). Casavi, the state and the report -- coverage
     included -- end as in a whole run."""
-    def usage_units(specs: dict[str, Any]) -> None:
-        units = specs["units"]
-        units["rules"].insert(0, {
-            "name": "rented", "source": "usages", "filter": "type == 'RENTAL'", "id": "ref_id('u', id)",
-            "fields": {"propertyId": {"ref": "properties", "from": "propertyId"}, "name": "contractNumber || id",
-                       "number": "id", "usage": {"const": "PRIVATE"}}})
-        unit = units["rules"][1]
-        unit["lookups"]["prop"] = {"resource": "properties", "key": "propertyId", "match": "id"}
-        unit["fields"]["name"] = "join_nonempty(' ', [number, label, prop.number])"
-
     from engine.sync.chunked import chunk_resources
 
-    rig.mset = mapping_set(usage_units)
+    rig.mset = mapping_set(lookups_across)
     assert chunk_resources(rig.mset).index("usages") < chunk_resources(rig.mset).index("units")
     whole, _ = both(rig)
     assert whole.report["counts"]["contracts"]["create"] > 100
@@ -497,28 +500,33 @@ def test_a_chunked_run_on_a_postgresql_state_ends_as_a_whole_run_on_sqlite(tmp_p
         rig.close()
 
 
+def fall_back_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """The ``call``-th chunk's closure cannot be computed (engine.sync.targeted.Fallback)."""
+    from engine.sync import chunked
+    from engine.sync.targeted import Fallback
+
+    real, calls = chunked.remap, [0]
+
+    def remap(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == call:
+            raise Fallback("a closure too big (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chunked, "remap", remap)
+
+
 @pytest.mark.slow
 def test_a_first_run_that_falls_back_to_whole_midway_still_reconciles(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk's closure cannot be computed (engine.sync.targeted.Fallback) after some chunks of
     a first run into a populated casavi: the rest is mapped whole -- and still reconciled with
     casavi (adopting what it holds), not sent again record by record as if casavi were known."""
-    from engine.sync import chunked
-    from engine.sync.targeted import Fallback
-
     both(rig)
     rig.advance(1)
     rig.scalara.update_record("contacts", sorted(data(rig)["contacts"])[0], {"lastName": "Neu"})
     for side in ("whole", "chunk"):
         fresh_state(rig, side)
-    real, calls = chunked.remap, [0]
-
-    def remap(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == 10:
-            raise Fallback("a closure too big (test)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(chunked, "remap", remap)
+    fall_back_at(monkeypatch, 10)
     whole = rig.run("whole", chunk_records=0)
     chunk = rig.run("chunk", chunk_records=4)
     assert "mapping in chunks stopped" in chunk.report["extraction"]["targeted"]["reason"]
@@ -580,19 +588,8 @@ def test_a_run_that_falls_back_to_whole_midway_reports_the_writes_of_its_chunks(
     """A chunk's closure cannot be computed after some chunks of an import wrote properties and
     units: the whole-tenant plan finds those unchanged, yet this run wrote them -- the report
     counts them as written (and their properties as complete), as a whole run does."""
-    from engine.sync import chunked
-    from engine.sync.targeted import Fallback
-
     rig = Rig(tmp_path, properties=3, seed=6)
-    real, calls = chunked.remap, [0]
-
-    def remap(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == 20:
-            raise Fallback("a closure too big (test)")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(chunked, "remap", remap)
+    fall_back_at(monkeypatch, 20)
     whole = rig.run("whole", chunk_records=0)
     chunk = rig.run("chunk", chunk_records=4)
     assert "mapping in chunks stopped" in chunk.report["extraction"]["targeted"]["reason"]

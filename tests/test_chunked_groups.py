@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.incremental_rig import Rig
-from tests.test_chunked_edges import both, data, delete_property, mapping_set
+from tests.test_chunked_edges import both, data, delete_property, lookups_across, mapping_set
 
 
 @pytest.fixture
@@ -121,19 +121,6 @@ def unprotected_contacts(specs: dict[str, Any]) -> None:
     (leftovers); responsibilities name their property as text (reached from none either)."""
     del specs["contacts"]["only_if_referenced_by"]
     specs["responsibilities"]["rules"][0]["fields"]["propertyId"] = "ref_id('p', propertyId)"
-
-
-def lookups_across(specs: dict[str, Any]) -> None:
-    """Units look up their property (a lookup into a rule source, across properties) and a
-    second rule makes a unit per rental (two rule sources for one mapping)."""
-    units = specs["units"]
-    units["rules"].insert(0, {
-        "name": "rented", "source": "usages", "filter": "type == 'RENTAL'", "id": "ref_id('u', id)",
-        "fields": {"propertyId": {"ref": "properties", "from": "propertyId"}, "name": "contractNumber || id",
-                   "number": "id", "usage": {"const": "PRIVATE"}}})
-    unit = units["rules"][1]
-    unit["lookups"]["prop"] = {"resource": "properties", "key": "propertyId", "match": "id"}
-    unit["fields"]["name"] = "join_nonempty(' ', [number, label, prop.number])"
 
 
 @pytest.mark.slow
