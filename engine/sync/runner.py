@@ -74,7 +74,6 @@ class Prepared:
     extraction: Extraction | None = None  # how SCALARA was read (None: a plain full read)
     skipped_mapping: bool = False  # nothing changed since a clean run: nothing was mapped
     subjects: dict[str, dict[str, str]] = field(default_factory=dict)  # failed records' names, for the notice
-    chunked: bool = False  # mapped, planned and applied in chunks (engine.sync.chunked)
 
 
 def source_resources(mset: MappingSet) -> list[str]:

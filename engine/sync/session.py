@@ -144,10 +144,10 @@ def read_and_plan(store: StateStore, tenant: str, mset: MappingSet, scalara: Rea
     whole = options.chunk_records if options.whole_records is None else options.whole_records
     if extraction.staged and sum(extraction.counts.values()) <= whole:
         unstage(store, tenant, extraction)  # one chunk: the whole tenant at once, as a dry run would
+    held = failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
+                               retry=options.retry_records)
     if extraction.staged and extraction.records is None:  # mapped in chunks by the caller (engine.sync.chunked)
-        return Staged(extraction, statuses, link, time.perf_counter() - t0,
-                      failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
-                                          retry=options.retry_records))
+        return Staged(extraction, statuses, link, time.perf_counter() - t0, held)
     if extraction.skipped:
         extraction.carried = _last_map_errors(store, tenant)
         for (kind, status), n in statuses.items():
@@ -170,8 +170,6 @@ def read_and_plan(store: StateStore, tenant: str, mset: MappingSet, scalara: Rea
             extraction.records is not None or extraction.delta is not None):
         store.stage_sources(tenant, extraction.commit)
         extraction.commit.replace, extraction.commit.upserts, extraction.commit.deletes = {}, {}, {}
-    held = failure_rules.holds(store.failures(tenant), now, retry_all=options.retry_failed,
-                               retry=options.retry_records)
     return prepare(mset, scalara, casavi, known, options, progress, should_stop, extraction,
                    time.perf_counter() - t0, holds=held, link=link)
 
@@ -223,8 +221,7 @@ def run_chunks(store: StateStore, tenant: str, run_id: int, mset: MappingSet, ca
     extraction.stable_until = dt.date.fromordinal(first).isoformat() if first is not None else dt.date.max.isoformat()
     extraction.targeted = {"mode": "chunked", "chunkRecords": options.chunk_records, **run.m.stats}
     prepared = Prepared(run.merged_plan(), MapResult(outputs={}, errors=[], stats={}), dict(extraction.counts),
-                        reconcile, run.order, timings, run.m.coverage, extraction, subjects=run.m.subjects,
-                        chunked=True)
+                        reconcile, run.order, timings, run.m.coverage, extraction, subjects=run.m.subjects)
     return prepared, run.m.result
 
 
